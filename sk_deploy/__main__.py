@@ -1,0 +1,3 @@
+from sk_deploy.cli import main
+
+main()

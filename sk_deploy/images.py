@@ -1,0 +1,120 @@
+"""Image decoding and the preprocessing every stage shares: resize, centre crop, scale, normalise."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+class ImageError(ValueError):
+    """An input that is not a decodable image (missing, empty, truncated, not an image, too many pixels)."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a network wants its pictures: short side resized to ``resize``, centre crop ``crop`` x ``crop``,
+    scaled to [0, 1], normalised with ``mean`` / ``std``, channels first (NCHW).
+
+    The default is timm's for the checkpoints here: 224 / 0.875 = 256, bicubic, crop 224, ImageNet stats.
+    """
+
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}, got {self.interpolation!r}")
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) larger than resize ({self.resize})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, as written into a bundle's manifest."""
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "layout": "NCHW"}
+
+
+def open_image(source: str | Path | bytes, min_size: int | None = None) -> Image.Image:
+    """Decode a JPEG/PNG/WebP/... file or bytes into an upright RGB image.
+
+    EXIF orientation is applied; greyscale, palette, CMYK and alpha images become RGB. With ``min_size``,
+    large JPEGs are decoded in draft mode at the smallest scale whose short side is still >= 2 * min_size,
+    which keeps the resize's result while decoding far fewer pixels.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("empty image: no bytes to decode")
+        stream: Any = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if not path.is_file():
+            raise ImageError(f"{path}: not a file")
+        stream = path
+    try:
+        with Image.open(stream) as img:
+            if min_size and img.format == "JPEG":
+                img.draft("RGB", (2 * min_size, 2 * min_size))
+            img = ImageOps.exif_transpose(img)
+            img.load()
+            return _to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: too many pixels ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (no decoder recognises it)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: cannot decode image ({exc})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def resize_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
+    """Resize the short side to ``spec.resize`` (as torchvision's Resize(int)), then centre crop."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = spec.resize, int(spec.resize * long / short)
+    size = (new_short, new_long) if w <= h else (new_long, new_short)
+    if size != img.size:
+        img = img.resize(size, _RESAMPLE[spec.interpolation])
+    w, h = img.size
+    left = round((w - spec.crop) / 2.0)
+    top = round((h - spec.crop) / 2.0)
+    return img.crop((left, top, left + spec.crop, top + spec.crop))
+
+
+def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
+    """RGB image -> float32 array (3, H, W), scaled to [0, 1] and normalised."""
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def load_batch(sources: list[str | Path | bytes], spec: Preprocess) -> np.ndarray:
+    """Decode and preprocess images into one float32 NCHW batch."""
+    return np.stack([to_tensor(resize_crop(open_image(s, spec.resize), spec), spec) for s in sources])

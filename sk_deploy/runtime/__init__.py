@@ -1,0 +1,1 @@
+"""Running models: devices, classification output; the Predictor over every backend lands here."""
