@@ -58,8 +58,12 @@ def predict_command(
     pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per image.")] = 5,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Classify images with a PyTorch model and print the top-k labels and probabilities."""
+    import json
+    from dataclasses import asdict
+
     import torch
 
     from sk_deploy.images import ImageError, load_batch
@@ -84,8 +88,14 @@ def predict_command(
     with torch.inference_mode():
         logits = net(torch.from_numpy(batch).to(target)).float().cpu().numpy()
     results = rank(logits, top_k, imagenet_labels())
+    if as_json:
+        payload = [{"image": str(path), "model": model, "device": str(target),
+                    "predictions": [asdict(p) for p in ranked]} for path, ranked in zip(images, results, strict=True)]
+        print(json.dumps(payload, indent=2))
+        return
     for path, ranked in zip(images, results, strict=True):
-        table = Table(title=f"{path} ({model}, {target})", title_justify="left")
+        console.print(f"[bold]{path}[/] ({model}, {target})", highlight=False, soft_wrap=True)
+        table = Table()
         table.add_column("#", justify="right")
         table.add_column("class", justify="right")
         table.add_column("label")
