@@ -20,8 +20,7 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript import optimizer, rewriter
-from onnxscript.rewriter import RewriteRuleClassBase
-from onnxscript.rewriter._basics import MatchResult
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase
 
 
 @dataclass
