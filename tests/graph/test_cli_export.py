@@ -57,8 +57,8 @@ def test_verify_command(exported: Path) -> None:
     run = sk_deploy("verify", str(exported))
     assert run.returncode == 0, run.stderr
     assert "model.onnx" in run.stdout and "pass" in run.stdout
-    run = sk_deploy("verify", str(exported), "--max-abs", "0")
-    assert run.returncode == 1 and "verification failed" in run.stderr and "FAIL" in run.stdout
+    result = invoke("verify", str(exported), "--max-abs", "0")
+    assert result.exit_code == 1 and "verification failed" in result.stderr and "FAIL" in result.stdout
 
 
 def test_verify_on_real_photos_command(exported: Path, shared_data: Path) -> None:
@@ -136,13 +136,19 @@ def test_export_refusals(args: list[str], message: str, tmp_path: Path, wrong_we
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
 
 
-def test_refusals_exit_one_in_a_real_process(tmp_path: Path) -> None:
+def test_refusal_exits_one_in_a_real_process(tmp_path: Path) -> None:
     run = sk_deploy("export", "sknet51", "--out", str(tmp_path / "b"))
     assert run.returncode == 1 and "known models: sknet26" in run.stderr and "Traceback" not in run.stderr
-    run = sk_deploy("verify", str(tmp_path))
-    assert run.returncode == 1 and "not a bundle (no manifest.json)" in run.stderr
-    run = sk_deploy("inspect", str(tmp_path / "absent.onnx"))
-    assert run.returncode == 1 and "no such file or bundle directory" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_and_inspect_refusals(tmp_path: Path) -> None:
+    result = invoke("verify", str(tmp_path))
+    assert result.exit_code == 1 and "not a bundle (no manifest.json)" in result.stderr
+    result = invoke("verify", str(tmp_path / "absent"))
+    assert result.exit_code == 1 and "no such directory" in result.stderr
+    result = invoke("inspect", str(tmp_path / "absent.onnx"))
+    assert result.exit_code == 1 and "no such file or bundle directory" in result.stderr
 
 
 def test_inspect_refuses_a_file_that_is_not_onnx(tmp_path: Path) -> None:
