@@ -155,6 +155,8 @@ class Bundle:
     def open(cls, path: str | Path) -> Bundle:
         """Read the bundle at ``path``; a missing or unreadable manifest is a BundleError."""
         path = Path(path)
+        if path.is_file():
+            raise BundleError(f"{path}: is a file, not a bundle directory")
         if not path.is_dir():
             raise BundleError(f"{path}: not a bundle directory (no such directory)")
         manifest_path = path / MANIFEST

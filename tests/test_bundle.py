@@ -61,6 +61,9 @@ def test_open_refuses_what_is_not_a_bundle(tmp_path: Path, content: str | None, 
         Bundle.open(tmp_path)
     with pytest.raises(BundleError, match="no such directory"):
         Bundle.open(tmp_path / "absent")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="is a file, not a bundle directory"):
+        Bundle.open(tmp_path / "file")
 
 
 def test_newer_format_is_refused(tmp_path: Path) -> None:

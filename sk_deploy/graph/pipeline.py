@@ -18,7 +18,7 @@ from sk_deploy.graph.describe import io_description
 from sk_deploy.graph.export import DEFAULT_OPSET, Exporter, ExportError, check_opset, export_onnx, save_model
 from sk_deploy.graph.passes import optimize
 from sk_deploy.graph.reference import build_reference, describe_weights
-from sk_deploy.graph.verify import Thresholds, VerifyReport, verify_bundle
+from sk_deploy.graph.verify import Thresholds, VerifyReport, image_files, verify_bundle
 from sk_deploy.images import Preprocess
 from sk_deploy.models.registry import ModelSpec, get_spec
 
@@ -100,6 +100,8 @@ def export_bundle(
     input_shape, preprocess = resolve_input(spec, request.input_size)
     target = check_target(request.out, request.force)
     weights = describe_weights(request.weights, request.pretrained)
+    if request.verify and request.images is not None:
+        image_files(request.images)  # a bad folder fails now, not after the export
 
     progress(f"building {spec.name}")
     model = build_reference(spec.name, weights)
@@ -113,7 +115,13 @@ def export_bundle(
         bundle.record("export", info.to_dict())
 
         progress("optimising the graph (cleanup, SK select, cleanup)")
-        clean, reports = optimize(raw, preprocess if request.fuse_preprocess else None)
+        try:
+            clean, reports = optimize(raw, preprocess if request.fuse_preprocess else None)
+        except ExportError:
+            raise
+        except Exception as exc:  # onnxslim, onnxscript and the checker raise many unrelated types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExportError(f"optimising the exported graph failed: {type(exc).__name__}: {first[:300]}") from exc
         save_model(clean, stage / MODEL_FILE)
         described_input = io_description(clean.graph.input)[0]
         bundle.add_file(MODEL_FILE, role="model", input=described_input, nodes=len(clean.graph.node))

@@ -111,7 +111,7 @@ def image_files(folder: str | Path, limit: int = DEFAULT_LIMIT) -> list[Path]:
     """The first ``limit`` pictures of ``folder`` by name (JPEG, PNG, WebP, ...), searched recursively."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise VerifyError(f"{folder}: no such directory")
+        raise VerifyError(f"{folder}: {'not a directory' if folder.exists() else 'no such directory'}")
     found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise VerifyError(f"{folder}: no pictures found ({', '.join(IMAGE_SUFFIXES)})")
@@ -151,8 +151,11 @@ def ort_logits(path: str | Path, batch_for: Callable[[str], np.ndarray], chunk: 
     feed = session.get_inputs()[0]
     batch = batch_for("uint8" if feed.type == "tensor(uint8)" else "float32")
     outputs = []
-    for start in range(0, len(batch), chunk):
-        outputs.append(session.run(None, {feed.name: batch[start:start + chunk]})[0].astype(np.float32))
+    try:
+        for start in range(0, len(batch), chunk):
+            outputs.append(session.run(None, {feed.name: batch[start:start + chunk]})[0].astype(np.float32))
+    except Exception as exc:  # shape or type mismatch between the pictures and the graph's input
+        raise VerifyError(f"{path}: ONNX Runtime cannot run it ({str(exc).strip().splitlines()[0][:200]})") from None
     return np.concatenate(outputs)
 
 

@@ -120,9 +120,10 @@ def wrong_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["skresnet18", "--exporter", "jit"], "unknown exporter 'jit'"),
         ([*SMALL, "--out", "FILE"], "exists and is not a directory"),
         ([*SMALL, "--out", "FILE/bundle"], "cannot write there"),
+        ([*SMALL, "--images", "FILE"], "file: not a directory"),
     ],
     ids=["unknown-model", "mismatched-weights", "missing-weights", "opset", "batch", "non-square", "exporter",
-         "out-is-file", "unwritable"],
+         "out-is-file", "unwritable", "images-not-a-folder"],
 )
 def test_export_refusals(args: list[str], message: str, tmp_path: Path, wrong_weights: Path) -> None:
     (tmp_path / "file").write_text("x")
