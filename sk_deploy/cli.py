@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from sk_deploy.graph.verify import VerifyReport
 
 app = typer.Typer(
     name="sk-deploy",
@@ -116,7 +119,8 @@ def _shape(shape: list[object] | None) -> str:
     return "?" if shape is None else "x".join(str(d) for d in shape)
 
 
-def _print_verify(report: Any) -> None:
+def _print_verify(report: VerifyReport) -> None:
+    """The parity table of a verification and the thresholds it was held to."""
     table = Table(title=f"parity against PyTorch: {report.count} images, {report.images}", title_justify="left")
     table.add_column("file", no_wrap=True)
     for column in ("max abs", "mean abs", "min cosine", "top-1", "top-5"):
