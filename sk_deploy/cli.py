@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from sk_deploy.graph.verify import VerifyReport
 
 app = typer.Typer(
     name="sk-deploy",
@@ -103,6 +106,193 @@ def predict_command(
         for i, p in enumerate(ranked, 1):
             table.add_row(str(i), str(p.index), p.label, f"{p.probability:.4f}")
         console.print(table)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions whose message is meant for a person: printed as one line, exit code 1."""
+    from sk_deploy.bundle import BundleError
+    from sk_deploy.graph.export import ExportError
+    from sk_deploy.graph.passes.preprocess import PreprocessError
+    from sk_deploy.graph.verify import VerifyError
+    from sk_deploy.images import ImageError
+    from sk_deploy.models import UnknownModelError
+    from sk_deploy.models.weights import WeightsError
+
+    return (UnknownModelError, WeightsError, ExportError, BundleError, VerifyError, PreprocessError, ImageError)
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 1e5 else f"{num_bytes / 1e3:.1f} kB"
+
+
+def _shape(shape: list[object] | None) -> str:
+    return "?" if shape is None else "x".join(str(d) for d in shape)
+
+
+def _print_verify(report: VerifyReport) -> None:
+    """The parity table of a verification and the thresholds it was held to."""
+    table = Table(title=f"parity against PyTorch: {report.count} images, {report.images}", title_justify="left")
+    table.add_column("file", no_wrap=True)
+    for column in ("max abs", "mean abs", "min cosine", "top-1", "top-5"):
+        table.add_column(column, justify="right")
+    table.add_column("result")
+    for item in report.files:
+        result = "[green]pass[/]" if item.passed else "[red]FAIL[/]: " + "; ".join(item.failures)
+        table.add_row(
+            item.file, f"{item.max_abs:.2e}", f"{item.mean_abs:.2e}", f"{item.min_cosine:.7f}",
+            f"{item.top1_agreement:.0%}", f"{item.top5_overlap:.0%}", result,
+        )
+    console.print(table)
+    thresholds = report.thresholds
+    console.print(
+        f"thresholds: max abs <= {thresholds.max_abs:g}, cosine >= {thresholds.min_cosine}, "
+        f"top-1 >= {thresholds.min_top1:.0%}", highlight=False,
+    )
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[str, typer.Argument(help="Registered model name (see `sk-deploy models`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
+    pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 18,
+    batch: Annotated[str, typer.Option(help="Batch sizes to serve, MIN:OPT:MAX (recorded for engines).")] = "1:8:32",
+    input_size: Annotated[
+        tuple[int, int] | None, typer.Option(help="Input height and width (square), default the model's.")
+    ] = None,
+    fuse_preprocess: Annotated[
+        bool, typer.Option(help="model.onnx takes uint8 NHWC pictures and normalises them itself.")
+    ] = False,
+    exporter: Annotated[str, typer.Option(help="torch exporter: dynamo (default) or legacy (TorchScript).")]
+    = "dynamo",
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+    verify: Annotated[bool, typer.Option(help="Check the ONNX files against PyTorch after export.")] = True,
+    images: Annotated[Path | None, typer.Option(help="Folder of pictures to verify on (default: generated).")]
+    = None,
+) -> None:
+    """Export a model to a bundle: model.raw.onnx (exporter output), model.onnx (cleaned), manifest.json."""
+    from sk_deploy.graph.export import EXPORTERS
+    from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle
+
+    if exporter not in EXPORTERS:
+        raise fail(f"unknown exporter {exporter!r}; use one of: {', '.join(EXPORTERS)}")
+    try:
+        request = ExportRequest(
+            model=model, out=out, weights=weights, pretrained=pretrained, opset=opset, exporter=exporter,  # type: ignore[arg-type]
+            batch=BatchProfile.parse(batch), input_size=input_size, fuse_preprocess=fuse_preprocess, force=force,
+            verify=verify, images=images,
+        )
+        with err_console.status(f"exporting {model}...") as status:
+            bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."))
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    if weights is None and not pretrained:
+        err_console.print(f"[yellow]note:[/] {model} has random weights (no --weights or --pretrained)")
+    table = Table(title=f"bundle {bundle.path}", title_justify="left")
+    table.add_column("file", no_wrap=True)
+    for column in ("role", "input", "nodes", "size"):
+        table.add_column(column, justify="right" if column in ("nodes", "size") else "left")
+    for name, entry in bundle.manifest["files"].items():
+        described = entry.get("input", {})
+        table.add_row(
+            name, entry.get("role", ""), f"{described.get('dtype', '?')} {_shape(described.get('shape'))}",
+            str(entry.get("nodes", "")), _size(entry["bytes"]),
+        )
+    console.print(table)
+    select = bundle.manifest["stages"]["optimize"]["sk_select"]
+    console.print(
+        f"SK select blocks rewritten: {select['rewritten']}, skipped: {len(select['skipped'])}", highlight=False
+    )
+    for skipped in select["skipped"]:
+        console.print(f"  skipped {skipped['block']}: {skipped['reason']}", highlight=False)
+    if report is not None:
+        _print_verify(report)
+        if not report.passed:
+            raise fail(f"verification failed; the bundle is at {bundle.path} (see manifest.json, stages.verify)")
+
+
+@app.command("verify")
+def verify_command(
+    bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
+    images: Annotated[Path | None, typer.Option(help="Folder of pictures (default: generated ones).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Pictures to use from --images.")] = 16,
+    weights: Annotated[Path | None, typer.Option(help="Reference checkpoint, instead of the manifest's.")] = None,
+    max_abs: Annotated[float, typer.Option(help="Largest allowed absolute error of a logit.")] = 1e-4,
+    min_cosine: Annotated[float, typer.Option(help="Smallest allowed cosine similarity of a logit vector.")]
+    = 0.9999,
+    min_top1: Annotated[float, typer.Option(help="Smallest allowed top-1 agreement (0 to 1).")] = 1.0,
+) -> None:
+    """Compare every ONNX file of a bundle with PyTorch on pictures; exit 1 if any misses a threshold."""
+    from sk_deploy.bundle import Bundle
+    from sk_deploy.graph.reference import build_reference, describe_weights
+    from sk_deploy.graph.verify import Thresholds, verify_bundle
+
+    try:
+        bundle = Bundle.open(bundle_dir)
+        source = describe_weights(weights) if weights is not None else bundle.manifest["model"]["weights"]
+        with err_console.status(f"verifying {bundle_dir}..."):
+            model = build_reference(bundle.model_name, source)
+            report = verify_bundle(bundle, model, images=images, limit=limit,
+                                   thresholds=Thresholds(max_abs, min_cosine, min_top1))
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    _print_verify(report)
+    if not report.passed:
+        raise fail("verification failed")
+
+
+@app.command("inspect")
+def inspect_command(
+    target: Annotated[Path, typer.Argument(metavar="BUNDLE|FILE.onnx", help="A bundle directory or an ONNX file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show inputs, outputs, op histogram, node counts and sizes of a bundle's ONNX files or of one file."""
+    import json
+
+    from sk_deploy.graph.describe import describe
+
+    try:
+        summary = describe(target)
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    files = summary["files"]
+    if "bundle" in summary:
+        weights = summary["model"].get("weights", {})
+        console.print(f"bundle {summary['bundle']}: {summary['model'].get('name')} "
+                      f"(weights: {weights.get('source', '?')})", highlight=False)
+    overview = Table(title="files", title_justify="left")
+    overview.add_column("file", no_wrap=True)
+    for column in ("size", "opset", "nodes", "rank-5 tensors"):
+        overview.add_column(column, justify="right")
+    for name, info in files.items():
+        overview.add_row(name, _size(info["bytes"]), str(info["opset"]), str(info["nodes"]), str(info["rank5_tensors"]))
+    console.print(overview)
+    io = Table(title="inputs and outputs", title_justify="left")
+    for column in ("file", "", "name", "dtype", "shape"):
+        io.add_column(column, no_wrap=True)
+    for name, info in files.items():
+        for kind in ("inputs", "outputs"):
+            for value in info[kind]:
+                io.add_row(name, kind[:-1], value["name"], value["dtype"], _shape(value["shape"]))
+    console.print(io)
+    ops = Table(title="op histogram", title_justify="left")
+    ops.add_column("op")
+    for name in files:
+        ops.add_column(name, justify="right")
+    all_ops = sorted({op for info in files.values() for op in info["ops"]},
+                     key=lambda op: -max(info["ops"].get(op, 0) for info in files.values()))
+    for op in all_ops:
+        ops.add_row(op, *(str(info["ops"].get(op, 0)) for info in files.values()))
+    ops.add_row("[bold]total[/]", *(f"[bold]{info['nodes']}[/]" for info in files.values()))
+    console.print(ops)
+    verify = summary.get("stages", {}).get("verify")
+    if verify:
+        state = "[green]passed[/]" if verify["passed"] else "[red]failed[/]"
+        console.print(f"verification {state} on {verify['count']} images ({verify['images']})")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX: export (export.py), graph rewrites (passes/), parity against PyTorch (verify.py)."""
