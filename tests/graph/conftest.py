@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 import torch
 from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def calibrate_bn(model: nn.Module, input_shape: tuple[int, int, int], seed: int = 0) -> nn.Module:
@@ -64,11 +62,3 @@ def torch_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
 def random_batch(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """A float32 standard-normal batch (n, *shape)."""
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real ImageNet photos beside the project; tests that need them skip without them."""
-    if not (SHARED_DATA / "imagenet-samples").is_dir():
-        pytest.skip(f"real photos not found at {SHARED_DATA}")
-    return SHARED_DATA
