@@ -11,6 +11,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from sk_deploy.graph.verify import VerifyReport
+    from sk_deploy.precision.accuracy import AccuracyReport
 
 app = typer.Typer(
     name="sk-deploy",
@@ -117,8 +118,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from sk_deploy.images import ImageError
     from sk_deploy.models import UnknownModelError
     from sk_deploy.models.weights import WeightsError
+    from sk_deploy.precision.calibration import CalibrationError
+    from sk_deploy.precision.fp16 import PrecisionError
 
-    return (UnknownModelError, WeightsError, ExportError, BundleError, VerifyError, PreprocessError, ImageError)
+    return (UnknownModelError, WeightsError, ExportError, BundleError, VerifyError, PreprocessError, ImageError,
+            CalibrationError, PrecisionError)
 
 
 def _size(num_bytes: int) -> str:
@@ -150,6 +154,21 @@ def _print_verify(report: VerifyReport) -> None:
     )
 
 
+def _print_accuracy(reports: list[AccuracyReport], title: str) -> None:
+    """The accuracy table of precision graphs against float32, with each gate's verdict."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("file", no_wrap=True)
+    for column in ("cosine mean / min", "SQNR dB", "top-1 agree", "top-5 overlap", "max abs"):
+        table.add_column(column, justify="right")
+    table.add_column("gate")
+    for r in reports:
+        g = r.agreement
+        verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]: " + "; ".join(r.failures)
+        table.add_row(r.file, f"{g.cosine_mean:.5f} / {g.cosine_min:.5f}", f"{g.sqnr_db:.1f}",
+                      f"{g.top1_agreement:.1%}", f"{g.top5_overlap:.1%}", f"{g.max_abs:.4f}", verdict)
+    console.print(table)
+
+
 @app.command("export")
 def export_command(
     model: Annotated[str, typer.Argument(help="Registered model name (see `sk-deploy models`).")],
@@ -170,6 +189,12 @@ def export_command(
     verify: Annotated[bool, typer.Option(help="Check the ONNX files against PyTorch after export.")] = True,
     images: Annotated[Path | None, typer.Option(help="Folder of pictures to verify on (default: generated).")]
     = None,
+    calibrate_bn: Annotated[
+        Path | None,
+        typer.Option(help="Folder of photos to recompute BatchNorm statistics on before export; with random "
+                     "weights also scales residual branches: realistic activations for FP16/INT8 figures."),
+    ] = None,
+    calibrate_bn_count: Annotated[int, typer.Option(min=1, help="Photos used by --calibrate-bn.")] = 64,
 ) -> None:
     """Export a model to a bundle: model.raw.onnx (exporter output), model.onnx (cleaned), manifest.json."""
     from sk_deploy.graph.export import EXPORTERS
@@ -181,7 +206,7 @@ def export_command(
         request = ExportRequest(
             model=model, out=out, weights=weights, pretrained=pretrained, opset=opset, exporter=exporter,  # type: ignore[arg-type]
             batch=BatchProfile.parse(batch), input_size=input_size, fuse_preprocess=fuse_preprocess, force=force,
-            verify=verify, images=images,
+            verify=verify, images=images, calibrate_bn=calibrate_bn, calibrate_bn_count=calibrate_bn_count,
         )
         with err_console.status(f"exporting {model}...") as status:
             bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."))
@@ -194,9 +219,10 @@ def export_command(
     for column in ("role", "input", "nodes", "size"):
         table.add_column(column, justify="right" if column in ("nodes", "size") else "left")
     for name, entry in bundle.manifest["files"].items():
-        described = entry.get("input", {})
+        described = entry.get("input")
         table.add_row(
-            name, entry.get("role", ""), f"{described.get('dtype', '?')} {_shape(described.get('shape'))}",
+            name, entry.get("role", ""),
+            f"{described.get('dtype', '?')} {_shape(described.get('shape'))}" if described else "-",
             str(entry.get("nodes", "")), _size(entry["bytes"]),
         )
     console.print(table)
@@ -227,19 +253,24 @@ def verify_command(
     from sk_deploy.bundle import Bundle
     from sk_deploy.graph.reference import build_reference, describe_weights
     from sk_deploy.graph.verify import Thresholds, verify_bundle
+    from sk_deploy.precision.accuracy import check_precision_files
 
     try:
         bundle = Bundle.open(bundle_dir)
         source = describe_weights(weights) if weights is not None else bundle.manifest["model"]["weights"]
         with err_console.status(f"verifying {bundle_dir}..."):
-            model = build_reference(bundle.model_name, source)
+            model = build_reference(bundle.model_name, source, bundle.path)
             report = verify_bundle(bundle, model, images=images, limit=limit,
                                    thresholds=Thresholds(max_abs, min_cosine, min_top1))
+            precision = check_precision_files(bundle, images, limit)
     except _user_errors() as exc:
         raise fail(str(exc)) from None
     _print_verify(report)
-    if not report.passed:
-        raise fail("verification failed")
+    if precision:
+        _print_accuracy(precision, f"precision graphs against model.onnx: {report.count} images, {report.images}")
+    failed = [r.file for r in precision if not r.passed]
+    if not report.passed or failed:
+        raise fail("verification failed" + (f" (accuracy gate: {', '.join(failed)})" if failed else ""))
 
 
 @app.command("inspect")
@@ -293,6 +324,52 @@ def inspect_command(
     if verify:
         state = "[green]passed[/]" if verify["passed"] else "[red]failed[/]"
         console.print(f"verification {state} on {verify['count']} images ({verify['images']})")
+
+
+@app.command("quantize")
+def quantize_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
+    precision: Annotated[str, typer.Option(help="fp16 or int8.")] = "int8",
+    target: Annotated[str, typer.Option(help="int8 form: tensorrt (QDQ, symmetric int8) or cpu (U8S8).")]
+    = "tensorrt",
+    calib: Annotated[Path | None, typer.Option(help="Folder of calibration photos (JPEG/PNG); int8 needs it.")]
+    = None,
+    calib_size: Annotated[int, typer.Option(help="Photos to calibrate on (a fixed-seed subset).")] = 256,
+    holdout_size: Annotated[int, typer.Option(help="Other photos of the folder to measure accuracy on.")] = 64,
+    method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
+    exclude: Annotated[list[str] | None, typer.Option(help="Op type or node name to keep float32 (repeat).")]
+    = None,
+    gate: Annotated[bool, typer.Option(help="Refuse a graph that misses its accuracy gate.")] = True,
+) -> None:
+    """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+
+    request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=calib, calib_size=calib_size,
+                              holdout_size=holdout_size, method=method, exclude=tuple(exclude or ()), gate=gate)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = None
+
+        def step(message: str, total: int) -> None:
+            nonlocal task
+            if task is not None:
+                bar.update(task, visible=False)
+            task = bar.add_task(message, total=total or None)
+
+        try:
+            result = quantize_bundle(request, step, lambda n: bar.advance(task, n) if task is not None else None)
+        except _user_errors() as exc:
+            raise fail(str(exc)) from None
+    a = result.accuracy
+    _print_accuracy([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
+    for note in a.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
+    if not a.passed:
+        kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
+        raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
+    console.print(f"[green]wrote[/] {bundle / result.file}")
 
 
 def main() -> None:

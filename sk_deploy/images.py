@@ -20,6 +20,9 @@ _RESAMPLE = {
 }
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
 class ImageError(ValueError):
     """An input that is not a decodable image (missing, empty, truncated, not an image, too many pixels)."""
 
@@ -47,6 +50,19 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, as written into a bundle's manifest."""
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "layout": "NCHW"}
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Picture files (by suffix, any case) in ``folder`` and below it, sorted by path."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImageError(f"{folder}: no such directory")
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a directory")
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise ImageError(f"{folder}: no pictures found ({', '.join(IMAGE_SUFFIXES)})")
+    return found
 
 
 def open_image(source: str | Path | bytes, min_size: int | None = None) -> Image.Image:

@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,30 +28,15 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from common import cpu_name, load_average  # noqa: E402
+from common import measure as interleaved  # noqa: E402
 
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
 from sk_deploy.graph.export import export_onnx  # noqa: E402
 from sk_deploy.graph.passes import optimize  # noqa: E402
 from sk_deploy.graph.reference import build_reference, describe_weights  # noqa: E402
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (or platform's guess elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> list[float] | None:
-    """The 1/5/15-minute load averages, to show whether something else was running."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def variants(model_name: str, weights: dict, size: int) -> tuple[dict[str, onnx.ModelProto], dict]:
@@ -77,20 +61,9 @@ def variants(model_name: str, weights: dict, size: int) -> tuple[dict[str, onnx.
 def measure(
     sessions: dict[str, ort.InferenceSession], batch: int, size: int, rounds: int, warmup: int
 ) -> dict[str, list[float]]:
-    """Seconds per run of each session at ``batch``, interleaved round by round in a rotating order."""
+    """Seconds per run of each session at ``batch`` on one random input, interleaved (see benchmarks/common)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    names = list(sessions)
-    for name in names:
-        for _ in range(warmup):
-            sessions[name].run(None, {"input": x})
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            sessions[name].run(None, {"input": x})
-            times[name].append(time.perf_counter() - start)
-    return times
+    return interleaved(sessions, {name: {"input": x} for name in sessions}, rounds, warmup)
 
 
 def kernel_share(graph: onnx.ModelProto, options: ort.SessionOptions, batch: int, size: int, runs: int = 3,

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sk_deploy.bundle import Bundle, check_target, staging
+from torch import nn
+
+from sk_deploy.bundle import Bundle, check_target, sha256_file, staging
 from sk_deploy.graph.describe import io_description
 from sk_deploy.graph.export import DEFAULT_OPSET, Exporter, ExportError, check_opset, export_onnx, save_model
 from sk_deploy.graph.passes import optimize
@@ -23,6 +25,7 @@ from sk_deploy.images import Preprocess
 from sk_deploy.models.registry import ModelSpec, get_spec
 
 RAW_FILE = "model.raw.onnx"
+WEIGHTS_FILE = "weights.safetensors"
 MODEL_FILE = "model.onnx"
 LABELS = {"source": "imagenet-1k", "file": "sk_deploy/data/imagenet_synsets.txt", "classes": 1000}
 
@@ -64,6 +67,9 @@ class ExportRequest:
     verify: bool = True
     images: Path | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
+    calibrate_bn: Path | None = None
+    """Folder of photos to recompute BatchNorm statistics on (``--calibrate-bn``)."""
+    calibrate_bn_count: int = 64
 
 
 def resolve_input(spec: ModelSpec, input_size: tuple[int, int] | None) -> tuple[tuple[int, int, int], Preprocess]:
@@ -87,6 +93,35 @@ def _model_record(spec: ModelSpec, weights: dict[str, Any]) -> dict[str, Any]:
     return {"name": spec.name, "description": spec.description, "weights": weights}
 
 
+def _calibrate_bn(
+    model: nn.Module, weights: dict[str, Any], files: list[Path], count: int, preprocess: Preprocess, stage: Path
+) -> dict[str, Any]:
+    """Recompute the model's BatchNorm statistics on ``count`` of ``files`` (a fixed-seed choice), save the
+    resulting weights in the bundle, and return the manifest's record of them.
+
+    Random weights also get their residual branches scaled (``models.bn_stats``), the trained-like regime
+    that FP16/INT8 figures need; trained weights keep theirs and only get new statistics.
+    """
+    import random
+
+    import torch
+    from safetensors.torch import save_file
+
+    from sk_deploy.images import load_batch
+    from sk_deploy.models.bn_stats import RESIDUAL_GAIN, make_realistic, recompute_bn_statistics
+
+    chosen = sorted(random.Random(0).sample(files, min(count, len(files))))
+    batches = (torch.from_numpy(load_batch(chosen[i:i + 16], preprocess)) for i in range(0, len(chosen), 16))
+    random_weights = weights["source"] == "random"
+    seen = make_realistic(model, batches) if random_weights else recompute_bn_statistics(model, batches)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, stage / WEIGHTS_FILE)
+    return {
+        "source": "bundle", "file": WEIGHTS_FILE, "sha256": sha256_file(stage / WEIGHTS_FILE), "base": weights,
+        "bn_statistics": {"images": seen, "folder": str(files[0].parent),
+                          "residual_gain": RESIDUAL_GAIN if random_weights else None},
+    }
+
+
 def export_bundle(
     request: ExportRequest, progress: Callable[[str], None] = lambda message: None
 ) -> tuple[Bundle, VerifyReport | None]:
@@ -102,11 +137,17 @@ def export_bundle(
     weights = describe_weights(request.weights, request.pretrained)
     if request.verify and request.images is not None:
         image_files(request.images)  # a bad folder fails now, not after the export
+    bn_files = image_files(request.calibrate_bn, limit=None) if request.calibrate_bn is not None else []
 
     progress(f"building {spec.name}")
     model = build_reference(spec.name, weights)
     with staging(target, request.force) as stage:
+        if bn_files:
+            progress(f"recomputing BatchNorm statistics on {min(len(bn_files), request.calibrate_bn_count)} photos")
+            weights = _calibrate_bn(model, weights, bn_files, request.calibrate_bn_count, preprocess, stage)
         bundle = Bundle.new(stage, _model_record(spec, weights))
+        if bn_files:
+            bundle.add_file(WEIGHTS_FILE, role="weights")
         progress(f"exporting with the {request.exporter} exporter (opset {request.opset})")
         raw, info = export_onnx(model, input_shape, request.exporter, request.opset)
         save_model(raw, stage / RAW_FILE)

@@ -34,9 +34,29 @@ def describe_weights(weights: str | Path | None = None, pretrained: bool = False
     return {"source": "random", "seed": seed}
 
 
-def build_reference(model_name: str, weights: dict[str, Any]) -> nn.Module:
-    """Build ``model_name`` (eval mode) with the weights ``describe_weights`` recorded."""
+def is_trained(weights: dict[str, Any]) -> bool:
+    """Whether a manifest's weights record stands for trained weights (a checkpoint, or the hub's)."""
+    if weights.get("source") == "bundle":
+        return is_trained(weights.get("base", {}))
+    return weights.get("source") in ("file", "pretrained")
+
+
+def build_reference(model_name: str, weights: dict[str, Any], bundle_dir: str | Path | None = None) -> nn.Module:
+    """Build ``model_name`` (eval mode) with the weights ``describe_weights`` recorded.
+
+    Weights adjusted at export (``--calibrate-bn``) live in the bundle itself (source ``bundle``): they are
+    read from ``bundle_dir``.
+    """
     source = weights.get("source")
+    if source == "bundle":
+        if bundle_dir is None:
+            raise WeightsError("these weights live in the bundle: give the bundle directory")
+        path = Path(bundle_dir) / str(weights["file"])
+        if not path.is_file():
+            raise WeightsError(f"{path}: the bundle's weights file is missing")
+        if weights.get("sha256") and sha256_file(path) != weights["sha256"]:
+            raise WeightsError(f"{path}: sha256 differs from the manifest (file changed after export)")
+        return build_model(model_name, weights=path)
     if source == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(weights.get("seed", DEFAULT_SEED)))

@@ -22,9 +22,8 @@ from PIL import Image
 from torch import nn
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.images import ImageError, Preprocess, load_batch, open_image, resize_crop
+from sk_deploy.images import ImageError, Preprocess, find_images, load_batch, open_image, resize_crop
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_LIMIT = 16
 GENERATED = 8
 
@@ -107,15 +106,12 @@ def generated_images(count: int = GENERATED, size: tuple[int, int] = (320, 256))
     return pictures
 
 
-def image_files(folder: str | Path, limit: int = DEFAULT_LIMIT) -> list[Path]:
-    """The first ``limit`` pictures of ``folder`` by name (JPEG, PNG, WebP, ...), searched recursively."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VerifyError(f"{folder}: {'not a directory' if folder.exists() else 'no such directory'}")
-    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise VerifyError(f"{folder}: no pictures found ({', '.join(IMAGE_SUFFIXES)})")
-    return found[:limit]
+def image_files(folder: str | Path, limit: int | None = DEFAULT_LIMIT) -> list[Path]:
+    """The first ``limit`` (default 16, None: all) pictures of ``folder`` by name, searched recursively."""
+    try:
+        return find_images(folder)[:limit]
+    except ImageError as exc:
+        raise VerifyError(str(exc)) from None
 
 
 def preprocess_from_manifest(entry: dict[str, Any]) -> Preprocess:
@@ -187,6 +183,14 @@ def compare(
     return parity
 
 
+FLOAT_ROLES = ("raw", "model")
+
+
+def float_files(bundle: Bundle) -> list[str]:
+    """The bundle's float32 ONNX files (held to PyTorch parity); FP16/INT8 files have gates of their own."""
+    return [n for n in bundle.onnx_files() if bundle.manifest["files"][n].get("role", "model") in FLOAT_ROLES]
+
+
 def verify_bundle(
     bundle: Bundle,
     model: nn.Module,
@@ -208,7 +212,7 @@ def verify_bundle(
     else:
         sources = list(image_files(images, limit))
         description = str(Path(images).resolve())
-    names = files if files is not None else bundle.onnx_files()
+    names = files if files is not None else float_files(bundle)
     batches: dict[str, np.ndarray] = {}
 
     def batch_for(dtype: str) -> np.ndarray:

@@ -34,6 +34,11 @@ class SKBasicBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.downsample = downsample
 
+    @property
+    def last_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm that ends the residual branch (its scale sets the branch's share of the sum)."""
+        return self.conv2.bn
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.act(self.conv2(self.conv1(x)) + shortcut)
@@ -61,6 +66,11 @@ class SKBottleneck(nn.Module):
         self.conv3 = ConvNormAct(width, planes * self.expansion, 1, apply_act=False)
         self.act = nn.ReLU(inplace=True)
         self.downsample = downsample
+
+    @property
+    def last_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm that ends the residual branch (its scale sets the branch's share of the sum)."""
+        return self.conv3.bn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -96,6 +106,11 @@ class SEBottleneck(nn.Module):
         self.se = SqueezeExcite(outplanes, **(se_kwargs or {}))
         self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
+
+    @property
+    def last_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm that ends the residual branch (its scale sets the branch's share of the sum)."""
+        return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)

@@ -1,0 +1,156 @@
+"""``sk-deploy quantize``: a bundle's float32 graph -> its FP16 or INT8 graph, calibrated and gated.
+
+Order: check the bundle, the options and the image folder (before any heavy work); build the precision graph
+into a temporary file in the bundle; measure it against the float32 graph on held-out pictures; if it passes
+its gate, rename it into place and record file and figures in the manifest. On any error or a failed gate the
+bundle is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from sk_deploy.bundle import Bundle, BundleError
+from sk_deploy.graph.reference import is_trained
+from sk_deploy.images import Preprocess
+from sk_deploy.precision.accuracy import AccuracyReport, judge, run_logits
+from sk_deploy.precision.calibration import ImageBatches, list_images, split_images
+from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclusions
+from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
+
+SOURCE_FILE = "model.onnx"
+PRECISIONS = ("fp16", "int8")
+
+
+@dataclass(frozen=True)
+class QuantizeRequest:
+    """Everything ``sk-deploy quantize`` was asked to do."""
+
+    bundle: Path
+    precision: str
+    target: str = "tensorrt"
+    calib: Path | None = None
+    calib_size: int = 256
+    holdout_size: int = 64
+    method: str = "minmax"
+    exclude: tuple[str, ...] = ()
+    gate: bool = True
+    batch_size: int = 8
+
+
+@dataclass
+class QuantizeResult:
+    """The file written (or not) and its figures."""
+
+    file: str
+    written: bool
+    accuracy: AccuracyReport
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def output_name(precision: str, target: str) -> str:
+    """``model.fp16.onnx``, ``model.int8.onnx`` (TensorRT form) or ``model.int8-cpu.onnx``."""
+    if precision == "fp16":
+        return "model.fp16.onnx"
+    return "model.int8.onnx" if target == "tensorrt" else "model.int8-cpu.onnx"
+
+
+def _preprocess(bundle: Bundle) -> Preprocess:
+    entry = bundle.manifest["preprocess"]
+    return Preprocess(resize=int(entry["resize"]), crop=int(entry["crop"]), interpolation=entry["interpolation"],
+                      mean=tuple(entry["mean"]), std=tuple(entry["std"]))
+
+
+def _generated_holdout(count: int, folder: Path) -> list[Path]:
+    from sk_deploy.graph.verify import generated_images
+
+    paths = []
+    for i, data in enumerate(generated_images(count)):
+        path = folder / f"generated-{i:02d}.png"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
+    """Every check that needs no heavy work; returns the bundle and the listed calibration pictures."""
+    if request.precision not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if request.target not in TARGETS:
+        raise PrecisionError(f"unknown target {request.target!r}; choose one of: {', '.join(TARGETS)}")
+    if request.method not in METHODS:
+        raise PrecisionError(f"unknown calibration method {request.method!r}; choose one of: {', '.join(METHODS)}")
+    if request.calib_size < 1 or request.holdout_size < 1:
+        raise PrecisionError("--calib-size and --holdout-size must be at least 1")
+    bundle = Bundle.open(request.bundle)
+    if SOURCE_FILE not in bundle.files:
+        raise BundleError(f"{bundle.path}: bundle has no {SOURCE_FILE}; run `sk-deploy export` first")
+    bundle.check_file(SOURCE_FILE)
+    if request.precision == "int8" and request.calib is None:
+        raise PrecisionError("int8 needs calibration pictures: pass --calib DIR (a folder of JPEG/PNG photos)")
+    files = list_images(request.calib) if request.calib is not None else []
+    return bundle, files
+
+
+def quantize_bundle(
+    request: QuantizeRequest, progress: Callable[[str, int], None] = lambda message, total: None,
+    advance: Callable[[int], None] = lambda n: None,
+) -> QuantizeResult:
+    """Make the precision graph ``request`` asks for and record it in the bundle if it passes its gate.
+
+    ``progress(message, total)`` announces a step of ``total`` pictures (0: no count); ``advance(n)`` moves it.
+    """
+    bundle, files = check_request(request)
+    source = bundle.file(SOURCE_FILE)
+    model = onnx.load(source)
+    resolve_exclusions(model, request.exclude)  # an unknown name fails here, before calibration
+    name = output_name(request.precision, request.target)
+    spec = _preprocess(bundle)
+    input_name = model.graph.input[0].name
+    uint8 = model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    trained = is_trained(bundle.manifest["model"].get("weights", {}))
+    key = "int8-cpu" if name == "model.int8-cpu.onnx" else request.precision
+
+    # Work in a hidden folder inside the bundle, so the finished file is renamed (never copied) into place.
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=bundle.path) as tmp:
+        out = Path(tmp) / name
+        if files:
+            split = split_images(files, min(request.calib_size, max(1, len(files) - 1)), request.holdout_size)
+            calibration, holdout = split.calibration, split.holdout or split.calibration[-1:]
+        else:
+            calibration, holdout = [], _generated_holdout(min(request.holdout_size, 16), Path(tmp))
+        details: dict[str, Any] = {"source": SOURCE_FILE}
+        if request.precision == "fp16":
+            progress("converting to float16", 0)
+            converted, fp16 = convert_fp16(model, request.exclude)
+            onnx.save_model(converted, out)
+            details["fp16"] = asdict(fp16)
+        else:
+            progress(f"calibrating on {len(calibration)} pictures ({request.method})", len(calibration))
+            reader = ImageBatches(calibration, input_name, spec, request.batch_size, uint8, on_batch=advance)
+            int8 = quantize_int8(model, out, reader, request.target, request.method, request.exclude)
+            details["int8"] = asdict(int8)
+            details["calibration"] = {"folder": str(request.calib), "images": int8.calibration_images,
+                                      "skipped": len(int8.skipped_images)}
+        progress(f"measuring against float32 on {len(holdout)} held-out pictures", len(holdout))
+        batches = list(ImageBatches(holdout, input_name, spec, request.batch_size, uint8, on_batch=advance).arrays())
+        reference = run_logits(source, batches)
+        accuracy = judge(name, key, reference, run_logits(out, batches), trained)
+        details["holdout"] = {"images": int(sum(len(b) for b in batches)),
+                              "source": str(request.calib) if files else "generated pictures"}
+        result = QuantizeResult(name, written=accuracy.passed or not request.gate, accuracy=accuracy, details=details)
+        if not result.written:
+            return result  # the gate failed: the bundle stays as it was
+        os.replace(out, bundle.path / name)
+    bundle.add_file(name, role=key, source=SOURCE_FILE, nodes=len(onnx.load(bundle.path / name).graph.node))
+    stages = bundle.manifest["stages"].setdefault("precision", {})
+    stages[name] = {**details, "accuracy": accuracy.to_dict()}
+    bundle.save()
+    return result
