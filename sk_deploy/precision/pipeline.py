@@ -96,6 +96,9 @@ def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
     if request.precision == "int8" and request.calib is None:
         raise PrecisionError("int8 needs calibration pictures: pass --calib DIR (a folder of JPEG/PNG photos)")
     files = list_images(request.calib) if request.calib is not None else []
+    if len(files) == 1:
+        raise PrecisionError(f"{request.calib}: one picture; calibration and the held-out accuracy check need two "
+                             "different ones at least")
     return bundle, files
 
 
@@ -123,7 +126,7 @@ def quantize_bundle(
         out = Path(tmp) / name
         if files:
             split = split_images(files, min(request.calib_size, max(1, len(files) - 1)), request.holdout_size)
-            calibration, holdout = split.calibration, split.holdout or split.calibration[-1:]
+            calibration, holdout = split.calibration, split.holdout
         else:
             calibration, holdout = [], _generated_holdout(min(request.holdout_size, 16), Path(tmp))
         details: dict[str, Any] = {"source": SOURCE_FILE}

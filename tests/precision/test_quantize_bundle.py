@@ -104,6 +104,7 @@ def test_failed_gate_leaves_the_bundle_unchanged(bundle_dir: Path, photos: Path,
         (["--precision", "int8", "--calib", "TEXT"], "no pictures found"),
         (["--precision", "int8", "--calib", "BROKEN"], "images could be read (first error:"),
         (["--precision", "int8"], "int8 needs calibration pictures"),
+        (["--precision", "int8", "--calib", "ONE"], "one picture; calibration and the held-out accuracy check"),
         (["--precision", "int8", "--calib", "PHOTOS", "--method", "median"], "unknown calibration method 'median'"),
         (["--precision", "int4"], "unknown precision 'int4'"),
         (["--precision", "fp16", "--exclude", "NoSuchOp"], "no op type or node of that name"),
@@ -118,8 +119,10 @@ def test_bad_input_is_one_line_and_leaves_the_bundle_unchanged(
     (tmp_path / "broken").mkdir()
     for name in ("a.jpg", "b.png"):
         (tmp_path / "broken" / name).write_bytes(b"\xff\xd8 truncated")
+    (tmp_path / "one").mkdir()
+    shutil.copy(next(photos.iterdir()), tmp_path / "one")
     folders = {"EMPTY": tmp_path / "empty", "TEXT": tmp_path / "text", "BROKEN": tmp_path / "broken",
-               "PHOTOS": photos}
+               "PHOTOS": photos, "ONE": tmp_path / "one"}
     args = [str(folders.get(a, a)) for a in args]
     before = snapshot(bundle_dir)
     result = runner.invoke(app, ["quantize", str(bundle_dir), *args])
