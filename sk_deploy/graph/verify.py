@@ -23,6 +23,7 @@ from torch import nn
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.images import ImageError, Preprocess, find_images, load_batch, open_image, resize_crop
+from sk_deploy.metrics import agreement
 
 DEFAULT_LIMIT = 16
 GENERATED = 8
@@ -161,18 +162,10 @@ def compare(
     """Figures of ``output`` logits against ``reference`` (both (N, classes)) and the thresholds they miss."""
     if reference.shape != output.shape:
         raise VerifyError(f"{name}: output shape {output.shape} differs from PyTorch's {reference.shape}")
-    ref, out = reference.astype(np.float64), output.astype(np.float64)
-    diff = np.abs(ref - out)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cosine = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
-    k = min(5, ref.shape[1])
-    top_ref = np.argsort(-ref, axis=1, kind="stable")[:, :k]
-    top_out = np.argsort(-out, axis=1, kind="stable")[:, :k]
-    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out, strict=True)])
+    figures = agreement(reference, output)
     parity = FileParity(
-        file=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()), min_cosine=float(cosine.min()),
-        top1_agreement=float(np.mean(top_ref[:, 0] == top_out[:, 0])), top5_overlap=float(overlap),
-        seconds=seconds,
+        file=name, max_abs=figures.max_abs, mean_abs=figures.mean_abs, min_cosine=figures.cosine_min,
+        top1_agreement=figures.top1_agreement, top5_overlap=figures.top5_overlap, seconds=seconds,
     )
     if parity.max_abs > thresholds.max_abs:
         parity.failures.append(f"max abs error {parity.max_abs:.3g} > {thresholds.max_abs:g}")
