@@ -131,6 +131,10 @@ def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def load_batch(sources: list[str | Path | bytes], spec: Preprocess) -> np.ndarray:
-    """Decode and preprocess images into one float32 NCHW batch."""
-    return np.stack([to_tensor(resize_crop(open_image(s, spec.resize), spec), spec) for s in sources])
+def load_batch(sources: list[str | Path | bytes], spec: Preprocess, uint8_nhwc: bool = False) -> np.ndarray:
+    """Decode and preprocess images into one batch: float32 NCHW normalised, or (``uint8_nhwc``) the uint8
+    NHWC crops that a graph with fused preprocessing takes."""
+    crops = [resize_crop(open_image(s, spec.resize), spec) for s in sources]
+    if uint8_nhwc:
+        return np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
+    return np.stack([to_tensor(c, spec) for c in crops])

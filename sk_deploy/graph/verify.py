@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.images import ImageError, Preprocess, find_images, load_batch, open_image, resize_crop
+from sk_deploy.images import ImageError, Preprocess, find_images, load_batch
 from sk_deploy.metrics import agreement
 
 DEFAULT_LIMIT = 16
@@ -123,9 +123,20 @@ def preprocess_from_manifest(entry: dict[str, Any]) -> Preprocess:
     )
 
 
-def uint8_batch(sources: list[Any], spec: Preprocess) -> np.ndarray:
-    """Decoded, resized and cropped pictures as uint8 (N, H, W, 3): the input of a fused-preprocessing graph."""
-    return np.stack([np.asarray(resize_crop(open_image(s, spec.resize), spec), dtype=np.uint8) for s in sources])
+def batches_by_dtype(sources: list[Any], spec: Preprocess) -> Callable[[str], np.ndarray]:
+    """``batch_for("float32" | "uint8")``: the pictures as a graph with that input dtype takes them (NCHW
+    normalised, or uint8 NHWC crops), decoded once per form; an undecodable picture is a VerifyError."""
+    batches: dict[str, np.ndarray] = {}
+
+    def batch_for(dtype: str) -> np.ndarray:
+        if dtype not in batches:
+            try:
+                batches[dtype] = load_batch(sources, spec, uint8_nhwc=dtype == "uint8")
+            except ImageError as exc:
+                raise VerifyError(str(exc)) from None
+        return batches[dtype]
+
+    return batch_for
 
 
 def torch_logits(model: nn.Module, batch: np.ndarray, chunk: int = 8) -> np.ndarray:
@@ -206,16 +217,7 @@ def verify_bundle(
         sources = list(image_files(images, limit))
         description = str(Path(images).resolve())
     names = files if files is not None else float_files(bundle)
-    batches: dict[str, np.ndarray] = {}
-
-    def batch_for(dtype: str) -> np.ndarray:
-        if dtype not in batches:
-            try:
-                batches[dtype] = uint8_batch(sources, spec) if dtype == "uint8" else load_batch(sources, spec)
-            except ImageError as exc:
-                raise VerifyError(str(exc)) from None
-        return batches[dtype]
-
+    batch_for = batches_by_dtype(sources, spec)
     reference = torch_logits(model.eval(), batch_for("float32"))
     results = []
     for name in names:

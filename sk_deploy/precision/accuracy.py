@@ -100,27 +100,20 @@ def check_precision_files(bundle: Bundle, images: str | Path | None = None, limi
     generated ones); the figures go into the manifest under ``stages.verify_precision``."""
     from sk_deploy.graph.reference import is_trained
     from sk_deploy.graph.verify import (
+        batches_by_dtype,
         float_files,
         generated_images,
         image_files,
         ort_logits,
         preprocess_from_manifest,
-        uint8_batch,
     )
-    from sk_deploy.images import load_batch
 
     names = [n for n in bundle.onnx_files() if n not in float_files(bundle)]
     if not names:
         return []
     spec = preprocess_from_manifest(bundle.manifest["preprocess"])
     sources: list[Any] = list(generated_images()) if images is None else list(image_files(images, limit))
-    batches: dict[str, np.ndarray] = {}
-
-    def batch_for(dtype: str) -> np.ndarray:
-        if dtype not in batches:
-            batches[dtype] = uint8_batch(sources, spec) if dtype == "uint8" else load_batch(sources, spec)
-        return batches[dtype]
-
+    batch_for = batches_by_dtype(sources, spec)
     trained = is_trained(bundle.manifest["model"].get("weights", {}))
     reference = ort_logits(bundle.check_file("model.onnx"), batch_for)
     reports = [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sk_deploy.images import ImageError, Preprocess, find_images, open_image, resize_crop, to_tensor
+from sk_deploy.images import ImageError, Preprocess, find_images, load_batch
 
 
 class CalibrationError(ValueError):
@@ -41,12 +41,6 @@ def split_images(files: Sequence[Path], calib_size: int, holdout_size: int, seed
     random.Random(seed).shuffle(order)
     calibration = order[:calib_size]
     return ImageSplit(calibration, order[len(calibration): len(calibration) + holdout_size])
-
-
-def to_input(path: Path, spec: Preprocess, uint8_nhwc: bool) -> np.ndarray:
-    """One image as the graph takes it: float32 CHW normalised, or uint8 HWC for fused-preprocess graphs."""
-    img = resize_crop(open_image(path, spec.resize), spec)
-    return np.asarray(img, dtype=np.uint8) if uint8_nhwc else to_tensor(img, spec)
 
 
 class ImageBatches:
@@ -83,7 +77,7 @@ class ImageBatches:
             chunk = self.files[start: start + self.batch_size]
             for path in chunk:
                 try:
-                    arrays.append(to_input(path, self.spec, self.uint8_nhwc))
+                    arrays.append(load_batch([path], self.spec, self.uint8_nhwc)[0])
                 except ImageError as exc:
                     self.skipped.append((path, str(exc)))
             if self.on_batch:
