@@ -1,7 +1,8 @@
 """GPU baselines on one CUDA device: PyTorch eager (float32; float16 autocast with channels_last),
 torch.compile, and ONNX Runtime's CUDA provider on the cleaned float32 and FP16 graphs, if onnxruntime-gpu is
 installed. Latency per batch from CUDA events (PyTorch) or the wall clock around a synchronous run (ONNX
-Runtime, host-side input, so it includes the copy to the device), medians and percentiles over repeated runs.
+Runtime: host-side input, so it includes the copies; with CUDA graphs, device-resident input and output through
+IO binding), medians and percentiles over repeated runs.
 
     python benchmarks/gpu_baselines/run.py --model sknet50 --out benchmarks/results/<machine>
 
@@ -67,6 +68,25 @@ def time_ort(session, feed: dict, iters: int, warmup: int) -> list[float]:
     return times
 
 
+def time_ort_cuda_graph(ort, graph: bytes, batch: int, iters: int, warmup: int) -> list[float]:
+    """Milliseconds per run of a CUDA-graph ONNX Runtime session on device-resident input and output
+    (IO binding; the graph is captured on the first runs), by the wall clock around the synchronous run."""
+    session = ort.InferenceSession(graph, providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"})])
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(session.get_inputs()[0].name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+    out = ort.OrtValue.ortvalue_from_shape_and_type([batch, 1000], np.float32, "cuda", 0)
+    binding.bind_ortvalue_output(session.get_outputs()[0].name, out)
+    for _ in range(warmup):
+        session.run_with_iobinding(binding)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        session.run_with_iobinding(binding)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="sknet50")
@@ -91,6 +111,7 @@ def main() -> None:
 
     half_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
     compiled = torch.compile(model)
+    graphed = torch.compile(copy.deepcopy(model), mode="reduce-overhead")  # CUDA graphs
     for batch in batches:
         x = torch.randn(batch, 3, 224, 224, device=device)
         record("torch eager fp32", batch, time_torch(model, x, args.iters, args.warmup))
@@ -101,6 +122,7 @@ def main() -> None:
 
         record("torch eager fp16 autocast NHWC", batch, time_torch(autocast_cl, x, args.iters, args.warmup))
         record("torch.compile fp32", batch, time_torch(compiled, x, args.iters, args.warmup))
+        record("torch.compile reduce-overhead fp32", batch, time_torch(graphed, x, args.iters, args.warmup))
 
     try:
         import onnxruntime as ort
@@ -128,6 +150,8 @@ def main() -> None:
             for batch in batches:
                 feed = {name: np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)}
                 record(backend, batch, time_ort(session, feed, args.iters, args.warmup))
+                record(backend.replace("ort-cuda", "ort-cuda graph"), batch,
+                       time_ort_cuda_graph(ort, graph.SerializeToString(), batch, args.iters, args.warmup))
         notes.append(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}")
     notes.append("TensorRT: not measured; tensorrt-cu13-libs on the public index is a stub that downloads from "
                  "NVIDIA's index at install time, which cannot be reached from these machines")
