@@ -32,7 +32,7 @@ from common import cpu_name, load_average, measure  # noqa: E402
 
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
-from sk_deploy.images import Preprocess  # noqa: E402
+from sk_deploy.graph.verify import preprocess_from_manifest  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
 from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle  # noqa: E402
 
@@ -68,9 +68,7 @@ def main() -> None:
             accuracy[result.file] = {"passed": result.accuracy.passed, "failures": result.accuracy.failures,
                                      **result.accuracy.agreement.to_dict(), **result.details}
 
-        entry = bundle.manifest["preprocess"]
-        spec = Preprocess(resize=entry["resize"], crop=entry["crop"], interpolation=entry["interpolation"],
-                          mean=tuple(entry["mean"]), std=tuple(entry["std"]))
+        spec = preprocess_from_manifest(bundle.manifest["preprocess"])
         holdout = split_images(list_images(args.calib), args.calib_size, args.holdout_size).holdout
         photos = next(ImageBatches(holdout[:8], "x", spec, batch_size=8).arrays())
         options = ort.SessionOptions()

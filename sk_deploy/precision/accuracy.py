@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,23 +59,6 @@ class AccuracyReport:
                      "min_top1": self.gate.min_top1 if self.trained_weights else None},
             "failures": self.failures, "notes": self.notes,
         }
-
-
-def ort_session(path: str | Path, threads: int | None = None):
-    """A CPU ONNX Runtime session for ``path``."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_logits(path: str | Path, batches: Iterable[np.ndarray]) -> np.ndarray:
-    """Logits of the ONNX graph at ``path`` over ``batches`` (as float32)."""
-    session = ort_session(path)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: b})[0].astype(np.float32) for b in batches])
 
 
 def judge(

@@ -52,7 +52,7 @@ class ImageBatches:
 
     def __init__(
         self,
-        files: Sequence[Path],
+        files: Sequence[Path | bytes],
         input_name: str,
         spec: Preprocess,
         batch_size: int = 8,
@@ -65,7 +65,7 @@ class ImageBatches:
         self.batch_size = batch_size
         self.uint8_nhwc = uint8_nhwc
         self.on_batch = on_batch
-        self.skipped: list[tuple[Path, str]] = []
+        self.skipped: list[tuple[Path | bytes, str]] = []
         self.used = 0
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
 

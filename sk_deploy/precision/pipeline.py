@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from sk_deploy.bundle import Bundle, BundleError
 from sk_deploy.graph.reference import is_trained
-from sk_deploy.images import Preprocess
-from sk_deploy.precision.accuracy import AccuracyReport, judge, run_logits
+from sk_deploy.graph.verify import generated_images, ort_logits, preprocess_from_manifest
+from sk_deploy.precision.accuracy import AccuracyReport, judge
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images
 from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclusions
 from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
@@ -62,23 +63,6 @@ def output_name(precision: str, target: str) -> str:
     return "model.int8.onnx" if target == "tensorrt" else "model.int8-cpu.onnx"
 
 
-def _preprocess(bundle: Bundle) -> Preprocess:
-    entry = bundle.manifest["preprocess"]
-    return Preprocess(resize=int(entry["resize"]), crop=int(entry["crop"]), interpolation=entry["interpolation"],
-                      mean=tuple(entry["mean"]), std=tuple(entry["std"]))
-
-
-def _generated_holdout(count: int, folder: Path) -> list[Path]:
-    from sk_deploy.graph.verify import generated_images
-
-    paths = []
-    for i, data in enumerate(generated_images(count)):
-        path = folder / f"generated-{i:02d}.png"
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
-
-
 def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
     """Every check that needs no heavy work; returns the bundle and the listed calibration pictures."""
     if request.precision not in PRECISIONS:
@@ -115,7 +99,7 @@ def quantize_bundle(
     model = onnx.load(source)
     resolve_exclusions(model, request.exclude)  # an unknown name fails here, before calibration
     name = output_name(request.precision, request.target)
-    spec = _preprocess(bundle)
+    spec = preprocess_from_manifest(bundle.manifest["preprocess"])
     input_name = model.graph.input[0].name
     uint8 = model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     trained = is_trained(bundle.manifest["model"].get("weights", {}))
@@ -128,7 +112,7 @@ def quantize_bundle(
             split = split_images(files, min(request.calib_size, max(1, len(files) - 1)), request.holdout_size)
             calibration, holdout = split.calibration, split.holdout
         else:
-            calibration, holdout = [], _generated_holdout(min(request.holdout_size, 16), Path(tmp))
+            calibration, holdout = [], generated_images(min(request.holdout_size, 16))
         details: dict[str, Any] = {"source": SOURCE_FILE}
         if request.precision == "fp16":
             progress("converting to float16", 0)
@@ -143,10 +127,11 @@ def quantize_bundle(
             details["calibration"] = {"folder": str(request.calib), "images": int8.calibration_images,
                                       "skipped": len(int8.skipped_images)}
         progress(f"measuring against float32 on {len(holdout)} held-out pictures", len(holdout))
-        batches = list(ImageBatches(holdout, input_name, spec, request.batch_size, uint8, on_batch=advance).arrays())
-        reference = run_logits(source, batches)
-        accuracy = judge(name, key, reference, run_logits(out, batches), trained)
-        details["holdout"] = {"images": int(sum(len(b) for b in batches)),
+        pictures = ImageBatches(holdout, input_name, spec, request.batch_size, uint8, on_batch=advance)
+        inputs = np.concatenate(list(pictures.arrays()))
+        reference = ort_logits(source, lambda dtype: inputs)
+        accuracy = judge(name, key, reference, ort_logits(out, lambda dtype: inputs), trained)
+        details["holdout"] = {"images": len(inputs),
                               "source": str(request.calib) if files else "generated pictures"}
         result = QuantizeResult(name, written=accuracy.passed or not request.gate, accuracy=accuracy, details=details)
         if not result.written:

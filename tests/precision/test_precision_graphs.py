@@ -9,11 +9,11 @@ import onnx
 import pytest
 import torch
 
+from sk_deploy.graph.verify import ort_logits
 from sk_deploy.images import Preprocess
 from sk_deploy.metrics import agreement
 from sk_deploy.models import create_model
 from sk_deploy.models.bn_stats import make_realistic
-from sk_deploy.precision.accuracy import run_logits
 from sk_deploy.precision.calibration import CalibrationError, ImageBatches, list_images, split_images
 from sk_deploy.precision.fp16 import DEFAULT_FP32_OPS, PrecisionError, convert_fp16
 from sk_deploy.precision.int8 import quantize_int8, residual_adds
@@ -43,8 +43,12 @@ def fp32_model(tmp_path_factory: pytest.TempPathFactory, pictures: list[Path]) -
     return path
 
 
-def _inputs(pictures: list[Path]) -> list[np.ndarray]:
-    return list(ImageBatches(pictures, "x", SPEC, batch_size=8).arrays())
+def _inputs(pictures: list[Path]) -> np.ndarray:
+    return np.concatenate(list(ImageBatches(pictures, "x", SPEC, batch_size=8).arrays()))
+
+
+def run_logits(path: Path, inputs: np.ndarray) -> np.ndarray:
+    return ort_logits(path, lambda dtype: inputs)
 
 
 def test_fp16_graph(fp32_model: Path, pictures: list[Path], tmp_path: Path) -> None:
