@@ -1,0 +1,134 @@
+"""ONNX Runtime backends: CPU, CUDA (IO binding, optional CUDA graphs) and its TensorRT provider."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sk_deploy.runtime.availability import BackendUnavailable, require_cuda, require_ort_provider
+
+PROVIDERS = {
+    "ort-cpu": "CPUExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-tensorrt": "TensorrtExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Session settings: threads (0: ONNX Runtime's default, one per physical core), optimisation level,
+    CUDA graphs (GPU providers only; one captured graph per batch size), TensorRT provider's engine cache."""
+
+    threads: int = 0
+    optimization: str = "all"
+    cuda_graph: bool = False
+    device_id: int = 0
+    trt_cache_dir: str | None = None
+    trt_fp16: bool = False
+
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(options: OrtOptions) -> Any:
+    """ONNX Runtime SessionOptions for ``options``."""
+    import onnxruntime as ort
+
+    if options.optimization not in _LEVELS:
+        raise ValueError(f"unknown optimisation level {options.optimization!r}; use one of: {', '.join(_LEVELS)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.optimization])
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+    so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+    return so
+
+
+def provider_list(backend: str, options: OrtOptions) -> list[Any]:
+    """The providers (with their options) for ``backend``, most preferred first, CPU as the fallback."""
+    cuda = {"device_id": str(options.device_id)}
+    if backend == "ort-cpu":
+        return ["CPUExecutionProvider"]
+    if backend == "ort-cuda":
+        return [("CUDAExecutionProvider", {**cuda, "enable_cuda_graph": "1" if options.cuda_graph else "0"}),
+                "CPUExecutionProvider"]
+    if backend == "ort-tensorrt":
+        trt: dict[str, str] = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16)}
+        if options.trt_cache_dir:
+            trt |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": options.trt_cache_dir,
+                    "trt_timing_cache_enable": "True"}
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+    raise ValueError(f"not an ONNX Runtime backend: {backend!r}")
+
+
+class OrtBackend:
+    """One ONNX file in ONNX Runtime. ``run(batch) -> logits`` takes the graph's own input form."""
+
+    def __init__(self, path: str | Path, backend: str = "ort-cpu", options: OrtOptions | None = None) -> None:
+        import onnxruntime as ort
+
+        if backend not in PROVIDERS:
+            raise ValueError(f"not an ONNX Runtime backend: {backend!r}")
+        if backend != "ort-cpu":
+            require_cuda(backend)
+            require_ort_provider(PROVIDERS[backend])
+        self.name = backend
+        self.path = Path(path)
+        self.options = options or OrtOptions()
+        self._ort = ort
+        self._providers = provider_list(backend, self.options)
+        self._graphs: dict[int, tuple[Any, Any, Any, Any]] = {}
+        self.session = self._new_session()
+        used = self.session.get_providers()[0]
+        if used != PROVIDERS[backend]:
+            raise BackendUnavailable(f"ONNX Runtime fell back to {used} instead of {PROVIDERS[backend]} for {path}")
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _new_session(self) -> Any:
+        try:
+            return self._ort.InferenceSession(
+                os.fspath(self.path), sess_options=session_options(self.options), providers=self._providers
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types without a shared base
+            message = str(exc).strip().splitlines()[0][:200]
+            raise BackendUnavailable(f"{self.path}: ONNX Runtime cannot load it ({message})") from None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (float32) of ``batch``."""
+        if self.name == "ort-cpu":
+            return self.session.run([self.output_name], {self.input_name: batch})[0].astype(np.float32, copy=False)
+        if self.options.cuda_graph:
+            return self._run_graphed(batch)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, batch)
+        binding.bind_output(self.output_name, "cuda", self.options.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
+
+    def _run_graphed(self, batch: np.ndarray) -> np.ndarray:
+        """CUDA graphs need fixed device addresses: one session, bound input and output per batch size."""
+        size = batch.shape[0]
+        if size not in self._graphs:
+            session = self.session if not self._graphs else self._new_session()
+            device = ("cuda", self.options.device_id)
+            x = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), *device)
+            out_shape = (size, *session.get_outputs()[0].shape[1:])
+            y = self._ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32, *device)
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(self.input_name, x)
+            binding.bind_ortvalue_output(self.output_name, y)
+            self._graphs[size] = (session, binding, x, y)
+        session, binding, x, y = self._graphs[size]
+        x.update_inplace(np.ascontiguousarray(batch))
+        session.run_with_iobinding(binding)
+        return y.numpy()
+
+    def close(self) -> None:
+        """Drop the sessions (and their device memory)."""
+        self._graphs.clear()

@@ -1,0 +1,96 @@
+"""The TensorRT backend: a bundle's engine, checked against this machine before it is deserialized, run with
+``execute_async_v3`` on its own CUDA stream into device buffers allocated once (PyTorch tensors, so no
+pycuda or cuda-python is needed), optionally replayed as one CUDA graph per batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sk_deploy.engines.compat import EngineMismatch, check_engine
+from sk_deploy.runtime.availability import BackendUnavailable, import_tensorrt, require_cuda
+
+
+class TensorRTBackend:
+    """One engine. ``run(batch) -> logits`` for a batch within the engine's optimisation profile."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, entry: dict[str, Any], cuda_graph: bool = False) -> None:
+        trt = import_tensorrt()
+        require_cuda("the TensorRT backend")
+        import torch
+
+        self.path = Path(path)
+        check_engine(entry, str(trt.__version__), torch.cuda.get_device_name(0),
+                     tuple(torch.cuda.get_device_capability(0)), file=self.path.name)  # type: ignore[arg-type]
+        self._torch = torch
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise EngineMismatch(f"{self.path.name}: TensorRT could not deserialize it; rebuild: sk-deploy build")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendUnavailable(f"{self.path.name}: expected one input and one output, got {inputs} / {outputs}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        low, _, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
+        self.min_batch, self.max_batch = int(low[0]), int(high[0])
+        self.stream = torch.cuda.Stream()
+        self._input = self._buffer(trt, self.input_name, high)
+        self.context.set_input_shape(self.input_name, high)
+        self._output = self._buffer(trt, self.output_name, tuple(self.context.get_tensor_shape(self.output_name)))
+        self.context.set_tensor_address(self.input_name, self._input.data_ptr())
+        self.context.set_tensor_address(self.output_name, self._output.data_ptr())
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[int, Any] = {}
+
+    def _buffer(self, trt: Any, name: str, shape: tuple[int, ...]) -> Any:
+        dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+        torch_dtype = {np.dtype(np.float32): self._torch.float32, np.dtype(np.float16): self._torch.float16,
+                       np.dtype(np.uint8): self._torch.uint8, np.dtype(np.int8): self._torch.int8}[dtype]
+        return self._torch.empty(tuple(int(d) for d in shape), dtype=torch_dtype, device="cuda")
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError(f"{self.path.name}: TensorRT execution failed (its messages are above)")
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (float32) of ``batch``; its size must lie within the engine's profile."""
+        size = batch.shape[0]
+        if not self.min_batch <= size <= self.max_batch:
+            raise ValueError(f"batch of {size} is outside the engine's profile ({self.min_batch} to {self.max_batch}); "
+                             f"rebuild with sk-deploy build --batch MIN:OPT:MAX")
+        torch = self._torch
+        with torch.cuda.stream(self.stream):
+            # Rows [0, size) of the buffers allocated at the largest batch: same device addresses for every size.
+            self._input[:size].copy_(torch.from_numpy(np.ascontiguousarray(batch)), non_blocking=False)
+            if self.cuda_graph:
+                self._replay(size)
+            else:
+                self.context.set_input_shape(self.input_name, tuple(batch.shape))
+                self._enqueue()
+            out = self._output[:size].float().cpu()
+        self.stream.synchronize()
+        return out.numpy()
+
+    def _replay(self, size: int) -> None:
+        torch = self._torch
+        if size not in self._graphs:
+            self.context.set_input_shape(self.input_name, (size, *self._input.shape[1:]))
+            self._enqueue()  # one plain run first: TensorRT may allocate or tune on a new shape
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                self._enqueue()
+            self._graphs[size] = graph
+        self._graphs[size].replay()
+
+    def close(self) -> None:
+        """Free the context, the engine and the buffers."""
+        self._graphs.clear()
+        del self.context, self.engine
