@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from sk_deploy.graph.verify import VerifyReport
     from sk_deploy.precision.accuracy import AccuracyReport
 
@@ -56,49 +58,47 @@ def models_command(
 @app.command("predict")
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, ...).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name (see `sk-deploy models`).")]
-    = "sknet50",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Registered model name (default sknet50); "
+                                               "runs it in PyTorch.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Bundle directory: run its graph or engine instead.")] = None,
+    backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu "
+                                         "or torch.")] = "auto",
+    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16 or int8.")] = "fp32",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
     pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per image.")] = 5,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="PyTorch device: auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Classify images with a PyTorch model and print the top-k labels and probabilities."""
-    import json
-    from dataclasses import asdict
-
-    import torch
-
-    from sk_deploy.images import ImageError, load_batch
+    """Classify images and print the top-k labels and probabilities: a model in PyTorch, or a bundle's graph or
+    TensorRT engine on the backend --backend names (auto: the fastest this machine can run)."""
     from sk_deploy.labels import imagenet_labels
-    from sk_deploy.models import UnknownModelError, get_spec
-    from sk_deploy.models.weights import WeightsError, build_model
     from sk_deploy.runtime.classify import top_k as rank
-    from sk_deploy.runtime.device import DeviceError, resolve_device
 
-    try:
-        spec = get_spec(model)
-        target = resolve_device(device)
-        batch = load_batch(list(images), spec.preprocess)
-        with console.status(f"loading {model}..."):
-            net = build_model(model, weights=weights, pretrained=pretrained).to(target)
-    except (UnknownModelError, ImageError, WeightsError, DeviceError) as exc:
-        raise fail(str(exc)) from None
-    if weights is None and not pretrained:
-        err_console.print(
-            f"[yellow]note:[/] {model} has random weights (no --weights or --pretrained): labels are meaningless"
-        )
-    with torch.inference_mode():
-        logits = net(torch.from_numpy(batch).to(target)).float().cpu().numpy()
+    if bundle is not None:
+        if model is not None or weights is not None or pretrained:
+            raise fail("--bundle runs the bundle's own model: leave out --model, --weights and --pretrained")
+        logits, info, random_weights = _predict_bundle(images, bundle, backend, precision, device)
+    else:
+        if backend != "auto" or precision != "fp32":
+            raise fail("--backend and --precision apply to a bundle: add --bundle DIR (see sk-deploy export)")
+        model = model or "sknet50"
+        logits, info = _predict_model(images, model, weights, pretrained, device)
+        random_weights = weights is None and not pretrained
+    if random_weights:
+        err_console.print(f"[yellow]note:[/] {info['model']} has random weights: labels are meaningless")
     results = rank(logits, top_k, imagenet_labels())
     if as_json:
-        payload = [{"image": str(path), "model": model, "device": str(target),
-                    "predictions": [asdict(p) for p in ranked]} for path, ranked in zip(images, results, strict=True)]
+        import json
+        from dataclasses import asdict
+
+        payload = [{"image": str(path), **info, "predictions": [asdict(p) for p in ranked]}
+                   for path, ranked in zip(images, results, strict=True)]
         print(json.dumps(payload, indent=2))
         return
     for path, ranked in zip(images, results, strict=True):
-        console.print(f"[bold]{path}[/] ({model}, {target})", highlight=False, soft_wrap=True)
+        ran = ", ".join(str(v) for k, v in info.items() if k not in ("bundle", "file"))
+        console.print(f"[bold]{path}[/] ({ran})", highlight=False, soft_wrap=True)
         table = Table()
         table.add_column("#", justify="right")
         table.add_column("class", justify="right")
@@ -109,9 +109,65 @@ def predict_command(
         console.print(table)
 
 
+def _predict_model(
+    images: list[Path], model: str, weights: Path | None, pretrained: bool, device: str
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Logits of ``images`` from a registered model in PyTorch, and what ran (model, backend, device)."""
+    import torch
+
+    from sk_deploy.images import load_batch
+    from sk_deploy.models import get_spec
+    from sk_deploy.models.weights import build_model
+    from sk_deploy.runtime.device import resolve_device
+
+    try:
+        spec = get_spec(model)
+        target = resolve_device(device)
+        batch = load_batch(list(images), spec.preprocess)
+        with err_console.status(f"loading {model}..."):
+            net = build_model(model, weights=weights, pretrained=pretrained).to(target)
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(batch).to(target)).float().cpu().numpy()
+    return logits, {"model": model, "backend": "torch", "device": str(target)}
+
+
+def _predict_bundle(
+    images: list[Path], bundle_dir: Path, backend: str, precision: str, device: str
+) -> tuple[np.ndarray, dict[str, str], bool]:
+    """Logits of ``images`` from a bundle through the Predictor, what ran (model, backend, precision, file),
+    and whether the weights are random."""
+    from sk_deploy.graph.reference import is_trained
+    from sk_deploy.graph.verify import preprocess_from_manifest
+    from sk_deploy.images import load_batch
+    from sk_deploy.runtime.predictor import Predictor
+    from sk_deploy.runtime.torch_backend import TorchOptions
+
+    try:
+        with err_console.status(f"loading {bundle_dir} ({backend})..."):
+            predictor = Predictor(bundle_dir, backend, precision, torch=TorchOptions(device=device,
+                                                                                   fp16=precision == "fp16"))
+        manifest = predictor.bundle.manifest
+        batch = load_batch(list(images), preprocess_from_manifest(manifest["preprocess"]),
+                           uint8_nhwc=predictor.input_spec.dtype == "uint8")
+        with predictor:
+            logits = predictor.predict(batch)
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    if backend == "auto":
+        err_console.print(f"[dim]backend {predictor.backend}: {predictor.reason}[/]", highlight=False,
+                          soft_wrap=True)
+    info = {"model": manifest["model"]["name"], "backend": predictor.backend, "precision": predictor.precision,
+            "bundle": str(bundle_dir), "file": predictor.file or "(PyTorch network)"}
+    return logits, info, not is_trained(manifest["model"]["weights"])
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     """The exceptions whose message is meant for a person: printed as one line, exit code 1."""
     from sk_deploy.bundle import BundleError
+    from sk_deploy.engines.compat import EngineMismatch
+    from sk_deploy.engines.tensorrt import BuildError
     from sk_deploy.graph.export import ExportError
     from sk_deploy.graph.passes.preprocess import PreprocessError
     from sk_deploy.graph.verify import VerifyError
@@ -120,9 +176,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from sk_deploy.models.weights import WeightsError
     from sk_deploy.precision.calibration import CalibrationError
     from sk_deploy.precision.fp16 import PrecisionError
+    from sk_deploy.runtime.availability import BackendUnavailable
+    from sk_deploy.runtime.device import DeviceError
+    from sk_deploy.runtime.predictor import PredictorInputError
 
     return (UnknownModelError, WeightsError, ExportError, BundleError, VerifyError, PreprocessError, ImageError,
-            CalibrationError, PrecisionError)
+            CalibrationError, PrecisionError, BackendUnavailable, DeviceError, PredictorInputError, BuildError,
+            EngineMismatch)
 
 
 def _size(num_bytes: int) -> str:
@@ -370,6 +430,41 @@ def quantize_command(
         kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
         raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
     console.print(f"[green]wrote[/] {bundle / result.file}")
+
+
+@app.command("build")
+def build_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`, `sk-deploy quantize`).")],
+    precision: Annotated[str, typer.Option(help="fp32 (model.onnx), fp16 (model.fp16.onnx) or int8 "
+                                           "(model.int8.onnx, the TensorRT Q/DQ form).")] = "fp16",
+    batch: Annotated[str | None, typer.Option(help="Optimisation profile MIN:OPT:MAX (default: the bundle's).")]
+    = None,
+    workspace: Annotated[float, typer.Option(help="Builder workspace limit in GiB.")] = 4.0,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache to load and save (default: one per GPU "
+                                                      "and TensorRT version under ~/.cache/sk-deploy).")] = None,
+    hardware_compat: Annotated[str, typer.Option(help="none (this GPU model), same-cc (any GPU of this compute "
+                                                 "capability) or ampere+ (any Ampere or newer GPU).")] = "none",
+) -> None:
+    """Build a TensorRT engine from the bundle's graph of that precision: model.<precision>.<gpu>.trt<ver>.plan,
+    recorded in the manifest with its TensorRT version, GPU, profile and sizes. Needs a GPU and TensorRT."""
+    from sk_deploy.engines.tensorrt import BuildRequest, build_engine, check_request
+    from sk_deploy.graph.pipeline import BatchProfile
+
+    try:
+        profile = BatchProfile.parse(batch) if batch else None
+        request = BuildRequest(bundle=bundle, precision=precision, workspace_gib=workspace, timing_cache=timing_cache,
+                               batch=(profile.min, profile.opt, profile.max) if profile else None,
+                               hardware_compat=hardware_compat)
+        check_request(request)
+        with err_console.status(f"building {precision} engine...") as status:
+            name, entry = build_engine(request, progress=lambda message: status.update(f"TensorRT: {message}..."))
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    gpu, trt = entry["gpu"], entry["tensorrt"]
+    console.print(f"[green]wrote[/] {bundle / name}: {_size(entry['bytes'])}, TensorRT {trt['version']}, "
+                  f"{gpu['name']} (sm {'.'.join(map(str, gpu['compute_capability']))}), batch "
+                  f"{entry['profile']['min']}:{entry['profile']['opt']}:{entry['profile']['max']}, built in "
+                  f"{entry['build_seconds']} s, device memory {_size(entry['device_memory'])}", highlight=False)
 
 
 def main() -> None:

@@ -21,13 +21,46 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+_HARDWARE_SKIPS = pytest.StashKey[int]()
+
+
+def _tensorrt_missing() -> str | None:
+    """Why TensorRT tests cannot run here, or None when they can."""
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU"
+    try:
+        import tensorrt  # noqa: F401
+    except (ImportError, OSError):
+        return "needs the tensorrt package (NVIDIA's index)"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    no_gpu = None if torch.cuda.is_available() else "needs a CUDA GPU"
+    no_trt = _tensorrt_missing() if any(item.get_closest_marker("tensorrt") for item in items) else None
+    skipped = 0
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        reason = no_trt if item.get_closest_marker("tensorrt") else no_gpu if item.get_closest_marker("gpu") else None
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+            skipped += 1
+    config.stash[_HARDWARE_SKIPS] = skipped
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    report.hardware_marked = bool(item.get_closest_marker("gpu") or item.get_closest_marker("tensorrt"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    skipped = config.stash.get(_HARDWARE_SKIPS, 0)
+    marked = sum(1 for reports in terminalreporter.stats.values() for r in reports
+                 if getattr(r, "when", None) == "call" and getattr(r, "hardware_marked", False))
+    terminalreporter.write_line(
+        f"GPU / TensorRT tests: {skipped} skipped on this machine (no CUDA GPU or no tensorrt), {marked} ran"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,7 @@ def check_request(request: BuildRequest) -> BuildPlan:
     source = SOURCES[request.precision]
     if source not in bundle.manifest["files"]:
         hint = QUANTIZE_HINT.get(request.precision, "sk-deploy export")
-        raise BuildError(f"{bundle.path}: no {source} to build a {request.precision} engine from; "
+        raise BuildError(f"{bundle.path}: no {source} to build the {request.precision} engine from; "
                          f"make it first: {hint}")
     bundle.check_file(source)
     described = bundle.manifest["input"]

@@ -91,10 +91,9 @@ class OrtBackend:
         self.output_name = self.session.get_outputs()[0].name
 
     def _new_session(self) -> Any:
+        options = session_options(self.options)
         try:
-            return self._ort.InferenceSession(
-                os.fspath(self.path), sess_options=session_options(self.options), providers=self._providers
-            )
+            return self._ort.InferenceSession(os.fspath(self.path), sess_options=options, providers=self._providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types without a shared base
             message = str(exc).strip().splitlines()[0][:200]
             raise BackendUnavailable(f"{self.path}: ONNX Runtime cannot load it ({message})") from None

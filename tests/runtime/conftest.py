@@ -1,0 +1,64 @@
+"""Bundles for the Predictor tests: exported at a reduced size from networks with realistic activations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sk_deploy.bundle import Bundle
+from sk_deploy.graph.pipeline import ExportRequest, export_bundle
+from sk_deploy.models import create_model, get_spec
+from tests.graph.conftest import calibrate_bn
+
+SIZE = 64
+
+
+def realistic_bundle(name: str, folder: Path, size: int = SIZE, fuse_preprocess: bool = False) -> Bundle:
+    """Export ``name`` at ``size`` from weights with O(1) activations (``calibrate_bn``) saved as a checkpoint,
+    so the torch backend rebuilds exactly the exported network and the logits are not nearly tied."""
+    torch.manual_seed(0)
+    model = calibrate_bn(create_model(name), (get_spec(name).input_size[0], size, size))
+    weights = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+    request = ExportRequest(model=name, out=folder / f"{name}-bundle", weights=weights, input_size=(size, size),
+                            fuse_preprocess=fuse_preprocess, verify=False)
+    bundle, _ = export_bundle(request)
+    return bundle
+
+
+class BundleCache:
+    """Realistic bundles made once per test session, by model name and input form."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: dict[tuple[str, bool], Bundle] = {}
+
+    def get(self, name: str, fuse_preprocess: bool = False) -> Bundle:
+        """The bundle of ``name`` at 64x64 (exported on first use)."""
+        key = (name, fuse_preprocess)
+        if key not in self.made:
+            folder = self.folder / f"{name}{'-fused' if fuse_preprocess else ''}"
+            folder.mkdir()
+            self.made[key] = realistic_bundle(name, folder, fuse_preprocess=fuse_preprocess)
+        return self.made[key]
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> BundleCache:
+    """Realistic bundles shared by the runtime tests."""
+    return BundleCache(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="session")
+def small_bundle(bundles: BundleCache) -> Bundle:
+    """skresnet18 at 64x64 with realistic activations (float32 NCHW input)."""
+    return bundles.get("skresnet18")
+
+
+@pytest.fixture(scope="session")
+def fused_bundle(bundles: BundleCache) -> Bundle:
+    """skresnet18 at 64x64 with preprocessing fused into the graph (uint8 NHWC input)."""
+    return bundles.get("skresnet18", fuse_preprocess=True)

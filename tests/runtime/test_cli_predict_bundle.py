@@ -1,0 +1,69 @@
+"""``sk-deploy predict --bundle``: a real photo through the bundle's graph on the Predictor, the same top-5 as
+the Predictor gives directly; a backend this machine lacks is one line and exit 1."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sk_deploy.bundle import Bundle
+from sk_deploy.graph.verify import preprocess_from_manifest
+from sk_deploy.images import load_batch
+from sk_deploy.runtime.classify import softmax
+from sk_deploy.runtime.predictor import Predictor
+from tests.test_cli import sk_deploy
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_predict_bundle_matches_the_predictor(small_bundle: Bundle, real_photo: Path, backend: str) -> None:
+    run = sk_deploy("predict", str(real_photo), "--bundle", str(small_bundle.path), "--backend", backend, "--json")
+    assert run.returncode == 0, run.stderr
+    [result] = json.loads(run.stdout)
+    expected_backend = "ort-cpu" if backend == "auto" and not torch.cuda.is_available() else result["backend"]
+    assert result["backend"] == expected_backend and result["model"] == "skresnet18"
+    if backend == "auto":
+        assert f"backend {result['backend']}:" in run.stderr  # auto says what it chose and why
+    batch = load_batch([real_photo], preprocess_from_manifest(small_bundle.manifest["preprocess"]))
+    with Predictor(small_bundle, "ort-cpu") as predictor:
+        probs = softmax(predictor.predict(batch))[0]
+    assert [p["index"] for p in result["predictions"]] == np.argsort(-probs)[:5].tolist()
+    for p in result["predictions"]:
+        assert p["probability"] == pytest.approx(probs[p["index"]], rel=1e-3)
+
+
+def test_predict_fused_bundle_feeds_uint8(fused_bundle: Bundle, generated_jpeg: Path) -> None:
+    run = sk_deploy("predict", str(generated_jpeg), "--bundle", str(fused_bundle.path), "-k", "1")
+    assert run.returncode == 0, run.stderr
+    assert "skresnet18" in run.stdout and "probability" in run.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_tensorrt_backend_without_tensorrt_is_one_line(small_bundle: Bundle, generated_jpeg: Path) -> None:
+    run = sk_deploy("predict", str(generated_jpeg), "--bundle", str(small_bundle.path), "--backend", "tensorrt")
+    assert run.returncode == 1 and not run.stdout
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: TensorRT is not installed") and "pypi.nvidia.com" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "onnx"], "unknown backend 'onnx'"),
+        (["--precision", "int8"], "no int8 graph"),
+        (["--model", "sknet50"], "--bundle runs the bundle's own model"),
+    ],
+)
+def test_predict_bundle_errors(small_bundle: Bundle, generated_jpeg: Path, args: list[str], message: str) -> None:
+    run = sk_deploy("predict", str(generated_jpeg), "--bundle", str(small_bundle.path), *args)
+    assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_backend_without_bundle_is_refused(generated_jpeg: Path) -> None:
+    run = sk_deploy("predict", str(generated_jpeg), "--backend", "ort-cpu")
+    assert run.returncode == 1 and "add --bundle DIR" in run.stderr
