@@ -9,6 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from sk_deploy.bundle import Bundle
+from tests.bundles import BundleCache
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -93,3 +96,21 @@ def make_image(path: Path, size: tuple[int, int] = (320, 240), mode: str = "RGB"
 def generated_jpeg(tmp_path: Path) -> Path:
     """A generated 320x240 JPEG."""
     return make_image(tmp_path / "generated.jpg")
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> BundleCache:
+    """Realistic bundles shared by the runtime, service and deployment tests."""
+    return BundleCache(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="session")
+def small_bundle(bundles: BundleCache) -> Bundle:
+    """skresnet18 at 64x64 with realistic activations (float32 NCHW input)."""
+    return bundles.get("skresnet18")
+
+
+@pytest.fixture(scope="session")
+def fused_bundle(bundles: BundleCache) -> Bundle:
+    """skresnet18 at 64x64 with preprocessing fused into the graph (uint8 NHWC input)."""
+    return bundles.get("skresnet18", fuse_preprocess=True)

@@ -14,7 +14,7 @@ import pytest
 from sk_deploy.graph.describe import tensor_ranks
 from sk_deploy.models import list_models
 from sk_deploy.runtime.predictor import Predictor
-from tests.runtime.conftest import BundleCache
+from tests.bundles import BundleCache
 
 
 @pytest.mark.parametrize("name", list_models())

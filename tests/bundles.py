@@ -1,10 +1,10 @@
-"""Bundles for the Predictor tests: exported at a reduced size from networks with realistic activations."""
+"""Realistic bundles for the runtime, service and deployment tests: exported at a reduced size from networks with
+realistic activations (the fixtures that hand them out are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -44,21 +44,3 @@ class BundleCache:
             folder.mkdir()
             self.made[key] = realistic_bundle(name, folder, fuse_preprocess=fuse_preprocess)
         return self.made[key]
-
-
-@pytest.fixture(scope="session")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> BundleCache:
-    """Realistic bundles shared by the runtime tests."""
-    return BundleCache(tmp_path_factory.mktemp("bundles"))
-
-
-@pytest.fixture(scope="session")
-def small_bundle(bundles: BundleCache) -> Bundle:
-    """skresnet18 at 64x64 with realistic activations (float32 NCHW input)."""
-    return bundles.get("skresnet18")
-
-
-@pytest.fixture(scope="session")
-def fused_bundle(bundles: BundleCache) -> Bundle:
-    """skresnet18 at 64x64 with preprocessing fused into the graph (uint8 NHWC input)."""
-    return bundles.get("skresnet18", fuse_preprocess=True)
