@@ -65,12 +65,13 @@ def find_images(folder: str | Path) -> list[Path]:
     return found
 
 
-def open_image(source: str | Path | bytes, min_size: int | None = None) -> Image.Image:
+def open_image(source: str | Path | bytes, min_size: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode a JPEG/PNG/WebP/... file or bytes into an upright RGB image.
 
     EXIF orientation is applied; greyscale, palette, CMYK and alpha images become RGB. With ``min_size``,
     large JPEGs are decoded in draft mode at the smallest scale whose short side is still >= 2 * min_size,
-    which keeps the resize's result while decoding far fewer pixels.
+    which keeps the resize's result while decoding far fewer pixels. With ``max_pixels``, a picture whose
+    header declares more pixels is refused before any of it is decoded (a decompression bomb costs nothing).
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
@@ -86,11 +87,16 @@ def open_image(source: str | Path | bytes, min_size: int | None = None) -> Image
         stream = path
     try:
         with Image.open(stream) as img:
+            if max_pixels and img.width * img.height > max_pixels:
+                raise ImageError(f"{name}: too many pixels ({img.width}x{img.height} = {img.width * img.height}, "
+                                 f"the limit is {max_pixels})")
             if min_size and img.format == "JPEG":
                 img.draft("RGB", (2 * min_size, 2 * min_size))
             img = ImageOps.exif_transpose(img)
             img.load()
             return _to_rgb(img)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: too many pixels ({exc})") from None
     except UnidentifiedImageError:

@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI + uvicorn, a micro-batcher in front of the Predictor, KServe v2, metrics."""

@@ -1,0 +1,56 @@
+"""Running the app under uvicorn: one process, one inference thread per device, graceful shutdown.
+
+On SIGTERM or Ctrl-C the server first drains: ``/readyz`` turns 503 and new inference requests are answered
+503 while load balancers notice, for ``drain_seconds``; then uvicorn stops accepting connections, waits for the
+requests in flight, and the app finishes what is queued before the backend is released. A second signal
+skips the drain.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import FrameType
+
+import uvicorn
+
+from sk_deploy.service.app import Service, ServiceConfig, create_app
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain period before its own graceful shutdown."""
+
+    def __init__(self, config: uvicorn.Config, service: Service, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.service = service
+        self.drain_seconds = drain_seconds
+        self.load_error: str | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First signal: drain, then stop; a later one: stop now (uvicorn forces on a second Ctrl-C)."""
+        if self.service.draining or self.drain_seconds <= 0:
+            self.service.draining = True
+            super().handle_exit(sig, frame)
+            return
+        self.service.draining = True
+        timer = threading.Timer(self.drain_seconds, super().handle_exit, (sig, frame))
+        timer.daemon = True
+        timer.start()
+
+    def stop_for(self, message: str) -> None:
+        """Stop the server because the model could not be loaded."""
+        self.load_error = message
+        self.should_exit = True
+
+
+def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 1.0,
+          log_level: str = "info") -> str | None:
+    """Serve ``config`` until stopped; the model's load error, if it could not be served, else None."""
+    service = Service(config)
+    holder: dict[str, DrainingServer] = {}
+    app = create_app(config, service, on_load_error=lambda message: holder["server"].stop_for(message))
+    uv_config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level,
+                               timeout_graceful_shutdown=int(config.timeout_ms / 1e3) + 5,
+                               timeout_keep_alive=30)
+    server = holder["server"] = DrainingServer(uv_config, service, drain_seconds)
+    server.run()
+    return server.load_error

@@ -1,0 +1,48 @@
+"""What ``sk-deploy serve`` was given: a bundle directory, or a model name to export into a cached bundle."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from sk_deploy.bundle import Bundle, BundleError
+from sk_deploy.graph.pipeline import ExportRequest, export_bundle
+from sk_deploy.graph.reference import describe_weights
+from sk_deploy.models import list_models
+
+
+def default_cache() -> Path:
+    """Where bundles exported for ``serve MODEL`` are kept: ``$SK_DEPLOY_CACHE`` or ~/.cache/sk-deploy/bundles."""
+    return Path(os.environ.get("SK_DEPLOY_CACHE", Path.home() / ".cache" / "sk-deploy")) / "bundles"
+
+
+def resolve_target(target: str, weights: Path | None = None, pretrained: bool = False, cache: Path | None = None,
+                   progress: Callable[[str], None] = lambda _: None) -> tuple[Path, bool]:
+    """The bundle to serve for ``target`` and whether it was exported just now.
+
+    A directory is taken as a bundle. A registered model name is exported (cleaned, verified) into
+    ``cache/<name>`` unless a bundle of that model with the same weights is already there.
+    """
+    path = Path(target).expanduser()
+    if path.is_dir() or os.sep in target or target.startswith("."):
+        if weights is not None or pretrained:
+            raise BundleError("--weights and --pretrained apply to a model name; a bundle holds its own weights")
+        Bundle.open(path)  # a clear error now rather than after the server starts
+        return path, False
+    if target not in list_models():
+        raise BundleError(f"{target!r} is neither a bundle directory nor a registered model "
+                          f"(models: {', '.join(list_models())})")
+    out = (cache or default_cache()) / target
+    wanted = describe_weights(weights, pretrained)  # a changed checkpoint (sha256) is exported again
+    try:
+        cached = Bundle.open(out)
+        held = cached.manifest["model"]["weights"]
+        if cached.model_name == target and all(held.get(k) == v for k, v in wanted.items()):
+            return out, False
+    except (BundleError, KeyError):
+        pass
+    progress(f"exporting {target} to {out}")
+    export_bundle(ExportRequest(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
+                  progress=progress)
+    return out, True
