@@ -107,7 +107,6 @@ class Service:
         self.batcher: Batcher | None = None
         self.error: str | None = None
         self.draining = False
-        self.in_flight = 0
 
     @property
     def ready(self) -> bool:
@@ -305,8 +304,7 @@ _INFERENCE_PREFIXES = ("/v1/", "/v2/models/")
 
 
 class Accounting:
-    """ASGI middleware: new inference requests answer 503 while draining; every request is counted and timed;
-    ``in_flight`` lets shutdown know what is still running."""
+    """ASGI middleware: new inference requests answer 503 while draining; every request is counted and timed."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app, self.service = app, service
@@ -330,11 +328,9 @@ class Accounting:
                 status = message["status"]
             await send(message)
 
-        self.service.in_flight += 1
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            self.service.in_flight -= 1
             self.service.metrics.observe_request(endpoint_label(path), status, time.perf_counter() - start)
 
 
