@@ -102,7 +102,7 @@ def describe_machine() -> dict[str, Any]:
 
     probed = probe_machine()
     return {
-        "cpu": cpu_name(), "cores_logical": os.cpu_count(), "cores_physical": physical_cores(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "cores_physical": physical_cores(),
         "memory_gb": memory_gb(), "platform": platform.platform(), "gpu": gpu_info(),
         "ort_providers": list(probed.ort_providers), "tensorrt": probed.tensorrt_version,
         "libraries": library_versions(), "load_average": load_average(),
@@ -120,7 +120,7 @@ def machine_slug(machine: dict[str, Any]) -> str:
                 break
             kept.append(re.sub(r"[^a-z0-9]", "", token))
         return "-".join(["nvidia", *[k for k in kept if k]])
-    return f"cpu-{machine.get('cores_logical') or os.cpu_count()}core"
+    return f"cpu-{machine.get('cores') or os.cpu_count()}core"
 
 
 def describe_short(machine: dict[str, Any]) -> str:
@@ -128,7 +128,7 @@ def describe_short(machine: dict[str, Any]) -> str:
     gpu = machine.get("gpu")
     where = (f"{gpu['name']} (driver {gpu.get('driver') or '?'}, CUDA {gpu.get('cuda') or '?'})" if gpu
              else "no GPU")
-    cores = machine.get("cores_logical")
+    cores = machine.get("cores")
     physical = machine.get("cores_physical")
     core_text = f"{cores} cores" + (f" ({physical} physical)" if physical and physical != cores else "")
     return f"{machine.get('cpu', '?')}, {core_text}, {machine.get('memory_gb', '?')} GB; {where}"

@@ -96,9 +96,9 @@ def test_machine_slug_and_description() -> None:
     assert machine_slug({"gpu": {"name": "NVIDIA H100 80GB HBM3"}}) == "nvidia-h100"
     assert machine_slug({"gpu": {"name": "NVIDIA A100-SXM4-40GB"}}) == "nvidia-a100"
     assert machine_slug({"gpu": {"name": "NVIDIA GeForce RTX 4090"}}) == "nvidia-geforce-rtx-4090"
-    assert machine_slug({"gpu": None, "cores_logical": 2}) == "cpu-2core"
+    assert machine_slug({"gpu": None, "cores": 2}) == "cpu-2core"
     here = describe_machine()
-    assert here["cpu"] and here["cores_logical"] == os.cpu_count()
+    assert here["cpu"] and here["cores"] == os.cpu_count()
     assert {"torch", "onnxruntime", "python"} <= set(here["libraries"])
     assert (here["gpu"] is None) == (not torch.cuda.is_available())
     assert "CPUExecutionProvider" in here["ort_providers"]
