@@ -561,6 +561,7 @@ def bench_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sk_deploy.bench.latency import BenchConfig, BenchError, BenchRun, Row
+    from sk_deploy.bench.machine import describe_short, machine_libraries
     from sk_deploy.bench.report import build_report, rich_table, write_report
     from sk_deploy.bundle import Bundle
 
@@ -598,6 +599,8 @@ def bench_command(
     report = build_report(run, command, interrupted)
     written, no_plots = write_report(report, out, with_plots=plots)
     console.print(rich_table(report))
+    console.print(f"machine: {describe_short(report['machine'])}; {machine_libraries(report['machine'])}",
+                  highlight=False, soft_wrap=True)
     for row in report["rows"]:
         if row["status"] != "ok":
             where = f" batch {row['batch']}" if row["batch"] is not None else ""
@@ -632,6 +635,7 @@ def bench_http_command(
     URL/v1/classify; requests/s, latency percentiles, errors by status, and the server's own batch sizes read
     from URL/metrics around each step. Bounded by --duration and --max-requests per step; loopback only unless
     --allow-remote. Ctrl-C keeps the finished steps (exit 130)."""
+    import dataclasses
     import signal
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -642,7 +646,7 @@ def bench_http_command(
     config = LoadConfig(url=url, concurrency=_split(concurrency, "--concurrency", int), duration_s=duration,
                         max_requests=max_requests, timeout_s=timeout, top_k=top_k, allow_remote=allow_remote)
     try:
-        config = LoadConfig(**{**config.__dict__, "url": check_url(url, allow_remote)})
+        config = dataclasses.replace(config, url=check_url(url, allow_remote))
         payloads = load_payloads(images)
     except LoadError as exc:
         raise fail(str(exc)) from None

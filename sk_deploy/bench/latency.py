@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sk_deploy.bench.machine import load_average
 from sk_deploy.bench.stats import LatencyStats, per_second, summarize
 from sk_deploy.bench.timing import peak_rss_mb, reset_peak_rss, timed_loop, warm_up
 from sk_deploy.bundle import Bundle
@@ -236,6 +237,7 @@ class BenchRun:
         self.machine = machine or probe_machine()
         self.rows: list[Row] = []
         self.started = time.time()
+        self.load_before = load_average()
 
     @property
     def planned(self) -> int:

@@ -132,3 +132,10 @@ def describe_short(machine: dict[str, Any]) -> str:
     physical = machine.get("cores_physical")
     core_text = f"{cores} cores" + (f" ({physical} physical)" if physical and physical != cores else "")
     return f"{machine.get('cpu', '?')}, {core_text}, {machine.get('memory_gb', '?')} GB; {where}"
+
+
+def machine_libraries(machine: dict[str, Any]) -> str:
+    """The versions that decide the figures: ``torch 2.13.0, onnxruntime 1.32.0, ...`` (those installed)."""
+    libs = machine.get("libraries", {})
+    names = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")
+    return ", ".join(f"{k} {libs[k]}" for k in names if k in libs) or "no library versions recorded"

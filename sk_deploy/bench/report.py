@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sk_deploy.bench.latency import BenchRun
-from sk_deploy.bench.machine import describe_machine, describe_short
+from sk_deploy.bench.machine import describe_machine, describe_short, machine_libraries
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json
 
 FORMAT = "sk-deploy-bench"
@@ -42,7 +42,7 @@ def build_report(run: BenchRun, command: str, interrupted: bool = False,
         "weights": manifest["model"].get("weights", {}).get("source"),
         "input": {k: manifest["input"].get(k) for k in ("name", "dtype", "layout", "shape")},
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(run.config).items()},
-        "machine": machine or describe_machine(),
+        "machine": machine or describe_machine(), "load_before": run.load_before,
         "baseline": "torch fp32: PyTorch eager, float32, the same network, measured first in this run",
         "timing": TIMING, "rows": [row_dict(r.to_dict()) for r in run.rows], "notes": notes,
     }
@@ -123,14 +123,14 @@ def to_markdown(report: dict[str, Any], plots: list[str] | None = None, heading:
     """The report for people: the command, the machine, one table of every measured row, the GPU phases and
     trtexec's fields where measured, the skipped rows with their reasons, the plots."""
     m, config = report["machine"], report["config"]
-    libs = m.get("libraries", {})
-    lib_text = ", ".join(f"{k} {libs[k]}" for k in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt") if k in libs)
+    lib_text = machine_libraries(m)
     state = "complete" if report["complete"] else "**partial: interrupted**" if report["interrupted"] else "partial"
     lines = [
         f"{heading} Benchmark: {report['model']} ({'x'.join(map(str, report['input']['shape'][1:]))}, "
         f"{report['input']['dtype']})", "",
         f"Reproduce: `{report['command']}` ({report['date']}, {state})", "",
-        f"Machine: {describe_short(m)}; {lib_text}; load average at the end {m.get('load_average')}.", "",
+        f"Machine: {describe_short(m)}; {lib_text}; load average before / after: {report.get('load_before')} / "
+        f"{m.get('load_average')}.", "",
         f"Each row: {config['warmup_s']} s warm-up, then timed runs for {config['duration_s']} s (at least "
         f"{config['min_runs']}). Baseline: {report['baseline']}. Latency is the wall time of one batch, host in "
         "to host out; \"vs eager\" is the baseline's p50 over this row's p50 at the same batch.", "",
