@@ -17,7 +17,6 @@ import copy
 import json
 import platform
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,45 +26,28 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
+from sk_deploy.bench.stats import summarize  # noqa: E402
+from sk_deploy.bench.timing import cuda_event_times, wall_times  # noqa: E402
 from sk_deploy.graph.export import export_onnx  # noqa: E402
 from sk_deploy.graph.passes import optimize  # noqa: E402
 from sk_deploy.graph.reference import build_reference  # noqa: E402
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
-    """min, p50, p90, p99, max and mean of a list of milliseconds."""
-    a = np.asarray(ms)
-    return {"min": float(a.min()), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
+    """min, p50, p90, p95, p99, max and mean of a list of milliseconds (sk_deploy.bench.stats)."""
+    stats = summarize(ms).to_dict()
+    del stats["n"]
+    return stats
 
 
 def time_torch(fn, x: torch.Tensor, iters: int, warmup: int) -> list[float]:
     """Milliseconds per call of ``fn(x)`` measured with CUDA events."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn(x)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    return times
+    return cuda_event_times(lambda: fn(x), iters, warmup)
 
 
 def time_ort(session, feed: dict, iters: int, warmup: int) -> list[float]:
     """Milliseconds per synchronous ``session.run`` (host input and output) by the wall clock."""
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000)
-    return times
+    return wall_times(lambda: session.run(None, feed), iters, warmup)
 
 
 def time_ort_cuda_graph(ort, graph: bytes, batch: int, iters: int, warmup: int) -> list[float]:
@@ -77,14 +59,7 @@ def time_ort_cuda_graph(ort, graph: bytes, batch: int, iters: int, warmup: int) 
     binding.bind_ortvalue_input(session.get_inputs()[0].name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
     out = ort.OrtValue.ortvalue_from_shape_and_type([batch, 1000], np.float32, "cuda", 0)
     binding.bind_ortvalue_output(session.get_outputs()[0].name, out)
-    for _ in range(warmup):
-        session.run_with_iobinding(binding)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        session.run_with_iobinding(binding)
-        times.append((time.perf_counter() - start) * 1000)
-    return times
+    return wall_times(lambda: session.run_with_iobinding(binding), iters, warmup)
 
 
 def main() -> None:

@@ -28,11 +28,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from common import cpu_name, load_average  # noqa: E402
-from common import measure as interleaved  # noqa: E402
-
+from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
+from sk_deploy.bench.timing import interleaved  # noqa: E402
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
 from sk_deploy.graph.export import export_onnx  # noqa: E402
 from sk_deploy.graph.passes import optimize  # noqa: E402
@@ -61,7 +59,7 @@ def variants(model_name: str, weights: dict, size: int) -> tuple[dict[str, onnx.
 def measure(
     sessions: dict[str, ort.InferenceSession], batch: int, size: int, rounds: int, warmup: int
 ) -> dict[str, list[float]]:
-    """Seconds per run of each session at ``batch`` on one random input, interleaved (see benchmarks/common)."""
+    """Seconds per run of each session at ``batch`` on one random input, interleaved (sk_deploy.bench.timing)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     return interleaved(sessions, {name: {"input": x} for name in sessions}, rounds, warmup)
 

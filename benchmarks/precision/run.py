@@ -26,10 +26,9 @@ import onnxruntime as ort
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from common import cpu_name, load_average, measure  # noqa: E402
-
+from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
+from sk_deploy.bench.timing import interleaved  # noqa: E402
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
 from sk_deploy.graph.verify import preprocess_from_manifest  # noqa: E402
@@ -80,7 +79,7 @@ def main() -> None:
         for batch, rounds in ((1, args.rounds), (8, max(4, args.rounds // 3))):
             print(f"timing batch {batch}: {rounds} interleaved rounds", flush=True)
             feeds = {name: {input_name: photos[:batch]} for name in TIMED}
-            times = measure(sessions, feeds, rounds, warmup=2)
+            times = interleaved(sessions, feeds, rounds, warmup=2)
             medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
             latency[batch] = {name: {"median_ms": round(m, 2), "min_ms": round(min(times[name]) * 1000, 2),
                                      "speedup_vs_fp32": round(medians["model.onnx"] / m, 3)}

@@ -212,6 +212,23 @@ class Predictor:
             return self._runner.run(array)
         return np.concatenate([self._runner.run(array[i:i + step]) for i in range(0, len(array), step)])
 
+    @property
+    def device_timing(self) -> bool:
+        """Whether ``predict_timed`` can split a run into h2d / compute / d2h by the GPU's clock (torch on a
+        CUDA device, tensorrt); ONNX Runtime does its copies inside one call and exposes no such split."""
+        return bool(getattr(self._runner, "device_timing", False))
+
+    def predict_timed(self, batch: Any) -> tuple[np.ndarray, dict[str, float]]:
+        """Logits of ``batch`` and the GPU's milliseconds per phase (h2d, compute, d2h; CUDA events), for a
+        backend with ``device_timing`` and a batch it runs in one go (within an engine's profile)."""
+        if not self.device_timing:
+            raise BackendUnavailable(f"{self.backend} on this machine exposes no device-side split of a run")
+        array = self.input_spec.check(batch)
+        if self.max_batch is not None and len(array) > self.max_batch:
+            raise BackendUnavailable(f"a batch of {len(array)} is above the engine's profile ({self.max_batch}): "
+                                     "it runs in pieces, so there is no single device-side split")
+        return self._runner.run_timed(array)  # type: ignore[attr-defined]
+
     def example(self, size: int = 1, seed: int = 0) -> np.ndarray:
         """A random input batch of ``size`` pictures in this bundle's input form."""
         rng = np.random.default_rng(seed)

@@ -11,6 +11,7 @@ import torch
 
 from sk_deploy.graph.reference import build_reference
 from sk_deploy.runtime.availability import BackendUnavailable, require_cuda
+from sk_deploy.runtime.cuda_timing import CudaPhases
 from sk_deploy.runtime.device import DeviceError, resolve_device
 
 
@@ -52,19 +53,45 @@ class TorchBackend:
         self._mean = torch.tensor(preprocess["mean"], device=self.device).view(shape) * 255.0
         self._std = torch.tensor(preprocess["std"], device=self.device).view(shape) * 255.0
 
-    def _tensor(self, batch: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self._fused:  # uint8 NHWC crops -> normalised float NCHW, as the fused graph does
             x = (x.permute(0, 3, 1, 2).float() - self._mean) / self._std
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    @property
+    def device_timing(self) -> bool:
+        """Whether ``run_timed`` can split a run by the GPU's clock (on a CUDA device)."""
+        return self.device.type == "cuda"
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) of ``batch``."""
-        x = self._tensor(batch)
+        return self._run(batch, None)
+
+    def run_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Logits of ``batch`` and the GPU's milliseconds for its phases: h2d (upload), compute (preprocessing
+        when fused, and the network) and d2h (logits back), from CUDA events. CUDA devices only."""
+        if not self.device_timing:
+            raise BackendUnavailable("device-side timing needs a CUDA device; this network runs on the CPU")
+        phases = CudaPhases()
+        logits = self._run(batch, phases)
+        return logits, phases.elapsed()
+
+    def _run(self, batch: np.ndarray, phases: CudaPhases | None) -> np.ndarray:
+        def mark() -> None:
+            if phases is not None:
+                phases.mark()
+
+        mark()
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        mark()
         with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.options.fp16):
-            return self.model(x).float().cpu().numpy()
+            y = self.model(self._prepare(x)).float()
+        mark()
+        out = y.cpu().numpy()
+        mark()
+        return out
 
     def close(self) -> None:
         """Release the network (and its device memory)."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from sk_deploy.engines.compat import EngineMismatch, check_engine
 from sk_deploy.runtime.availability import BackendUnavailable, import_tensorrt, require_cuda
+from sk_deploy.runtime.cuda_timing import CudaPhases
 
 
 class TensorRTBackend:
@@ -60,22 +61,43 @@ class TensorRTBackend:
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"{self.path.name}: TensorRT execution failed (its messages are above)")
 
+    device_timing = True
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) of ``batch``; its size must lie within the engine's profile."""
+        return self._run(batch, None)
+
+    def run_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Logits of ``batch`` and the GPU's milliseconds for h2d (input copy), compute (the engine, or its
+        CUDA graph) and d2h (logits back), from CUDA events on the engine's stream: trtexec's three phases."""
+        phases = CudaPhases()
+        logits = self._run(batch, phases)
+        return logits, phases.elapsed()
+
+    def _run(self, batch: np.ndarray, phases: CudaPhases | None) -> np.ndarray:
         size = batch.shape[0]
         if not self.min_batch <= size <= self.max_batch:
             raise ValueError(f"batch of {size} is outside the engine's profile ({self.min_batch} to {self.max_batch}); "
                              f"rebuild with sk-deploy build --batch MIN:OPT:MAX")
         torch = self._torch
+
+        def mark() -> None:
+            if phases is not None:
+                phases.mark()  # on the current stream: the engine's, inside the block below
+
         with torch.cuda.stream(self.stream):
+            mark()
             # Rows [0, size) of the buffers allocated at the largest batch: same device addresses for every size.
             self._input[:size].copy_(torch.from_numpy(np.ascontiguousarray(batch)), non_blocking=False)
+            mark()
             if self.cuda_graph:
                 self._replay(size)
             else:
                 self.context.set_input_shape(self.input_name, tuple(batch.shape))
                 self._enqueue()
+            mark()
             out = self._output[:size].float().cpu()
+            mark()
         self.stream.synchronize()
         return out.numpy()
 

@@ -1,0 +1,351 @@
+"""Latency and throughput of a bundle on every backend x precision x batch this machine can run.
+
+Each row is one (backend, precision, batch): a first run (lazy initialisation, compilation, graph capture),
+warm-up runs for ``warmup_s``, then timed runs for ``duration_s`` (at least ``min_runs``, at most
+``max_runs``), each the wall time of one ``predict`` from host input to host logits. On a GPU, backends that
+expose it (torch on CUDA, tensorrt) also give the GPU's own times of the three phases of every timed run, from
+CUDA events: host-to-device copy, compute, device-to-host copy (trtexec's H2D / GPU compute / D2H). Peak
+process memory is the kernel's high-water mark of resident memory while the row ran; on a GPU also PyTorch's
+allocator peak and the device's used memory. A combination that cannot run here (no GPU, no graph of that
+precision in the bundle, a torch.compile that fails) is a skipped row that says why.
+
+Rows run in order, one backend and precision at a time (its session opened once for every batch), the
+PyTorch eager float32 baseline first, so every later row's ratio to it comes from the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sk_deploy.bench.machine import load_average
+from sk_deploy.bench.stats import LatencyStats, per_second, summarize
+from sk_deploy.bench.timing import peak_rss_mb, reset_peak_rss, timed_loop, warm_up
+from sk_deploy.bundle import Bundle
+from sk_deploy.runtime.availability import BackendUnavailable, Machine, probe_machine
+from sk_deploy.runtime.predictor import PRECISIONS, InputSpec, Predictor
+
+
+class BenchError(ValueError):
+    """A benchmark that cannot be set up as asked (unknown backend, bad batch size); meant for a person."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a benchmark backend name runs: a Predictor backend and its options, or one fixed bundle file."""
+
+    predictor: str
+    about: str
+    compile: str | None = None
+    cuda_graph: bool = False
+    file: str | None = None
+    opt_in: bool = False
+
+
+VARIANTS: dict[str, Variant] = {
+    "torch": Variant("torch", "PyTorch eager, the network the bundle came from; fp32 is the baseline"),
+    "torch-compile": Variant("torch", "torch.compile (mode default) of that network; compiles once per batch size, "
+                             "minutes on a CPU and needs a C compiler there", compile="default", opt_in=True),
+    "ort-cpu": Variant("ort-cpu", "ONNX Runtime CPU on the graph of that precision (model.int8-cpu.onnx for int8)"),
+    "ort-cpu-raw": Variant("ort-cpu", "ONNX Runtime CPU on model.raw.onnx, the exporter's graph before cleanup",
+                           file="model.raw.onnx", opt_in=True),
+    "ort-cuda": Variant("ort-cuda", "ONNX Runtime CUDA with IO binding"),
+    "ort-cuda-graph": Variant("ort-cuda", "ONNX Runtime CUDA replaying a captured CUDA graph per batch size",
+                              cuda_graph=True, opt_in=True),
+    "ort-tensorrt": Variant("ort-tensorrt", "ONNX Runtime's TensorRT provider"),
+    "tensorrt": Variant("tensorrt", "the bundle's TensorRT engine of that precision (sk-deploy build)"),
+    "tensorrt-graph": Variant("tensorrt", "the TensorRT engine replayed as one CUDA graph per batch size",
+                              cuda_graph=True, opt_in=True),
+}
+DEFAULT_BACKENDS = tuple(name for name, v in VARIANTS.items() if not v.opt_in)
+BASELINE = ("torch", "fp32")
+GPU_PREDICTORS = ("tensorrt", "ort-tensorrt", "ort-cuda")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Which rows to measure and for how long (seconds per row, runs per row at least and at most)."""
+
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    precisions: tuple[str, ...] = PRECISIONS
+    batches: tuple[int, ...] = (1, 8, 32)
+    warmup_s: float = 1.0
+    duration_s: float = 3.0
+    min_runs: int = 5
+    max_runs: int = 100_000
+    threads: int = 0
+
+    def check(self) -> None:
+        """Raise a BenchError naming the first thing that cannot be benchmarked as asked."""
+        unknown = [b for b in self.backends if b not in VARIANTS]
+        if unknown:
+            raise BenchError(f"unknown backend {unknown[0]!r}; choose from: {', '.join(VARIANTS)}")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise BenchError(f"unknown precision {bad[0]!r}; choose from: {', '.join(PRECISIONS)}")
+        if not self.backends or not self.precisions or not self.batches:
+            raise BenchError("nothing to measure: give at least one backend, precision and batch size")
+        if min(self.batches) < 1:
+            raise BenchError(f"batch sizes must be 1 or more, got {min(self.batches)}")
+        if self.warmup_s < 0 or self.duration_s < 0:
+            raise BenchError("--warmup and --duration are seconds, 0 or more")
+        if self.min_runs < 1 or self.max_runs < self.min_runs:
+            raise BenchError(f"runs per row: need 1 <= min ({self.min_runs}) <= max ({self.max_runs})")
+
+    def cases(self) -> list[tuple[str, str]]:
+        """(backend, precision) pairs in the order they run: the baseline first, then as asked."""
+        asked = [(b, p) for b in self.backends for p in self.precisions]
+        return [BASELINE, *[case for case in asked if case != BASELINE]]
+
+
+@dataclass
+class Row:
+    """One measured (or skipped) backend x precision x batch. Times in ms, memory in MB."""
+
+    backend: str
+    precision: str
+    batch: int | None
+    status: str = "ok"
+    reason: str | None = None
+    baseline: bool = False
+    file: str | None = None
+    device: str | None = None
+    runs: int = 0
+    warmup_runs: int = 0
+    first_run_ms: float | None = None
+    seconds: float = 0.0
+    latency: LatencyStats | None = None
+    images_per_s: float | None = None
+    batches_per_s: float | None = None
+    device_ms: dict[str, LatencyStats] | None = None
+    split_note: str | None = None
+    peak_rss_mb: float | None = None
+    gpu_peak_torch_mb: float | None = None
+    gpu_used_mb: float | None = None
+    vs_baseline: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``ort-cpu int8 b8``."""
+        return f"{self.backend} {self.precision}" + (f" b{self.batch}" if self.batch is not None else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form; latencies under ``latency_ms`` and ``device_ms`` (phase -> statistics)."""
+        out: dict[str, Any] = {
+            "backend": self.backend, "precision": self.precision, "batch": self.batch, "status": self.status,
+            "reason": self.reason, "baseline": self.baseline, "file": self.file, "device": self.device,
+        }
+        if self.status != "ok":
+            return out
+        out |= {
+            "runs": self.runs, "warmup_runs": self.warmup_runs,
+            "first_run_ms": None if self.first_run_ms is None else round(self.first_run_ms, 3),
+            "seconds": round(self.seconds, 3),
+            "latency_ms": self.latency.to_dict() if self.latency else None,
+            "images_per_s": _round(self.images_per_s), "batches_per_s": _round(self.batches_per_s),
+            "device_ms": {k: v.to_dict() for k, v in self.device_ms.items()} if self.device_ms else None,
+            "split_note": self.split_note, "peak_rss_mb": self.peak_rss_mb,
+            "gpu_peak_torch_mb": self.gpu_peak_torch_mb, "gpu_used_mb": self.gpu_used_mb,
+            "vs_baseline": self.vs_baseline, **self.extra,
+        }
+        return out
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when empty), at most ``limit`` characters."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class Runner:
+    """A backend opened on a bundle, reduced to what a benchmark calls."""
+
+    backend: str
+    precision: str
+    file: str | None
+    device: str
+    predict: Callable[[np.ndarray], object]
+    example: Callable[[int], np.ndarray]
+    close: Callable[[], None]
+    timed: Callable[[np.ndarray], dict[str, float]] | None = None
+    split_note: str | None = None
+
+
+def example_batch(spec: InputSpec, size: int, seed: int = 0) -> np.ndarray:
+    """A random batch of ``size`` pictures in the form ``spec`` describes."""
+    rng = np.random.default_rng(seed)
+    shape = (size, *spec.item_shape)
+    if spec.dtype == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, threads: int = 0) -> Runner:
+    """Open ``backend`` (a name in VARIANTS) at ``precision`` on ``bundle``; a BackendUnavailable (or the
+    backend's own error) when this machine or bundle cannot run it."""
+    from sk_deploy.runtime.ort_backend import OrtBackend, OrtOptions
+    from sk_deploy.runtime.torch_backend import TorchOptions
+
+    variant = VARIANTS[backend]
+    if variant.file is not None:
+        if precision != "fp32":
+            raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs fp32 only")
+        entry = bundle.manifest["files"].get(variant.file)
+        if entry is None:
+            raise BackendUnavailable(f"the bundle has no {variant.file}")
+        shape = entry.get("input", bundle.manifest["input"])
+        spec = InputSpec(str(shape["name"]), str(shape["dtype"]), "NCHW" if shape["shape"][1] == 3 else "NHWC",
+                         tuple(int(d) for d in shape["shape"][1:]))
+        runner = OrtBackend(bundle.check_file(variant.file), variant.predictor, OrtOptions(threads=threads))
+        return Runner(backend, precision, variant.file, "cpu", runner.run, lambda n: example_batch(spec, n),
+                      runner.close, split_note="not applicable: runs on the CPU")
+    predictor = Predictor(
+        bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph,
+        ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16"),
+        torch=TorchOptions(fp16=precision == "fp16", compile=variant.compile),
+    )
+    on_gpu = variant.predictor in GPU_PREDICTORS or (variant.predictor == "torch" and machine.cuda)
+    runner = Runner(backend, precision, predictor.file, "cuda" if on_gpu else "cpu", predictor.predict,
+                    lambda n: example_batch(predictor.input_spec, n), predictor.close)
+    if predictor.device_timing:
+        runner.timed = lambda batch: predictor.predict_timed(batch)[1]
+    elif not on_gpu:
+        runner.split_note = "not applicable: runs on the CPU"
+    else:
+        runner.split_note = "not exposed: ONNX Runtime copies and computes inside one run call"
+    return runner
+
+
+class BenchRun:
+    """The rows of one benchmark of one bundle, filled in as ``execute`` measures them (so a run stopped half
+    way still has the rows it finished)."""
+
+    def __init__(self, bundle: Bundle, config: BenchConfig, machine: Machine | None = None) -> None:
+        config.check()
+        self.bundle = bundle
+        self.config = config
+        self.machine = machine or probe_machine()
+        self.rows: list[Row] = []
+        self.started = time.time()
+        self.load_before = load_average()
+
+    @property
+    def planned(self) -> int:
+        """How many (backend, precision, batch) cells the run covers."""
+        return len(self.config.cases()) * len(self.config.batches)
+
+    def execute(self, on_start: Callable[[str], None] | None = None,
+                on_row: Callable[[Row, int], None] | None = None) -> list[Row]:
+        """Measure every cell. ``on_start(description)`` before each; ``on_row(row, cells)`` after each row,
+        with the number of cells it covers (all batches for a backend that could not open)."""
+        batches = self.config.batches
+        for backend, precision in self.config.cases():
+            is_baseline = (backend, precision) == BASELINE
+            if on_start:
+                on_start(f"{backend} {precision}: opening")
+            try:
+                runner = open_runner(self.bundle, backend, precision, self.machine, self.config.threads)
+            except Exception as exc:  # anything that keeps a backend from opening is a skipped row, not a crash
+                row = Row(backend, precision, None, status="skipped", reason=one_line(exc), baseline=is_baseline)
+                self._add(row, len(batches), on_row)
+                continue
+            try:
+                for batch in batches:
+                    if on_start:
+                        on_start(f"{backend} {precision} batch {batch}")
+                    self._add(self._measure(runner, batch, is_baseline), 1, on_row)
+            finally:
+                runner.close()
+        return self.rows
+
+    def _add(self, row: Row, cells: int, on_row: Callable[[Row, int], None] | None) -> None:
+        self.rows.append(row)
+        compute_ratios(self.rows)
+        if on_row:
+            on_row(row, cells)
+
+    def _measure(self, runner: Runner, batch: int, is_baseline: bool) -> Row:
+        row = Row(runner.backend, runner.precision, batch, baseline=is_baseline, file=runner.file,
+                  device=runner.device, split_note=runner.split_note)
+        try:
+            self._time(runner, batch, row)
+        except Exception as exc:  # a backend failing on this batch (torch.compile, out of memory): skipped, said why
+            return Row(runner.backend, runner.precision, batch, status="skipped", reason=f"failed: {one_line(exc)}",
+                       baseline=is_baseline, file=runner.file, device=runner.device)
+        return row
+
+    def _time(self, runner: Runner, batch: int, row: Row) -> None:
+        config = self.config
+        x = runner.example(batch)
+        gpu = runner.device == "cuda"
+        reset_peak_rss()
+        if gpu:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        runner.predict(x)
+        row.first_run_ms = (time.perf_counter() - start) * 1000
+        timed = runner.timed
+        if timed is not None:
+            try:
+                timed(x)
+            except BackendUnavailable as exc:  # e.g. a batch above an engine's profile runs in pieces
+                timed, row.split_note = None, one_line(exc)
+        row.warmup_runs = 1 + warm_up(lambda: runner.predict(x), config.warmup_s)
+
+        def call() -> dict[str, float] | None:
+            if timed is not None:
+                return timed(x)
+            runner.predict(x)
+            return None
+
+        loop = timed_loop(call, config.duration_s, config.min_runs, config.max_runs)
+        row.runs, row.seconds = len(loop.ms), loop.seconds
+        row.latency = summarize(loop.ms)
+        row.images_per_s = per_second(batch * row.runs, loop.seconds)
+        row.batches_per_s = per_second(row.runs, loop.seconds)
+        if loop.extras:
+            row.device_ms = device_phases(loop.extras)
+            row.split_note = "CUDA events on the GPU (h2d, compute, d2h; latency = their sum)"
+        row.peak_rss_mb = peak_rss_mb()
+        if gpu:
+            import torch
+
+            row.gpu_peak_torch_mb = round(torch.cuda.max_memory_allocated() / 1e6, 1)
+            free, total = torch.cuda.mem_get_info()
+            row.gpu_used_mb = round((total - free) / 1e6, 1)
+
+
+def device_phases(extras: Sequence[dict[str, float]]) -> dict[str, LatencyStats]:
+    """Statistics of each device-side phase over the runs, and of their sum (trtexec's "Latency")."""
+    names = list(extras[0])
+    phases = {name: summarize([e[name] for e in extras]) for name in names}
+    phases["latency"] = summarize([sum(e[name] for name in names) for e in extras])
+    return phases
+
+
+def compute_ratios(rows: Sequence[Row]) -> None:
+    """Set each measured row's ratios to the baseline row of the same batch, where it was measured:
+    ``speedup_p50`` (baseline p50 / this p50; above 1 is faster) and ``throughput`` (this images/s over the
+    baseline's)."""
+    base = {r.batch: r for r in rows if r.baseline and r.status == "ok" and r.latency is not None}
+    for row in rows:
+        b = base.get(row.batch)
+        if row.status != "ok" or row.latency is None or b is None or b.latency is None:
+            row.vs_baseline = None
+            continue
+        row.vs_baseline = {
+            "speedup_p50": round(b.latency.p50 / row.latency.p50, 4),
+            "throughput": round((row.images_per_s or 0.0) / (b.images_per_s or 1.0), 4),
+        }

@@ -1,0 +1,84 @@
+"""PNG plots of a benchmark report: latency vs batch and throughput vs batch, one line per backend and
+precision. matplotlib (the ``bench`` extra) is imported here only, with its Agg backend (no display)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sk_deploy.bench.machine import describe_short
+from sk_deploy.bundle import atomic_path
+
+PLOTS = {"latency": "latency_vs_batch.png", "throughput": "throughput_vs_batch.png"}
+INSTALL = "matplotlib is not installed, so no plots: pip install 'sk-deploy[bench]' (or matplotlib)"
+
+
+class PlotsUnavailable(RuntimeError):
+    """matplotlib is missing; the message says what to install."""
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotsUnavailable(INSTALL) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Measured rows grouped by ``backend precision``, each group sorted by batch."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["status"] == "ok":
+            groups[f"{row['backend']} {row['precision']}"].append(row)
+    return {name: sorted(group, key=lambda r: r["batch"]) for name, group in groups.items()}
+
+
+def write_plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
+    """Write the two PNGs into ``out`` (names prefixed with ``prefix``); their paths. A PlotsUnavailable
+    without matplotlib."""
+    plt = _pyplot()
+    groups = series(report["rows"])
+    if not groups:
+        return []
+    batches = sorted({r["batch"] for group in groups.values() for r in group})
+    subtitle = describe_short(report["machine"])
+    paths = []
+    for kind, filename in PLOTS.items():
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+        for name, group in groups.items():
+            x = [r["batch"] for r in group]
+            style = {"marker": "o", "linewidth": 2.2 if group[0]["baseline"] else 1.6,
+                     "linestyle": "--" if group[0]["baseline"] else "-"}
+            if kind == "latency":
+                p50 = [r["latency_ms"]["p50"] for r in group]
+                low = [p - r["latency_ms"]["min"] for p, r in zip(p50, group, strict=True)]
+                high = [r["latency_ms"]["p90"] - p for p, r in zip(p50, group, strict=True)]
+                ax.errorbar(x, p50, yerr=[low, high], capsize=3, label=name, **style)
+            else:
+                ax.plot(x, [r["images_per_s"] for r in group], label=name, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        if kind == "latency":
+            ax.set_yscale("log")
+            ax.set_ylabel("latency per batch, ms (p50; bars: min to p90)")
+            ax.set_title(f"{report['model']}: latency vs batch", loc="left")
+        else:
+            ax.set_ylabel("throughput, images/s")
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{report['model']}: throughput vs batch", loc="left")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.text(0.01, 0.01, subtitle[:140], fontsize=7, color="0.35")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        path = out / f"{prefix}{filename}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
