@@ -493,6 +493,7 @@ def serve_command(
     pretrained: Annotated[bool, typer.Option(help="With a model name: the timm checkpoint from the hub.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")]
     = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request (one line each).")] = True,
 ) -> None:
     """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; dynamic
     batching on one inference thread. The model loads and warms up after the server starts (/readyz turns 200)."""
@@ -518,7 +519,8 @@ def serve_command(
     config = ServiceConfig(bundle=bundle_dir, backend=backend, precision=precision, max_batch=max_batch,
                            max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,
                            max_body_mb=max_body_mb, max_pixels=max_pixels, decode_threads=decode_threads)
-    error = serve(config, host=host, port=port, drain_seconds=drain_seconds, log_level=log_level)
+    error = serve(config, host=host, port=port, drain_seconds=drain_seconds, log_level=log_level,
+                  access_log=access_log)
     if error:
         raise fail(f"cannot serve {bundle_dir}: {error}")
 

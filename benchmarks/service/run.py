@@ -47,7 +47,7 @@ class Server:
     """``sk-deploy serve`` in a subprocess on a free loopback port."""
 
     def __init__(self, bundle: Path, *args: str) -> None:
-        command = [sys.executable, "-m", "sk_deploy", "serve", str(bundle), "--port", "0", "--log-level", "warning",
+        command = [sys.executable, "-m", "sk_deploy", "serve", str(bundle), "--port", "0", "--no-access-log",
                    *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.url = ""
@@ -95,6 +95,7 @@ def http_step(url: str, payloads: list, concurrency: int, seconds: float) -> dic
 def markdown(result: dict[str, Any]) -> str:
     """The report for people."""
     best, b = result["best_concurrency"], result["max_batch"]
+    each = ", ".join(f"{r['ratio']:.0%}" for r in result["repeats"])
     lines = [
         "# Service overhead: HTTP vs the Predictor (ONNX Runtime CPU)", "",
         f"Machine: {result['machine']['cpu']} ({result['machine'].get('cores')} cores), {result['date']}. "
@@ -102,7 +103,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Photos: {result['pictures']} real JPEGs as raw bodies.", "",
         f"**HTTP reaches {result['ratio_median']:.0%} of the Predictor's throughput at batch {b}** (median of "
         f"{len(result['repeats'])} alternating repeats at concurrency {best}; each repeat: "
-        f"{', '.join(f'{r['ratio']:.0%}' for r in result['repeats'])}).", "",
+        f"{each}).", "",
         "## Concurrency sweep", "",
         "| concurrency | pictures/s | p50 ms | p90 ms | p99 ms | statuses | mean server batch |",
         "| ---: | ---: | ---: | ---: | ---: | --- | ---: |",

@@ -43,12 +43,12 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 1.0,
-          log_level: str = "info") -> str | None:
+          log_level: str = "info", access_log: bool = True) -> str | None:
     """Serve ``config`` until stopped; the model's load error, if it could not be served, else None."""
     service = Service(config)
     holder: dict[str, DrainingServer] = {}
     app = create_app(config, service, on_load_error=lambda message: holder["server"].stop_for(message))
-    uv_config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level,
+    uv_config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=access_log,
                                timeout_graceful_shutdown=int(config.timeout_ms / 1e3) + 5,
                                timeout_keep_alive=30)
     server = holder["server"] = DrainingServer(uv_config, service, drain_seconds)
