@@ -166,6 +166,7 @@ def _predict_bundle(
 def _user_errors() -> tuple[type[Exception], ...]:
     """The exceptions whose message is meant for a person: printed as one line, exit code 1."""
     from sk_deploy.bundle import BundleError
+    from sk_deploy.deploy.container import PrepareError
     from sk_deploy.deploy.triton import TritonRepoError
     from sk_deploy.engines.compat import EngineMismatch
     from sk_deploy.engines.tensorrt import BuildError
@@ -183,7 +184,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
     return (UnknownModelError, WeightsError, ExportError, BundleError, VerifyError, PreprocessError, ImageError,
             CalibrationError, PrecisionError, BackendUnavailable, DeviceError, PredictorInputError, BuildError,
-            EngineMismatch, TritonRepoError)
+            EngineMismatch, TritonRepoError, PrepareError)
 
 
 def _size(num_bytes: int) -> str:
@@ -737,6 +738,31 @@ def triton_repo_command(
                   f"{list(plan.output.dims)}, {batching}, {plan.instances} x {plan.kind}", highlight=False,
                   soft_wrap=True)
     console.print(f"serve it: tritonserver --model-repository={result.path.parent}", highlight=False, soft_wrap=True)
+
+
+@app.command("prepare")
+def prepare_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (in a container: the mounted volume).")],
+    precision: Annotated[str, typer.Option(help="Precision to serve: fp32, fp16 or int8 (the engine to find or "
+                                           "build).")] = "fp32",
+    build_engine: Annotated[str, typer.Option(help="auto (build a TensorRT engine when there is a GPU and TensorRT "
+                                              "and no engine for them), always, or never.")] = "auto",
+    work_dir: Annotated[Path | None, typer.Option(help="Writable directory for a copy of a read-only bundle, "
+                                                  "where the engine is built (a persistent volume keeps it).")]
+    = None,
+) -> None:
+    """Make a bundle ready to serve: check every file, build a TensorRT engine for this GPU if it has none.
+    Prints the bundle directory to serve (the image's entrypoint passes it to `sk-deploy serve`)."""
+    from sk_deploy.deploy.container import PrepareRequest, prepare
+
+    request = PrepareRequest(bundle=bundle, precision=precision, build=build_engine, work_dir=work_dir)
+    try:
+        with err_console.status("preparing the bundle...") as status:
+            prepared = prepare(request, progress=lambda message: status.update(f"{message}..."))
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    err_console.print(f"[dim]prepare:[/] {prepared.reason}", highlight=False, soft_wrap=True)
+    print(prepared.bundle)
 
 
 def main() -> None:
