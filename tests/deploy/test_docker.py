@@ -21,28 +21,8 @@ import pytest
 
 from sk_deploy.bundle import Bundle
 
+from .dockerfile import DOCKER, REPO, values
 from .server import free_port, has_serve_command, running_server
-
-REPO = Path(__file__).resolve().parents[2]
-DOCKER = REPO / "docker"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """The Dockerfile's (INSTRUCTION, arguments), continuation lines joined, comments dropped."""
-    joined: list[str] = []
-    pending = ""
-    for line in (REPO / "Dockerfile").read_text().splitlines():
-        if line.strip().startswith("#") or not line.strip():
-            continue
-        pending += line.rstrip("\\").strip() + " "
-        if not line.endswith("\\"):
-            joined.append(pending.strip())
-            pending = ""
-    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in joined]
-
-
-def values(name: str) -> list[str]:
-    return [args for instruction, args in instructions() if instruction == name]
 
 
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import yaml
 from sk_deploy.bundle import Bundle
 from sk_deploy.models import list_models
 
-from .test_docker import REPO, values
+from .dockerfile import REPO, values
 
 SERVE = REPO / "serve"
 
