@@ -1,0 +1,389 @@
+"""A bundle -> a Triton Inference Server model repository: ``<model>/config.pbtxt``, ``<model>/1/model.onnx`` (or
+``model.plan``) and ``<model>/labels.txt`` for Triton's classification extension.
+
+The configuration is taken from what the graph itself says (input and output names, element types and dims,
+read with onnx) and from the bundle's manifest (batch profile, labels, engines). Which graph goes in:
+
+- ``--backend onnxruntime`` (platform ``onnxruntime_onnx``): ``model.onnx``, ``model.fp16.onnx`` or, for int8,
+  the form that suits the instance kind. On ``KIND_CPU`` that is ``model.int8-cpu.onnx`` (uint8 activations,
+  int8 weights: what ONNX Runtime's CPU kernels run fast), else ``model.int8.onnx``. On ``KIND_GPU`` only
+  ``model.int8.onnx`` (symmetric int8 Q/DQ) is right: ONNX Runtime's CUDA provider has no int8 convolutions and
+  runs the Q/DQ pairs as float arithmetic, while its TensorRT provider (``--ort-tensorrt``) builds int8 kernels
+  from exactly this form and rejects the asymmetric uint8 activations of the CPU form.
+- ``--backend tensorrt`` (platform ``tensorrt_plan``): an engine from ``sk-deploy build`` in the bundle. A plan
+  runs only with the TensorRT version that built it, on the GPU model it was built for: Triton's container must
+  ship that TensorRT version.
+
+The model directory is built in a staging directory beside its target and renamed into place, like a bundle.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from sk_deploy.bundle import Bundle, BundleError, atomic_write_bytes, staging
+from sk_deploy.engines.compat import find_engine
+
+BACKENDS = ("onnxruntime", "tensorrt")
+DEVICES = ("gpu", "cpu")
+PRECISIONS = ("fp32", "fp16", "int8")
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # the file names Triton looks for
+LABELS_FILE = "labels.txt"
+VERSION = "1"
+DEFAULT_QUEUE_DELAY_US = 2000
+INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+ORT_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+
+ONNX_GRAPHS = {
+    ("fp32", "gpu"): ("model.onnx",), ("fp32", "cpu"): ("model.onnx",),
+    ("fp16", "gpu"): ("model.fp16.onnx",), ("fp16", "cpu"): ("model.fp16.onnx",),
+    ("int8", "gpu"): ("model.int8.onnx",), ("int8", "cpu"): ("model.int8-cpu.onnx", "model.int8.onnx"),
+}
+QUANTIZE_HINTS = {
+    "model.fp16.onnx": "sk-deploy quantize BUNDLE --precision fp16",
+    "model.int8.onnx": "sk-deploy quantize BUNDLE --precision int8 --target tensorrt --calib PHOTOS",
+    "model.int8-cpu.onnx": "sk-deploy quantize BUNDLE --precision int8 --target cpu --calib PHOTOS",
+}
+# ONNX element type -> Triton data type (the ones a classifier's I/O can have)
+TRITON_TYPES = {
+    onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16", onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.BOOL: "TYPE_BOOL",
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class TritonRepoError(RuntimeError):
+    """A model repository that cannot be written as asked; the message is meant for a person."""
+
+
+@dataclass(frozen=True)
+class TritonRequest:
+    """Everything ``sk-deploy triton-repo`` was asked to do."""
+
+    bundle: Path
+    out: Path
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    device: str = "gpu"
+    max_batch: int | None = None
+    preferred_batch: tuple[int, ...] = ()
+    max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    instances: int = 1
+    name: str | None = None
+    engine: str | None = None
+    ort_tensorrt: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    """One input or output as Triton sees it: dims without the batch axis."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+    format: str | None = None  # FORMAT_NCHW / FORMAT_NHWC for image inputs
+
+
+@dataclass
+class TritonPlan:
+    """A checked request: what goes where, and the configuration to write."""
+
+    bundle: Bundle
+    name: str
+    platform: str
+    source: str
+    """the bundle file copied to ``1/model.onnx`` or ``1/model.plan``"""
+    graph: str
+    """the ONNX graph the I/O was read from (the engine's source for a plan)"""
+    max_batch: int
+    batch_limit: int
+    input: TensorConfig
+    output: TensorConfig
+    labels: list[str]
+    preferred_batch: tuple[int, ...]
+    max_queue_delay_us: int
+    instances: int
+    kind: str
+    accelerator: dict[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def model_file(self) -> str:
+        """``model.onnx`` or ``model.plan``: the name Triton's backend loads from the version directory."""
+        return MODEL_FILES["tensorrt" if self.platform == PLATFORMS["tensorrt"] else "onnxruntime"]
+
+
+def _check_options(request: TritonRequest) -> None:
+    """The checks that need no file."""
+    for value, allowed, what in ((request.backend, BACKENDS, "backend"), (request.device, DEVICES, "device"),
+                                 (request.precision, PRECISIONS, "precision")):
+        if value not in allowed:
+            raise TritonRepoError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+    if request.backend == "tensorrt" and request.device == "cpu":
+        raise TritonRepoError("a TensorRT plan runs on a GPU only: use --device gpu, or --backend onnxruntime for CPU")
+    if request.ort_tensorrt and (request.backend != "onnxruntime" or request.device != "gpu"):
+        raise TritonRepoError("--ort-tensorrt is ONNX Runtime's TensorRT provider: it needs --backend onnxruntime "
+                              "--device gpu")
+    if request.engine is not None and request.backend != "tensorrt":
+        raise TritonRepoError("--engine picks a TensorRT plan: add --backend tensorrt")
+    if request.instances < 1:
+        raise TritonRepoError(f"--instances must be at least 1, got {request.instances}")
+    if request.max_queue_delay_us < 0:
+        raise TritonRepoError(f"--max-queue-delay-us must be 0 or more, got {request.max_queue_delay_us}")
+    if request.name is not None and not _NAME.match(request.name):
+        raise TritonRepoError(f"model name {request.name!r}: use letters, digits, '_', '.' and '-' (it names a "
+                              "directory and the model in Triton's URLs)")
+
+
+def _onnx_graph(manifest: dict[str, Any], precision: str, device: str) -> str:
+    """The bundle's ONNX file for ``precision`` on ``device`` (see the module docstring for int8)."""
+    candidates = ONNX_GRAPHS[(precision, device)]
+    for name in candidates:
+        if name in manifest["files"]:
+            return name
+    if precision == "fp32":
+        raise BundleError("the bundle has no model.onnx; export it again: sk-deploy export MODEL --out BUNDLE")
+    hint = QUANTIZE_HINTS[candidates[0]]
+    also = f" (or {candidates[1]})" if len(candidates) > 1 else ""
+    raise TritonRepoError(f"the bundle has no {precision} graph {candidates[0]}{also} for a {device.upper()} "
+                          f"instance; make it: {hint}")
+
+
+def _engine(bundle: Bundle, request: TritonRequest) -> tuple[str, dict[str, Any]]:
+    """The plan file to export and its manifest entry."""
+    files = bundle.manifest["files"]
+    name = request.engine or find_engine(bundle.manifest, request.precision, None, None)
+    if name is None:
+        raise TritonRepoError(f"the bundle has no {request.precision} TensorRT engine; build one on the serving GPU "
+                              f"with the TensorRT version of your Triton release: sk-deploy build BUNDLE --precision "
+                              f"{request.precision} (or use --backend onnxruntime)")
+    entry = files.get(name)
+    if entry is None or entry.get("role") != "engine":
+        engines = [n for n, e in files.items() if e.get("role") == "engine"]
+        raise TritonRepoError(f"{name!r} is not an engine of the bundle (engines: {', '.join(engines) or 'none'})")
+    if entry.get("precision") != request.precision:
+        raise TritonRepoError(f"{name} is a {entry.get('precision')} engine; pass --precision {entry.get('precision')}")
+    return name, entry
+
+
+def _tensor(value: onnx.ValueInfoProto, where: str) -> tuple[str, tuple[int, ...], int | str | None]:
+    """(Triton data type, dims without the batch axis, the batch dim) of a graph input or output."""
+    elem = value.type.tensor_type.elem_type
+    if elem not in TRITON_TYPES:
+        raise TritonRepoError(f"{where}: {value.name!r} has ONNX element type {elem}, which Triton cannot serve here")
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value.type.tensor_type.shape.dim]
+    if not dims:
+        raise TritonRepoError(f"{where}: {value.name!r} has no shape")
+    return TRITON_TYPES[elem], tuple(d if isinstance(d, int) and d > 0 else -1 for d in dims[1:]), dims[0]
+
+
+def _io(path: Path, manifest: dict[str, Any]) -> tuple[TensorConfig, TensorConfig]:
+    """The graph's one input and one output, checked against the manifest."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends share no useful base
+        raise BundleError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    graph = model.graph
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+        raise TritonRepoError(f"{path.name}: its weights live in external data files; Triton's repository here takes "
+                              "one self-contained ONNX file")
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise TritonRepoError(f"{path.name}: expected one input and one output, found {len(inputs)} and "
+                              f"{len(graph.output)}")
+    in_type, in_dims, in_batch = _tensor(inputs[0], path.name)
+    out_type, out_dims, out_batch = _tensor(graph.output[0], path.name)
+    fixed = [d for d in (in_batch, out_batch) if isinstance(d, int)]
+    if fixed:
+        raise TritonRepoError(f"{path.name}: the first axis is fixed ({fixed[0]}); Triton batching needs a dynamic "
+                              "batch axis (export again without a fixed batch)")
+    described = manifest["input"]
+    if inputs[0].name != described["name"] or graph.output[0].name != manifest["output"]["name"]:
+        raise TritonRepoError(f"{path.name}: its input/output ({inputs[0].name}, {graph.output[0].name}) differ from "
+                              f"the manifest's ({described['name']}, {manifest['output']['name']})")
+    if list(in_dims) != [int(d) for d in described["shape"][1:]]:
+        raise TritonRepoError(f"{path.name}: input dims {list(in_dims)} differ from the manifest's "
+                              f"{described['shape'][1:]}")
+    layout = described.get("layout", "NCHW")
+    image_format = f"FORMAT_{layout}" if len(in_dims) == 3 and layout in ("NCHW", "NHWC") else None
+    return (TensorConfig(inputs[0].name, in_type, in_dims, image_format),
+            TensorConfig(graph.output[0].name, out_type, out_dims))
+
+
+def _labels(manifest: dict[str, Any], classes: int) -> list[str]:
+    """One label per class, in index order, for the output's label file."""
+    source = manifest.get("labels", {}).get("source")
+    if source != "imagenet-1k":
+        raise TritonRepoError(f"the bundle's labels come from {source!r}; only imagenet-1k labels can be exported")
+    from sk_deploy.labels import imagenet_labels
+
+    labels = imagenet_labels()
+    if len(labels) != classes:
+        raise TritonRepoError(f"the output has {classes} classes but the labels list {len(labels)}")
+    return labels
+
+
+def _batching(request: TritonRequest, limit: int, limit_hint: str) -> tuple[int, tuple[int, ...]]:
+    """max_batch_size and the preferred batch sizes, checked against the batch profile's maximum."""
+    max_batch = limit if request.max_batch is None else request.max_batch
+    if max_batch < 1:
+        raise TritonRepoError(f"--max-batch must be at least 1, got {max_batch}")
+    if max_batch > limit:
+        raise TritonRepoError(f"--max-batch {max_batch} is above the batch profile's maximum {limit}; {limit_hint}")
+    preferred = tuple(sorted(set(request.preferred_batch)))
+    wrong = [size for size in preferred if not 1 <= size <= max_batch]
+    if wrong:
+        raise TritonRepoError(f"--preferred-batch {', '.join(map(str, wrong))}: each must be 1 to max batch "
+                              f"{max_batch}")
+    return max_batch, preferred
+
+
+def plan_repository(request: TritonRequest) -> TritonPlan:
+    """Check everything and work out the configuration; writes nothing."""
+    _check_options(request)
+    bundle = Bundle.open(request.bundle)
+    manifest = bundle.manifest
+    warnings: list[str] = []
+    if request.backend == "tensorrt":
+        source, entry = _engine(bundle, request)
+        graph = (entry.get("source") or {}).get("file")
+        if graph not in manifest["files"]:
+            raise TritonRepoError(f"{source}: its source graph {graph!r} is not in the bundle; cannot tell its I/O")
+        limit = int(entry.get("profile", {}).get("max") or manifest["input"]["batch"]["max"])
+        limit_hint = "rebuild the engine with a larger profile: sk-deploy build BUNDLE --batch 1:OPT:MAX"
+        trt, gpu = entry.get("tensorrt", {}), entry.get("gpu", {})
+        compat = entry.get("hardware_compat", "none")
+        runs_on = {"none": f"on {gpu.get('name')} only", "same-cc": "on GPUs of compute capability "
+                   f"{'.'.join(map(str, gpu.get('compute_capability', [])))}",
+                   "ampere+": "on Ampere and newer GPUs"}.get(compat, f"on {gpu.get('name')}")
+        warnings.append(f"{source} was built with TensorRT {trt.get('version')} and runs {runs_on}: Triton loads it "
+                        f"only if its container ships TensorRT {trt.get('version')} (pick the Triton release whose "
+                        "TensorRT matches, or rebuild the engine inside that release's nvcr.io/nvidia/tensorrt "
+                        "container on the serving GPU)")
+    else:
+        source = graph = _onnx_graph(manifest, request.precision, request.device)
+        limit = int(manifest["input"]["batch"]["max"])
+        limit_hint = "export again with a larger profile: sk-deploy export MODEL --batch 1:OPT:MAX"
+        if request.device == "cpu" and request.precision == "fp16":
+            warnings.append("ONNX Runtime's CPU provider has few float16 kernels and casts around the rest: a float16 "
+                            "graph on KIND_CPU is usually slower than fp32")
+        if request.device == "cpu" and source == "model.int8.onnx":
+            warnings.append("model.int8.onnx is the TensorRT form (symmetric int8 Q/DQ), slow on ONNX Runtime's CPU "
+                            "provider; make the CPU form: " + QUANTIZE_HINTS["model.int8-cpu.onnx"])
+        if request.device == "gpu" and request.precision == "int8" and not request.ort_tensorrt:
+            warnings.append("ONNX Runtime's CUDA provider runs the int8 Q/DQ graph without int8 kernels (slower than "
+                            "fp32); add --ort-tensorrt or use --backend tensorrt for int8 speed")
+    bundle.check_file(source)
+    if graph != source:
+        bundle.check_file(graph)
+    model_input, model_output = _io(bundle.path / graph, manifest)
+    max_batch, preferred = _batching(request, limit, limit_hint)
+    accelerator = None
+    if request.ort_tensorrt:
+        accelerator = {"precision_mode": ORT_TRT_PRECISION[request.precision],
+                       "max_workspace_size_bytes": str(4 << 30)}
+    return TritonPlan(
+        bundle=bundle, name=request.name or bundle.model_name, platform=PLATFORMS[request.backend], source=source,
+        graph=graph, max_batch=max_batch, batch_limit=limit, input=model_input, output=model_output,
+        labels=_labels(manifest, model_output.dims[-1]), preferred_batch=preferred,
+        max_queue_delay_us=request.max_queue_delay_us, instances=request.instances,
+        kind=INSTANCE_KINDS[request.device], accelerator=accelerator, warnings=warnings,
+    )
+
+
+def _dims(dims: tuple[int, ...]) -> str:
+    return f"[ {', '.join(map(str, dims))} ]"
+
+
+def render_config(plan: TritonPlan) -> str:
+    """The ``config.pbtxt`` text (protobuf text format of Triton's ModelConfig) for ``plan``."""
+    sha = plan.bundle.manifest["files"][plan.source]["sha256"]
+    lines = [
+        f"# Written by sk-deploy triton-repo from {plan.bundle.path.name}/{plan.source} (sha256 {sha[:16]}...).",
+        f'name: "{plan.name}"',
+        f'platform: "{plan.platform}"',
+        f"max_batch_size: {plan.max_batch}",
+        "input [",
+        "  {",
+        f'    name: "{plan.input.name}"',
+        f"    data_type: {plan.input.data_type}",
+        *([f"    format: {plan.input.format}"] if plan.input.format else []),
+        f"    dims: {_dims(plan.input.dims)}",
+        "  }",
+        "]",
+        "output [",
+        "  {",
+        f'    name: "{plan.output.name}"',
+        f"    data_type: {plan.output.data_type}",
+        f"    dims: {_dims(plan.output.dims)}",
+        f'    label_filename: "{LABELS_FILE}"',
+        "  }",
+        "]",
+        "dynamic_batching {",
+        *([f"  preferred_batch_size: {_dims(plan.preferred_batch)}"] if plan.preferred_batch else []),
+        f"  max_queue_delay_microseconds: {plan.max_queue_delay_us}",
+        "}",
+        "instance_group [",
+        "  {",
+        f"    count: {plan.instances}",
+        f"    kind: {plan.kind}",
+        "  }",
+        "]",
+    ]
+    if plan.accelerator:
+        lines += [
+            "optimization {",
+            "  execution_accelerators {",
+            "    gpu_execution_accelerator: [",
+            "      {",
+            '        name: "tensorrt"',
+            *[f'        parameters {{ key: "{key}" value: "{value}" }}' for key, value in plan.accelerator.items()],
+            "      }",
+            "    ]",
+            "  }",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class TritonResult:
+    """The model directory written and the plan it followed."""
+
+    path: Path
+    plan: TritonPlan
+
+
+def write_repository(request: TritonRequest, progress: Callable[[str], None] = lambda message: None) -> TritonResult:
+    """Write ``<out>/<model>/`` (config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan) atomically.
+
+    ``out`` may hold other models; the model's own directory must be absent or empty unless ``force``, which
+    replaces it only once the new one is complete.
+    """
+    plan = plan_repository(request)
+    target = Path(request.out) / plan.name
+    if Path(request.out).exists() and not Path(request.out).is_dir():
+        raise TritonRepoError(f"{request.out}: exists and is not a directory")
+    try:
+        with staging(target, request.force) as stage:
+            progress(f"copying {plan.source}")
+            (stage / VERSION).mkdir()
+            shutil.copyfile(plan.bundle.path / plan.source, stage / VERSION / plan.model_file)
+            atomic_write_bytes(stage / LABELS_FILE, ("\n".join(plan.labels) + "\n").encode("utf-8"))
+            atomic_write_bytes(stage / "config.pbtxt", render_config(plan).encode("utf-8"))
+    except OSError as exc:
+        raise TritonRepoError(f"{target}: cannot write the model directory ({exc.strerror or exc})") from None
+    return TritonResult(target.resolve(), plan)

@@ -1,0 +1,239 @@
+"""`sk-deploy triton-repo`: the written config.pbtxt parsed with Triton's own protobuf schema, field by field,
+against the graph that was copied (read back with onnx and ONNX Runtime), for fp32, fp16, both int8 forms, a
+fused-preprocess bundle and a TensorRT plan; and every refusal, which leaves the repository as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+from typer.testing import CliRunner
+
+from sk_deploy.bundle import Bundle
+from sk_deploy.cli import app
+from sk_deploy.deploy.triton import TritonRequest, plan_repository
+from sk_deploy.labels import imagenet_labels
+from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+
+from ..conftest import make_image
+
+runner = CliRunner()
+ENGINE = "model.fp16.h100-80gb-hbm3.trt10.8.plan"
+
+
+@pytest.fixture(scope="module")
+def full_bundle(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small bundle with every precision graph (quickly made, gates off) and a TensorRT plan entry.
+
+    No GPU here, so the plan is a stand-in file recorded the way `sk-deploy build` records one: the exporter
+    only copies it and reads its manifest entry (precision, profile, TensorRT version, GPU, source graph).
+    """
+    folder = tmp_path_factory.mktemp("triton")
+    pictures = folder / "pictures"
+    pictures.mkdir()
+    for i in range(6):
+        make_image(pictures / f"p{i}.jpg", size=(96, 80), seed=i)
+    path = folder / "bundle"
+    shutil.copytree(small_bundle.path, path)
+    quantize_bundle(QuantizeRequest(bundle=path, precision="fp16", holdout_size=2))
+    for target in ("tensorrt", "cpu"):
+        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, calib=pictures, calib_size=4,
+                                        holdout_size=2, gate=False))
+    bundle = Bundle.open(path)
+    (path / ENGINE).write_bytes(b"stand-in serialized engine " * 100)
+    bundle.add_file(ENGINE, role="engine", precision="fp16",
+                    source={"file": "model.fp16.onnx", "sha256": bundle.manifest["files"]["model.fp16.onnx"]["sha256"]},
+                    tensorrt={"version": "10.8.0.43"}, gpu={"name": "NVIDIA H100 80GB HBM3",
+                                                            "compute_capability": [9, 0]},
+                    hardware_compat="none", profile={"input": "input", "min": 1, "opt": 8, "max": 16})
+    bundle.save()
+    return path
+
+
+def parse(model_dir: Path) -> mc.ModelConfig:
+    """config.pbtxt through Triton's ModelConfig schema (an unknown field or a bad enum fails here)."""
+    return text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def triton_repo(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["triton-repo", *args])
+    return result.exit_code, result.output
+
+
+def check_matches_graph(config: mc.ModelConfig, model_file: Path) -> None:
+    """Names, element types and dims of the config against the copied graph, as onnx and ONNX Runtime see it."""
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    to_triton = {onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.UINT8: mc.TYPE_UINT8}
+    (inp,), (out,) = config.input, config.output
+    assert inp.name == graph.input[0].name and out.name == graph.output[0].name
+    assert inp.data_type == to_triton[graph.input[0].type.tensor_type.elem_type]
+    assert out.data_type == to_triton[graph.output[0].type.tensor_type.elem_type]
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    assert list(inp.dims) == session.get_inputs()[0].shape[1:]
+    assert list(out.dims) == session.get_outputs()[0].shape[1:] == [1000]
+    assert isinstance(session.get_inputs()[0].shape[0], str)  # the batch axis Triton adds is dynamic
+    dtype = np.uint8 if inp.data_type == mc.TYPE_UINT8 else np.float32
+    batch = np.zeros((2, *inp.dims), dtype=dtype)
+    assert session.run(None, {inp.name: batch})[0].shape == (2, 1000)
+
+
+def test_fp32_repository_every_field(full_bundle: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    code, output = triton_repo(str(full_bundle), "--out", str(repo), "--max-batch", "16", "--preferred-batch", "8",
+                               "--preferred-batch", "4", "--max-queue-delay-us", "500", "--instances", "2")
+    assert code == 0, output
+    model_dir = repo / "skresnet18"
+    assert sorted(p.name for p in repo.iterdir()) == ["skresnet18"]  # no staging left behind
+    assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt", "labels.txt"]
+    assert sha256(model_dir / "1" / "model.onnx") == Bundle.open(full_bundle).manifest["files"]["model.onnx"]["sha256"]
+    config = parse(model_dir)
+    assert config.name == "skresnet18" and config.platform == "onnxruntime_onnx" and not config.backend
+    assert config.max_batch_size == 16
+    (inp,), (out,) = config.input, config.output
+    assert (inp.name, inp.data_type, list(inp.dims), inp.format) == ("input", mc.TYPE_FP32, [3, 64, 64],
+                                                                      mc.ModelInput.FORMAT_NCHW)
+    assert (out.name, out.data_type, list(out.dims), out.label_filename) == ("logits", mc.TYPE_FP32, [1000],
+                                                                              "labels.txt")
+    assert config.WhichOneof("scheduling_choice") == "dynamic_batching"
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    (group,) = config.instance_group
+    assert group.kind == mc.ModelInstanceGroup.KIND_GPU and group.count == 2 and not group.gpus
+    assert not config.HasField("optimization")
+    labels = (model_dir / "labels.txt").read_text().splitlines()
+    assert labels == imagenet_labels() and len(labels) == 1000 and labels[0] == "tench"
+    check_matches_graph(config, model_dir / "1" / "model.onnx")
+
+
+def test_defaults_take_the_bundle_profile(full_bundle: Path, tmp_path: Path) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--name", "sk18-cpu", "--device", "cpu")
+    assert code == 0, output
+    config = parse(tmp_path / "sk18-cpu")
+    profile_max = Bundle.open(full_bundle).manifest["input"]["batch"]["max"]
+    assert config.name == "sk18-cpu" and config.max_batch_size == profile_max == 32
+    assert list(config.dynamic_batching.preferred_batch_size) == []
+    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and config.instance_group[0].count == 1
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "expected_file"),
+    [("fp16", "gpu", "model.fp16.onnx"), ("int8", "gpu", "model.int8.onnx"), ("int8", "cpu", "model.int8-cpu.onnx")],
+)
+def test_precision_graphs_keep_float32_io(
+    full_bundle: Path, tmp_path: Path, precision: str, device: str, expected_file: str
+) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--precision", precision, "--device", device)
+    assert code == 0, output
+    model_file = tmp_path / "skresnet18" / "1" / "model.onnx"
+    assert sha256(model_file) == Bundle.open(full_bundle).manifest["files"][expected_file]["sha256"]
+    config = parse(tmp_path / "skresnet18")
+    assert config.platform == "onnxruntime_onnx"
+    assert config.input[0].data_type == config.output[0].data_type == mc.TYPE_FP32
+    graph = onnx.load(str(model_file)).graph
+    if precision == "fp16":  # the compute is float16, the interface float32
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    else:
+        assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+    check_matches_graph(config, model_file)
+    if precision == "int8" and device == "gpu":
+        assert "without int8 kernels" in output  # the CUDA provider warning
+
+
+def test_ort_tensorrt_accelerator(full_bundle: Path, tmp_path: Path) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--precision", "int8", "--ort-tensorrt")
+    assert code == 0, output
+    config = parse(tmp_path / "skresnet18")
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert dict(accelerator.parameters) == {"precision_mode": "INT8", "max_workspace_size_bytes": str(4 << 30)}
+    assert "without int8 kernels" not in output
+
+
+def test_fused_preprocess_bundle_takes_uint8_nhwc(fused_bundle: Bundle, tmp_path: Path) -> None:
+    code, output = triton_repo(str(fused_bundle.path), "--out", str(tmp_path))
+    assert code == 0, output
+    config = parse(tmp_path / "skresnet18")
+    (inp,) = config.input
+    assert (inp.data_type, list(inp.dims), inp.format) == (mc.TYPE_UINT8, [64, 64, 3], mc.ModelInput.FORMAT_NHWC)
+    assert config.output[0].data_type == mc.TYPE_FP32
+    check_matches_graph(config, tmp_path / "skresnet18" / "1" / "model.onnx")
+
+
+def test_tensorrt_plan(full_bundle: Path, tmp_path: Path) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--backend", "tensorrt", "--precision", "fp16",
+                               "--preferred-batch", "16")
+    assert code == 0, output
+    model_dir = tmp_path / "skresnet18"
+    assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.plan"]
+    assert (model_dir / "1" / "model.plan").read_bytes() == (full_bundle / ENGINE).read_bytes()
+    config = parse(model_dir)
+    assert config.platform == "tensorrt_plan"
+    assert config.max_batch_size == 16  # the engine's profile, not the bundle's 32
+    assert list(config.dynamic_batching.preferred_batch_size) == [16]
+    assert config.input[0].data_type == config.output[0].data_type == mc.TYPE_FP32  # the fp16 graph's I/O
+    assert list(config.input[0].dims) == [3, 64, 64] and list(config.output[0].dims) == [1000]
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert "TensorRT 10.8.0.43" in output and "H100" in output  # the version/GPU warning
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--precision", "fp16"], "no fp16 graph model.fp16.onnx for a GPU instance; make it: sk-deploy quantize "
+                                  "BUNDLE --precision fp16"),
+        (["--precision", "int8"], "--precision int8 --target tensorrt --calib PHOTOS"),
+        (["--precision", "int8", "--device", "cpu"], "model.int8-cpu.onnx (or model.int8.onnx)"),
+        (["--backend", "tensorrt"], "no fp32 TensorRT engine; build one"),
+        (["--backend", "tensorrt", "--device", "cpu"], "a TensorRT plan runs on a GPU only"),
+        (["--backend", "triton"], "unknown backend 'triton'"),
+        (["--max-batch", "64"], "--max-batch 64 is above the batch profile's maximum 32"),
+        (["--max-batch", "8", "--preferred-batch", "16"], "--preferred-batch 16: each must be 1 to max batch 8"),
+        (["--instances", "0"], "--instances must be at least 1"),
+        (["--name", "a/b"], "model name 'a/b'"),
+        (["--device", "cpu", "--ort-tensorrt"], "--ort-tensorrt is ONNX Runtime's TensorRT provider"),
+        (["--engine", "model.plan"], "--engine picks a TensorRT plan"),
+    ],
+)
+def test_refusals_are_one_line_and_write_nothing(small_bundle: Bundle, tmp_path: Path, args: list[str],
+                                                 message: str) -> None:
+    repo = tmp_path / "repo"
+    code, output = triton_repo(str(small_bundle.path), "--out", str(repo), *args)
+    assert code == 1, output
+    assert message in " ".join(output.split()) and output.count("error:") == 1
+    assert not repo.exists()
+
+
+def test_existing_model_needs_force_and_other_models_stay(full_bundle: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-model" / "1"
+    other.mkdir(parents=True)
+    assert triton_repo(str(full_bundle), "--out", str(tmp_path), "--max-batch", "8")[0] == 0
+    before = (tmp_path / "skresnet18" / "config.pbtxt").read_text()
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--max-batch", "4")
+    assert code == 1 and "directory is not empty; pass --force" in " ".join(output.split())
+    assert (tmp_path / "skresnet18" / "config.pbtxt").read_text() == before
+    assert triton_repo(str(full_bundle), "--out", str(tmp_path), "--max-batch", "4", "--force")[0] == 0
+    assert parse(tmp_path / "skresnet18").max_batch_size == 4
+    assert other.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["other-model", "skresnet18"]
+
+
+def test_engine_of_another_precision_and_changed_files_are_refused(full_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="is a fp16 engine; pass --precision fp16"):
+        plan_repository(TritonRequest(full_bundle, tmp_path, backend="tensorrt", precision="fp32", engine=ENGINE))
+    copy = tmp_path / "bundle"
+    shutil.copytree(full_bundle, copy)
+    with open(copy / "model.fp16.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(RuntimeError, match="sha256 differs from the manifest"):
+        plan_repository(TritonRequest(copy, tmp_path / "repo", precision="fp16"))
