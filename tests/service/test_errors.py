@@ -64,9 +64,9 @@ def bad_requests(photo: bytes) -> list[tuple[str, dict, int, str]]:
 
 
 def test_every_bad_input_answers_json_and_the_server_carries_on(
-    client: httpx.Client, real_photo: Path
+    client: httpx.Client, generated_jpeg: Path
 ) -> None:
-    photo = real_photo.read_bytes()
+    photo = generated_jpeg.read_bytes()
     before = inferences(client)
     for name, request, status, words in bad_requests(photo):
         response = client.request("POST", **request)
