@@ -5,6 +5,7 @@ and their results. ``python benchmarks/suite/readme.py`` regenerates it without 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,16 @@ def headline(suite: dict[str, Any]) -> list[str]:
     return lines
 
 
+def service_headline(path: Path) -> str:
+    """The service-overhead ratio of ``results/<machine>/service.json`` (benchmarks/service/run.py), in one line."""
+    run = json.loads(path.read_text())
+    p99 = statistics.median(r["http"]["latency_ms"]["p99"] for r in run["repeats"])
+    return (f"service overhead ({run['model']}, {run['backend']}, {run['date'][:10]}): HTTP reaches "
+            f"{run['ratio_median']:.0%} of the Predictor's own throughput at batch {run['max_batch']} (median of "
+            f"{len(run['repeats'])} alternating repeats at concurrency {run['best_concurrency']}, HTTP p99 "
+            f"{p99 / 1e3:.1f} s); `{run['command']}`, [service.md](results/{path.parent.name}/service.md)")
+
+
 def render(results: Path) -> str:
     """The README's text for the results under ``results``."""
     suites = sorted(results.glob("*/suite.json"))
@@ -95,7 +106,9 @@ def render(results: Path) -> str:
             lines += ["**Quick mode** (one model, short durations, possibly on a busy machine): these figures check "
                       "the suite, they are not the ones to quote. `python benchmarks/suite/run.py` on an idle "
                       "machine replaces them.", ""]
-        lines += [f"- {h}" for h in headline(suite)] + [""]
+        service = path.parent / "service.json"
+        extra = [service_headline(service)] if service.is_file() else []
+        lines += [f"- {h}" for h in [*headline(suite), *extra]] + [""]
         for entry in suite["models"].values():
             lines += [f"![{Path(p).stem}](results/{folder}/{p})" for p in entry["plots"]]
         skipped = suite.get("service", {}).get("skipped")
