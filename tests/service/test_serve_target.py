@@ -1,0 +1,47 @@
+"""What ``sk-deploy serve`` accepts: a bundle, or a model name whose cached export is reused while the weights
+are the same; anything else, or a backend this machine lacks, is one line and exit 1 before a server starts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sk_deploy.bundle import Bundle, BundleError
+from sk_deploy.service.target import resolve_target
+from tests.test_cli import sk_deploy
+
+
+def test_a_bundle_directory_is_served_as_it_is(small_bundle: Bundle) -> None:
+    assert resolve_target(str(small_bundle.path)) == (small_bundle.path, False)
+    with pytest.raises(BundleError, match="apply to a model name"):
+        resolve_target(str(small_bundle.path), pretrained=True)
+
+
+def test_a_cached_export_with_the_same_weights_is_reused(small_bundle: Bundle, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(small_bundle.path, cache / "skresnet18")
+    checkpoint = Path(small_bundle.manifest["model"]["weights"]["path"])
+    exported: list[str] = []
+    found = resolve_target("skresnet18", weights=checkpoint, cache=cache, progress=exported.append)
+    assert found == (cache / "skresnet18", False) and not exported
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["resnet50"], "'resnet50' is neither a bundle directory nor a registered model"),
+    (["./no/such/bundle"], "not a bundle directory"),
+])
+def test_bad_targets_are_one_line(args: list[str], message: str) -> None:
+    run = sk_deploy("serve", *args)
+    assert run.returncode == 1 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_a_backend_this_machine_lacks_is_one_line(small_bundle: Bundle) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    run = sk_deploy("serve", str(small_bundle.path), "--backend", "tensorrt")
+    assert run.returncode == 1 and run.stderr.startswith("error: TensorRT is not installed"), run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
