@@ -20,13 +20,6 @@ import pytest
 READY_DEADLINE_S = 180.0  # import, model load and warm-up on a busy 2-core machine
 
 
-def has_serve_command() -> bool:
-    """Whether this checkout's command line has ``sk-deploy serve`` (the service of issue 6)."""
-    from sk_deploy.cli import app
-
-    return any(command.name == "serve" for command in app.registered_commands)
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

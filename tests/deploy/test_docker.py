@@ -22,7 +22,7 @@ import pytest
 from sk_deploy.bundle import Bundle
 
 from .dockerfile import DOCKER, REPO, values
-from .server import free_port, has_serve_command, running_server
+from .server import free_port, running_server
 
 
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -154,7 +154,6 @@ def test_entrypoint_runs_other_commands(image: Image, small_bundle: Bundle) -> N
     assert json.loads(result.stdout)["model"]["name"] == "skresnet18"
 
 
-@pytest.mark.skipif(not has_serve_command(), reason="sk-deploy serve (issue 6) is not on this branch")
 def test_entrypoint_serves_and_the_healthcheck_sees_it(image: Image, small_bundle: Bundle, tmp_path: Path) -> None:
     port = free_port()
     env = {**image.env, "SK_BUNDLE": str(small_bundle.path), "SK_WORK_DIR": str(tmp_path), "SK_HOST": "127.0.0.1",

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from sk_deploy.bundle import Bundle
@@ -41,7 +40,6 @@ def test_every_file_in_serve_parses() -> None:
 
 def service_paths(bundle: Path) -> set[str]:
     """The routes the real app registers (no server started, no model loaded)."""
-    pytest.importorskip("sk_deploy.service.app", reason="the HTTP service (issue 6) is not on this branch")
     from sk_deploy.service.app import ServiceConfig, create_app
 
     return {getattr(route, "path", "") for route in create_app(ServiceConfig(bundle=bundle)).routes}

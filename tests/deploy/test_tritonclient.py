@@ -4,18 +4,10 @@ whose logits match the Predictor's on the same bundle."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-
-from .server import has_serve_command
-
-pytest.importorskip("sk_deploy.service.app", reason="the HTTP service (issue 6) is not on this branch")
-if not has_serve_command():
-    pytest.skip("sk-deploy serve (issue 6) is not on this branch", allow_module_level=True)
-
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -24,19 +16,16 @@ from sk_deploy.graph.verify import preprocess_from_manifest
 from sk_deploy.images import load_batch
 from sk_deploy.labels import imagenet_labels
 from sk_deploy.runtime.predictor import Predictor
+from tests.servers import served
 
 from ..conftest import make_image
-from .server import free_port, running_server
 
 
 @pytest.fixture(scope="module")
 def client(small_bundle: Bundle) -> Iterator[httpclient.InferenceServerClient]:
     """A tritonclient HTTP client connected to `sk-deploy serve` of the small bundle (ONNX Runtime, CPU)."""
-    port = free_port()
-    argv = [sys.executable, "-m", "sk_deploy", "serve", str(small_bundle.path), "--host", "127.0.0.1",
-            "--port", str(port), "--backend", "ort-cpu"]
-    with running_server(argv, port):
-        triton = httpclient.InferenceServerClient(url=f"127.0.0.1:{port}", network_timeout=60.0)
+    with served(small_bundle.path, "--backend", "ort-cpu") as server:
+        triton = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=60.0)
         yield triton
         triton.close()
 

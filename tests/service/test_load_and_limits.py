@@ -17,7 +17,7 @@ import pytest
 
 from sk_deploy.bundle import Bundle
 from tests.conftest import make_image
-from tests.service.conftest import ServerProcess, start_server
+from tests.servers import ServerProcess, served, start_server
 
 JPEG = {"Content-Type": "image/jpeg"}
 CLIENTS, SECONDS, MAX_REQUESTS = 64, 4.0, 3000
@@ -71,9 +71,8 @@ def test_64_concurrent_clients(server: ServerProcess, client: httpx.Client, tmp_
 @pytest.fixture(scope="module")
 def slow_server(small_bundle: Bundle) -> Iterator[ServerProcess]:
     """Batches wait 400 ms to fill and at most 4 pictures may wait: limits are easy to reach."""
-    process = start_server(small_bundle.path, "--max-delay-ms", "400", "--max-queue", "4", "--max-batch", "8")
-    yield process
-    process.stop()
+    with served(small_bundle.path, "--max-delay-ms", "400", "--max-queue", "4", "--max-batch", "8") as process:
+        yield process
 
 
 def test_full_queue_answers_429_with_retry_after(slow_server: ServerProcess, generated_jpeg: Path) -> None:
