@@ -150,6 +150,9 @@ class Service:
         """Logits of ``array`` (N, ...) through the batcher, in pieces of at most ``max_batch`` rows."""
         batcher = self.require_ready()
         step = self.config.max_batch
+        if len(array) > self.config.max_queue:
+            raise ApiError(413, f"{len(array)} pictures in one request, more than the queue holds "
+                                f"({self.config.max_queue}, sk-deploy serve --max-queue); send fewer at a time")
         try:
             results = await asyncio.gather(*(batcher.submit(array[i:i + step], deadline)
                                              for i in range(0, len(array), step)))

@@ -89,6 +89,12 @@ def test_full_queue_answers_429_with_retry_after(slow_server: ServerProcess, gen
     assert int(refused.headers["Retry-After"]) >= 1 and "queue is full" in refused.json()["error"]
 
 
+def test_more_pictures_than_the_queue_holds_is_413(slow_server: ServerProcess, generated_jpeg: Path) -> None:
+    files = [("files", (f"{i}.jpg", generated_jpeg.read_bytes(), "image/jpeg")) for i in range(5)]
+    response = httpx.post(f"{slow_server.url}/v1/classify/batch", files=files, timeout=30)
+    assert response.status_code == 413 and "--max-queue" in response.json()["error"]
+
+
 def test_deadline_answers_504_and_the_request_is_dropped(slow_server: ServerProcess, generated_jpeg: Path) -> None:
     with httpx.Client(base_url=slow_server.url, timeout=30) as client:
         dropped = metric(client, 'sk_rejected_requests_total{model="skresnet18",reason="deadline"}')
