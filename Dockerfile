@@ -11,9 +11,10 @@
 # The Python install steps are docker/install.sh, which CI runs (tests/deploy/test_docker.py).
 
 ARG VARIANT=gpu
-# TensorRT 10.8, CUDA 12.8, cuDNN 9, Ubuntu 24.04, Python 3.12. Engines built here load in the Triton release
-# of the same month (nvcr.io/nvidia/tritonserver:25.01-py3 ships the same TensorRT).
-ARG GPU_BASE=nvcr.io/nvidia/tensorrt:25.01-py3
+# CUDA 13.0 (what onnxruntime-gpu 1.31 is built for), TensorRT 10.13, cuDNN 9, Ubuntu 24.04, Python 3.12. Engines
+# built here load in the Triton release of the same month (nvcr.io/nvidia/tritonserver:25.10-py3 ships the same
+# TensorRT).
+ARG GPU_BASE=nvcr.io/nvidia/tensorrt:25.10-py3
 ARG CPU_BASE=python:3.11.11-slim-bookworm
 
 # Stage 1: the wheel (pure Python; nothing of the build toolchain reaches the runtime image).

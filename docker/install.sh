@@ -20,7 +20,7 @@ PYTHON="${PYTHON:-python3}"
 
 case "$variant" in
   cpu) torch_index="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" ;;
-  gpu) torch_index="${TORCH_INDEX:-https://download.pytorch.org/whl/cu128}" ;;
+  gpu) torch_index="${TORCH_INDEX:-https://download.pytorch.org/whl/cu130}" ;;
   *) echo "install.sh: unknown variant '$variant' (cpu or gpu)" >&2; exit 2 ;;
 esac
 
