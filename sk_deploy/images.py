@@ -137,10 +137,15 @@ def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
+def load_picture(source: str | Path | bytes, spec: Preprocess, uint8_nhwc: bool = False,
+                 max_pixels: int | None = None) -> np.ndarray:
+    """Decode and preprocess one image: float32 (3, H, W) normalised, or (``uint8_nhwc``) the uint8 (H, W, 3)
+    crop that a graph with fused preprocessing takes. ``max_pixels`` as in ``open_image``."""
+    crop = resize_crop(open_image(source, spec.resize, max_pixels), spec)
+    return np.asarray(crop, dtype=np.uint8) if uint8_nhwc else to_tensor(crop, spec)
+
+
 def load_batch(sources: list[str | Path | bytes], spec: Preprocess, uint8_nhwc: bool = False) -> np.ndarray:
     """Decode and preprocess images into one batch: float32 NCHW normalised, or (``uint8_nhwc``) the uint8
     NHWC crops that a graph with fused preprocessing takes."""
-    crops = [resize_crop(open_image(s, spec.resize), spec) for s in sources]
-    if uint8_nhwc:
-        return np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
-    return np.stack([to_tensor(c, spec) for c in crops])
+    return np.stack([load_picture(s, spec, uint8_nhwc) for s in sources])

@@ -1,6 +1,6 @@
 """Pictures from HTTP bodies to the array the bundle's model takes, decoded in a thread pool.
 
-Decoding itself is ``sk_deploy.images`` (Pillow, draft mode for large JPEGs, EXIF orientation, greyscale /
+Decoding itself is ``sk_deploy.images.load_picture`` (Pillow, draft mode for large JPEGs, EXIF orientation, greyscale /
 CMYK / palette / alpha to RGB, the bundle's resize and centre crop); this module adds what a server needs: a
 pixel limit checked before decoding, and a pool of threads so the event loop never decodes.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sk_deploy.images import Preprocess, open_image, resize_crop, to_tensor
+from sk_deploy.images import Preprocess, load_picture
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,7 @@ class PictureForm:
 
     def decode(self, data: bytes) -> np.ndarray:
         """One picture's bytes as the model's input item (no batch axis); an ImageError if it is not one."""
-        img = open_image(data, min_size=self.preprocess.resize, max_pixels=self.max_pixels)
-        crop = resize_crop(img, self.preprocess)
-        if self.uint8_nhwc:
-            return np.asarray(crop, dtype=np.uint8)
-        return to_tensor(crop, self.preprocess)
+        return load_picture(data, self.preprocess, self.uint8_nhwc, self.max_pixels)
 
 
 class Decoder:
