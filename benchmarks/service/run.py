@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from sk_deploy.bench.http_load import LoadConfig, load_payloads, run_sweep  # noqa: E402
+from sk_deploy.bench.local_server import LocalServer  # noqa: E402
 from sk_deploy.bench.machine import describe_machine  # noqa: E402
 from sk_deploy.bench.stats import summarize  # noqa: E402
 from sk_deploy.bench.timing import timed_loop  # noqa: E402
@@ -41,37 +38,6 @@ from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
 from sk_deploy.graph.verify import preprocess_from_manifest  # noqa: E402
 from sk_deploy.images import find_images, load_batch  # noqa: E402
 from sk_deploy.runtime.predictor import Predictor  # noqa: E402
-
-
-class Server:
-    """``sk-deploy serve`` in a subprocess on a free loopback port."""
-
-    def __init__(self, bundle: Path, *args: str) -> None:
-        command = [sys.executable, "-m", "sk_deploy", "serve", str(bundle), "--port", "0", "--no-access-log",
-                   *args]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.url = ""
-        self.lines: list[str] = []
-        listening = threading.Event()
-
-        def read() -> None:
-            assert self.process.stdout is not None
-            for line in self.process.stdout:
-                self.lines.append(line)
-                if found := re.search(r"running on (http://\S+)", line):
-                    self.url = found.group(1)
-                    listening.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not listening.wait(120):
-            self.stop()
-            raise SystemExit("the server did not start:\n" + "".join(self.lines))
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(60)
 
 
 def predictor_throughput(predictor: Predictor, batch: Any, seconds: float) -> dict[str, float]:
@@ -152,9 +118,10 @@ def main() -> None:
                            uint8_nhwc=bundle.manifest["input"]["dtype"] == "uint8")
         predictor = Predictor(bundle, "ort-cpu")
         predictor.warmup((1, args.max_batch))
-        server = Server(bundle.path, "--backend", "ort-cpu", "--max-batch", str(args.max_batch),
-                        "--timeout-ms", "120000", "--max-queue", "4096")
+        server = LocalServer(bundle.path, "--backend", "ort-cpu", "--max-batch", str(args.max_batch), "--timeout-ms",
+                             "120000", "--max-queue", "4096", "--no-access-log")
         try:
+            server.wait_ready(300)
             sweep = []
             for level in (int(c) for c in args.concurrency.split(",")):
                 print(f"HTTP at concurrency {level} for {args.duration:g} s...", flush=True)

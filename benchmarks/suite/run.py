@@ -22,9 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,7 @@ from readme import headline, write_readme  # noqa: E402
 
 from sk_deploy.bench.http_load import LoadConfig, LoadError, load_payloads, run_sweep  # noqa: E402
 from sk_deploy.bench.latency import BenchConfig, BenchRun  # noqa: E402
+from sk_deploy.bench.local_server import LocalServer, ServerError  # noqa: E402
 from sk_deploy.bench.machine import describe_machine, describe_short, machine_slug  # noqa: E402
 from sk_deploy.bench.plots import PlotsUnavailable, write_plots  # noqa: E402
 from sk_deploy.bench.report import build_http_report, build_report, http_markdown, to_markdown  # noqa: E402
@@ -140,45 +138,24 @@ def bench_model(bundle: Any, mode: dict[str, Any], compile_rows: bool, gpu: bool
     return report, plots
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def service_load(bundle: Any, mode: dict[str, Any], images: Path | None, workdir: Path) -> dict[str, Any]:
+def service_load(bundle: Any, mode: dict[str, Any], images: Path | None) -> dict[str, Any]:
     """Serve ``bundle`` on loopback, sweep the load generator's concurrency levels, stop the server."""
-    if not (REPO_ROOT / "sk_deploy" / "service" / "app.py").is_file():
-        return {"skipped": "sk_deploy.service is not in this checkout (the HTTP service, issue 6)"}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    logfile = workdir / "serve.log"
-    command = [sys.executable, "-m", "sk_deploy", "serve", str(bundle.path), "--host", "127.0.0.1", "--port",
-               str(port)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    with open(logfile, "w") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-    try:
-        config = LoadConfig(url=url, concurrency=mode["concurrency"], duration_s=mode["load_s"], max_requests=20_000)
-        payloads = load_payloads(images if images and images.is_dir() else None)
-        steps = run_sweep(config, payloads, ready_timeout_s=180,
-                          on_step=lambda s: log(f"  {s.concurrency} clients: {s.requests_per_s:.1f} requests/s"))
-        report = build_http_report(config, steps, len(payloads), f"sk-deploy bench-http {url} --concurrency "
+    with LocalServer(bundle.path, env=env) as server:
+        try:
+            server.wait_ready(180)
+            config = LoadConfig(url=server.url, concurrency=mode["concurrency"], duration_s=mode["load_s"],
+                                max_requests=20_000)
+            payloads = load_payloads(images if images and images.is_dir() else None)
+            steps = run_sweep(config, payloads, ready_timeout_s=180,
+                              on_step=lambda s: log(f"  {s.concurrency} clients: {s.requests_per_s:.1f} requests/s"))
+        except (LoadError, ServerError) as exc:
+            return {"skipped": f"load failed: {exc}; server output: {server.output[-500:]}"}
+        report = build_http_report(config, steps, len(payloads), f"sk-deploy bench-http {server.url} --concurrency "
                                    f"{','.join(map(str, config.concurrency))} --duration {config.duration_s:g}")
         report["served"] = {"model": bundle.manifest["model"]["name"],
-                            "command": shlex.join(["sk-deploy", *command[3:]])}
+                            "command": shlex.join(["sk-deploy", *server.args])}
         return report
-    except LoadError as exc:
-        return {"skipped": f"load failed: {exc}; server output: {logfile.read_text()[-500:]}"}
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
 
 
 def suite_markdown(suite: dict[str, Any]) -> str:
@@ -266,7 +243,7 @@ def main() -> None:
         elif bundles:
             served = "skresnet18" if "skresnet18" in bundles else next(iter(bundles))
             log(f"service under load: {served}")
-            suite["service"] = service_load(bundles[served], mode, args.calib, Path(tmp))
+            suite["service"] = service_load(bundles[served], mode, args.calib)
     suite["elapsed_s"] = round(time.monotonic() - START, 1)
     atomic_write_json(out / "suite.json", suite)
     atomic_write_bytes(out / "suite.md", suite_markdown(suite).encode())
