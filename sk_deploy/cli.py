@@ -499,7 +499,6 @@ def serve_command(
 ) -> None:
     """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; dynamic
     batching on one inference thread. The model loads and warms up after the server starts (/readyz turns 200)."""
-    from sk_deploy.bundle import Bundle
     from sk_deploy.runtime.availability import probe_machine
     from sk_deploy.runtime.predictor import plan
     from sk_deploy.service.app import ServiceConfig
@@ -508,12 +507,12 @@ def serve_command(
 
     try:
         with err_console.status(f"preparing {target}...") as status:
-            bundle_dir, exported = resolve_target(target, weights, pretrained,
-                                                  progress=lambda message: status.update(f"{message}..."))
-            bundle = Bundle.open(bundle_dir)
+            bundle, exported = resolve_target(target, weights, pretrained,
+                                              progress=lambda message: status.update(f"{message}..."))
             choice = plan(bundle.manifest, backend, precision, probe_machine())  # a backend it lacks: one line now
     except _user_errors() as exc:
         raise fail(str(exc)) from None
+    bundle_dir = bundle.path
     if exported:
         err_console.print(f"exported {target} to {bundle_dir}", highlight=False)
     err_console.print(f"serving {bundle.model_name} from {bundle_dir} on {choice.backend} {precision}: "

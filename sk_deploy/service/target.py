@@ -18,7 +18,7 @@ def default_cache() -> Path:
 
 
 def resolve_target(target: str, weights: Path | None = None, pretrained: bool = False, cache: Path | None = None,
-                   progress: Callable[[str], None] = lambda _: None) -> tuple[Path, bool]:
+                   progress: Callable[[str], None] = lambda _: None) -> tuple[Bundle, bool]:
     """The bundle to serve for ``target`` and whether it was exported just now.
 
     A directory is taken as a bundle. A registered model name is exported (cleaned, verified) into
@@ -28,8 +28,7 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
     if path.is_dir() or os.sep in target or target.startswith("."):
         if weights is not None or pretrained:
             raise BundleError("--weights and --pretrained apply to a model name; a bundle holds its own weights")
-        Bundle.open(path)  # a clear error now rather than after the server starts
-        return path, False
+        return Bundle.open(path), False  # a clear error now rather than after the server starts
     if target not in list_models():
         raise BundleError(f"{target!r} is neither a bundle directory nor a registered model "
                           f"(models: {', '.join(list_models())})")
@@ -39,10 +38,10 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
         cached = Bundle.open(out)
         held = cached.manifest["model"]["weights"]
         if cached.model_name == target and all(held.get(k) == v for k, v in wanted.items()):
-            return out, False
+            return cached, False
     except (BundleError, KeyError):
         pass
     progress(f"exporting {target} to {out}")
-    export_bundle(ExportRequest(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
-                  progress=progress)
-    return out, True
+    bundle, _ = export_bundle(ExportRequest(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
+                              progress=progress)
+    return bundle, True

@@ -14,7 +14,8 @@ from tests.test_cli import sk_deploy
 
 
 def test_a_bundle_directory_is_served_as_it_is(small_bundle: Bundle) -> None:
-    assert resolve_target(str(small_bundle.path)) == (small_bundle.path, False)
+    bundle, exported = resolve_target(str(small_bundle.path))
+    assert (bundle.path, bundle.model_name, exported) == (small_bundle.path, "skresnet18", False)
     with pytest.raises(BundleError, match="apply to a model name"):
         resolve_target(str(small_bundle.path), pretrained=True)
 
@@ -24,8 +25,8 @@ def test_a_cached_export_with_the_same_weights_is_reused(small_bundle: Bundle, t
     shutil.copytree(small_bundle.path, cache / "skresnet18")
     checkpoint = Path(small_bundle.manifest["model"]["weights"]["path"])
     exported: list[str] = []
-    found = resolve_target("skresnet18", weights=checkpoint, cache=cache, progress=exported.append)
-    assert found == (cache / "skresnet18", False) and not exported
+    bundle, fresh = resolve_target("skresnet18", weights=checkpoint, cache=cache, progress=exported.append)
+    assert (bundle.path, fresh) == (cache / "skresnet18", False) and not exported
 
 
 @pytest.mark.parametrize(("args", "message"), [
