@@ -400,7 +400,14 @@ def _routes_v1(app: FastAPI, service: Service) -> None:
                 "inference": round(result.compute_seconds * 1e3, 3),
                 "total": round((time.monotonic() - start) * 1e3, 3), "batch_size": result.batch_size}
 
-    async def classify_request(request: Request, many: bool, k: int, timeout_ms: float | None) -> dict[str, Any]:
+    async def classify_request(request: Request, many: bool, k: int, timeout_ms: float | None) -> JSONResponse:
+        try:
+            return JSONResponse(await answer(request, many, k, timeout_ms))
+        except ApiError:
+            service.metrics.failure.inc()
+            raise
+
+    async def answer(request: Request, many: bool, k: int, timeout_ms: float | None) -> dict[str, Any]:
         start = time.monotonic()
         if not 1 <= k <= service.classes:
             raise ApiError(400, f"top_k must be between 1 and {service.classes}")
@@ -419,19 +426,11 @@ def _routes_v1(app: FastAPI, service: Service) -> None:
 
     @app.post("/v1/classify", summary="Classify one picture (raw image body, multipart 'file', or JSON base64)")
     async def classify(request: Request, top_k: int = 5, timeout_ms: float | None = None) -> JSONResponse:
-        try:
-            return JSONResponse(await classify_request(request, False, top_k, timeout_ms))
-        except ApiError:
-            service.metrics.failure.inc()
-            raise
+        return await classify_request(request, False, top_k, timeout_ms)
 
     @app.post("/v1/classify/batch", summary="Classify several pictures (multipart 'files' or JSON base64 list)")
     async def classify_batch(request: Request, top_k: int = 5, timeout_ms: float | None = None) -> JSONResponse:
-        try:
-            return JSONResponse(await classify_request(request, True, top_k, timeout_ms))
-        except ApiError:
-            service.metrics.failure.inc()
-            raise
+        return await classify_request(request, True, top_k, timeout_ms)
 
 
 def _routes_v2(app: FastAPI, service: Service) -> None:
