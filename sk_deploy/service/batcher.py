@@ -107,11 +107,6 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
         self._thread.start()
 
-    @property
-    def depth(self) -> int:
-        """Pictures waiting for a batch."""
-        return self._waiting_rows
-
     async def submit(self, array: np.ndarray, deadline: float) -> BatchResult:
         """The logits of ``array`` (N, ...) once its batch has run. ``deadline`` is a ``time.monotonic()``
         instant; past it the request is dropped and DeadlineExceeded raised. Cancelling the awaiting task
