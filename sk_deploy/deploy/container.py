@@ -20,9 +20,9 @@ from pathlib import Path
 from sk_deploy.bundle import Bundle, BundleError, staging
 from sk_deploy.engines.compat import EngineMismatch, check_engine, find_engine
 from sk_deploy.runtime.availability import Machine, probe_machine
+from sk_deploy.runtime.predictor import PRECISIONS
 
 BUILD_MODES = ("auto", "always", "never")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class PrepareError(RuntimeError):

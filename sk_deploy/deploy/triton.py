@@ -30,10 +30,10 @@ import onnx
 
 from sk_deploy.bundle import Bundle, BundleError, atomic_write_bytes, staging
 from sk_deploy.engines.compat import find_engine
+from sk_deploy.runtime.predictor import CPU_ONNX_FILES, ONNX_FILES, PRECISIONS
 
 BACKENDS = ("onnxruntime", "tensorrt")
 DEVICES = ("gpu", "cpu")
-PRECISIONS = ("fp32", "fp16", "int8")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # the file names Triton looks for
 LABELS_FILE = "labels.txt"
@@ -42,11 +42,6 @@ DEFAULT_QUEUE_DELAY_US = 2000
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 ORT_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
-ONNX_GRAPHS = {
-    ("fp32", "gpu"): ("model.onnx",), ("fp32", "cpu"): ("model.onnx",),
-    ("fp16", "gpu"): ("model.fp16.onnx",), ("fp16", "cpu"): ("model.fp16.onnx",),
-    ("int8", "gpu"): ("model.int8.onnx",), ("int8", "cpu"): ("model.int8-cpu.onnx", "model.int8.onnx"),
-}
 QUANTIZE_HINTS = {
     "model.fp16.onnx": "sk-deploy quantize BUNDLE --precision fp16",
     "model.int8.onnx": "sk-deploy quantize BUNDLE --precision int8 --target tensorrt --calib PHOTOS",
@@ -148,7 +143,7 @@ def _check_options(request: TritonRequest) -> None:
 
 def _onnx_graph(manifest: dict[str, Any], precision: str, device: str) -> str:
     """The bundle's ONNX file for ``precision`` on ``device`` (see the module docstring for int8)."""
-    candidates = ONNX_GRAPHS[(precision, device)]
+    candidates = (CPU_ONNX_FILES if device == "cpu" else ONNX_FILES)[precision]  # the Predictor's choice too
     for name in candidates:
         if name in manifest["files"]:
             return name
