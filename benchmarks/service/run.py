@@ -16,7 +16,6 @@ A benchmark, not a test: it asserts nothing; the ratio and the percentiles are w
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -137,11 +136,9 @@ def main() -> None:
         finally:
             server.stop()
             predictor.close()
-        machine = describe_machine()
         result = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-            "machine": {"cpu": machine.get("cpu"), "cores": machine.get("cores"), "load_average":
-                        list(os.getloadavg())},
+            "machine": describe_machine(),
             "model": bundle.model_name, "input": "x".join(map(str, bundle.manifest["input"]["shape"][1:])),
             "weights": bundle.manifest["model"]["weights"]["source"], "backend": "ort-cpu",
             "max_batch": args.max_batch, "pictures": len(payloads), "sweep": sweep, "best_concurrency": best,
