@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sk_deploy.errors import SkDeployError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -23,7 +25,7 @@ _RESAMPLE = {
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-class ImageError(ValueError):
+class ImageError(SkDeployError, ValueError):
     """An input that is not a decodable image (missing, empty, truncated, not an image, too many pixels)."""
 
 

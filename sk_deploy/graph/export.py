@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sk_deploy.bundle import atomic_path
+from sk_deploy.errors import SkDeployError
 
 EXPORTERS = ("dynamo", "legacy")
 DEFAULT_OPSET = 18
@@ -35,7 +36,7 @@ _INLINE_LIMIT = 1_900_000_000  # protobuf's 2 GiB ceiling, with room for the gra
 Exporter = Literal["dynamo", "legacy"]
 
 
-class ExportError(RuntimeError):
+class ExportError(SkDeployError, RuntimeError):
     """An export that failed or produced an unusable graph; the message is meant for a person."""
 
 

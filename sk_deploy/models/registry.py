@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from sk_deploy.errors import SkDeployError
 from sk_deploy.images import Preprocess
 from sk_deploy.models.blocks import SEBottleneck, SKBasicBlock, SKBottleneck
 from sk_deploy.models.resnet import ResNet
@@ -27,7 +28,7 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(SkDeployError, KeyError):
     """A model name that is not registered; the message lists the known names."""
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sk_deploy.errors import SkDeployError
 from sk_deploy.models.registry import get_spec
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -18,7 +19,7 @@ _PREFIXES = ("module.", "_orig_mod.", "model.")
 _SHOWN = 8  # keys listed per kind of mismatch
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SkDeployError, RuntimeError):
     """A checkpoint that cannot be read, fetched or fitted; the message is meant for a person."""
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sk_deploy.errors import SkDeployError
 from sk_deploy.images import ImageError, Preprocess, find_images, load_batch
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SkDeployError, ValueError):
     """A calibration folder that cannot serve: missing, empty, or with no readable image."""
 
 

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from sk_deploy.errors import SkDeployError
+
 # Reductions and pools accumulate over many values; in float16 they lose precision (a global average over
 # 7x7x2048 values) or overflow (a sum), so they stay float32 with casts around them.
 DEFAULT_FP32_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum", "AveragePool")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(SkDeployError, ValueError):
     """A precision request that cannot be carried out; the message is meant for a person."""
 
 

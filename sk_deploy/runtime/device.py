@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from sk_deploy.errors import SkDeployError
 
-class DeviceError(RuntimeError):
+
+class DeviceError(SkDeployError, RuntimeError):
     """A device that this machine does not have."""
 
 

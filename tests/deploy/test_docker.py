@@ -60,7 +60,7 @@ def dockerignore_keeps(path: str) -> bool:
 
 
 def test_dockerfile_lines_up_with_scripts_and_service() -> None:
-    from sk_deploy.cli import serve_command
+    from sk_deploy.cli.serve import serve_command
 
     env = dict(item.split("=", 1) for args in values("ENV") for item in args.split())
     port = inspect.signature(serve_command).parameters["port"].default

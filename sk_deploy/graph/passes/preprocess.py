@@ -15,12 +15,13 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from sk_deploy.errors import SkDeployError
 from sk_deploy.images import Preprocess
 
 IMAGE_INPUT = "image"
 
 
-class PreprocessError(ValueError):
+class PreprocessError(SkDeployError, ValueError):
     """A graph whose input cannot take fused preprocessing."""
 
 

@@ -1,0 +1,19 @@
+"""The ``sk-deploy`` command line: one module per command group, each command a thin call into one module of
+the package, and ``render`` for what they print.
+
+``models``/``predict`` (models.py), ``export``/``verify``/``inspect`` (graph.py), ``quantize``/``build``
+(precision.py), ``serve`` (serve.py), ``bench``/``bench-http`` (bench.py), ``triton-repo``/``prepare``
+(deploy.py). Every error meant for a person is an ``SkDeployError``: one line, exit 1.
+"""
+
+from __future__ import annotations
+
+from sk_deploy.cli import bench, deploy, graph, models, precision, serve  # noqa: F401  (each registers its commands)
+from sk_deploy.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point for ``python -m sk_deploy``."""
+    app()

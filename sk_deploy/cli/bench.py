@@ -1,0 +1,161 @@
+"""``sk-deploy bench`` (a bundle on every backend x precision x batch) and ``sk-deploy bench-http`` (load on
+a running service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split
+
+
+@app.command("bench")
+def bench_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
+    backends: Annotated[str, typer.Option(help="Comma-separated: torch, ort-cpu, ort-cuda, ort-tensorrt, tensorrt "
+                                          "(the default: all of these), and the opt-in torch-compile, ort-cpu-raw "
+                                          "(the exporter's graph before cleanup), ort-cuda-graph, tensorrt-graph. "
+                                          "PyTorch eager fp32 is always measured first as the baseline.")]
+    = "torch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt",
+    precisions: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8 (rows the bundle or machine "
+                                            "cannot run are skipped with the reason).")] = "fp32,fp16,int8",
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of warm-up runs per row (after a first run).")]
+    = 1.0,
+    duration: Annotated[float, typer.Option(min=0, help="Seconds of timed runs per row.")] = 3.0,
+    min_runs: Annotated[int, typer.Option(min=1, help="Timed runs per row at least, however long they take.")] = 5,
+    max_runs: Annotated[int, typer.Option(min=1, help="Timed runs per row at most.")] = 100_000,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads (0: its default).")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Directory for bench.json, bench.csv, bench.md and the PNG plots "
+                                             "(default: bench-results/<bundle name>).")] = None,
+    plots: Annotated[bool, typer.Option(help="Draw the PNG plots (needs matplotlib).")] = True,
+) -> None:
+    """Measure latency (min/p50/p90/p95/p99/max/mean), throughput and peak memory of a bundle for every
+    backend x precision x batch this machine can run, each against PyTorch eager fp32 in the same run; a table
+    here and JSON, CSV, Markdown and PNG plots in --out. Ctrl-C writes the rows done so far and exits 130."""
+    import signal
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sk_deploy.bench.latency import BenchConfig, BenchRun, Row
+    from sk_deploy.bench.machine import describe_short, machine_libraries
+    from sk_deploy.bench.report import build_report, rich_table, write_report
+    from sk_deploy.bundle import Bundle
+
+    config = BenchConfig(backends=split(backends, "--backends"), precisions=split(precisions, "--precisions"),
+                         batches=split(batch, "--batch", int), warmup_s=warmup, duration_s=duration,
+                         min_runs=min_runs, max_runs=max_runs, threads=threads)
+    try:
+        run = BenchRun(Bundle.open(bundle), config)
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    out = out or Path("bench-results") / bundle.resolve().name
+    command = (f"sk-deploy bench {bundle} --backends {','.join(config.backends)} --precisions "
+               f"{','.join(config.precisions)} --batch {','.join(map(str, config.batches))} --warmup {warmup:g} "
+               f"--duration {duration:g}" + (f" --min-runs {min_runs}" if min_runs != 5 else ""))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    interrupted = False
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("starting", total=run.planned)
+
+        def on_row(row: Row, cells: int) -> None:
+            bar.advance(task, cells)
+            if row.status == "ok" and row.latency is not None:
+                ratio = f", {row.vs_baseline['speedup_p50']:.2f}x eager" if row.vs_baseline else ""
+                bar.console.print(f"[green]done[/] {row.label}: p50 {row.latency.p50:.3f} ms, "
+                                  f"{row.images_per_s:.1f} images/s{ratio}", highlight=False)
+            else:
+                bar.console.print(f"[yellow]skipped[/] {row.label} (the reason is in the summary)", highlight=False)
+
+        try:
+            run.execute(on_start=lambda text: bar.update(task, description=text), on_row=on_row)
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the partial report short
+    report = build_report(run, command, interrupted)
+    written, no_plots = write_report(report, out, with_plots=plots)
+    console.print(rich_table(report))
+    console.print(f"machine: {describe_short(report['machine'])}; {machine_libraries(report['machine'])}",
+                  highlight=False, soft_wrap=True)
+    for row in report["rows"]:
+        if row["status"] != "ok":
+            where = f" batch {row['batch']}" if row["batch"] is not None else ""
+            console.print(f"[yellow]skipped[/] {row['backend']} {row['precision']}{where}: {row['reason']}",
+                          highlight=False, soft_wrap=True)
+    if no_plots:
+        note(no_plots)
+    console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    if interrupted:
+        done = sum(1 for r in report["rows"] if r["status"] == "ok")
+        raise fail(f"interrupted: partial report of the {done} measured row(s) so far written to {out}", code=130)
+
+
+@app.command("bench-http")
+def bench_http_command(
+    url: Annotated[str, typer.Argument(help="Base URL of a running `sk-deploy serve`, e.g. http://127.0.0.1:8000.")],
+    images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG/WebP pictures to post (the first 64; "
+                                                "default: 8 generated PNG pictures).")] = None,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent clients, one step each.")]
+    = "1,4,16,64",
+    duration: Annotated[float, typer.Option(min=0.01, help="Seconds per step (in-flight requests then finish).")]
+    = 10.0,
+    max_requests: Annotated[int, typer.Option(min=1, help="Requests per step at most.")] = 10_000,
+    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds one request may take.")] = 30.0,
+    top_k: Annotated[int, typer.Option(min=1, help="top_k asked of the service.")] = 5,
+    out: Annotated[Path | None, typer.Option(help="Directory to write bench-http.json and bench-http.md to.")]
+    = None,
+    allow_remote: Annotated[bool, typer.Option(help="Allow a host that is not loopback (only a server you run).")]
+    = False,
+) -> None:
+    """Load a running classification service over HTTP: a sweep of concurrent clients posting raw pictures to
+    URL/v1/classify; requests/s, latency percentiles, errors by status, and the server's own batch sizes read
+    from URL/metrics around each step. Bounded by --duration and --max-requests per step; loopback only unless
+    --allow-remote. Ctrl-C keeps the finished steps (exit 130)."""
+    import dataclasses
+    import signal
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from sk_deploy.bench.http_load import LoadConfig, StepResult, check_url, load_payloads, run_sweep
+    from sk_deploy.bench.report import build_http_report, http_table, write_http_report
+
+    config = LoadConfig(url=url, concurrency=split(concurrency, "--concurrency", int), duration_s=duration,
+                        max_requests=max_requests, timeout_s=timeout, top_k=top_k, allow_remote=allow_remote)
+    try:
+        config = dataclasses.replace(config, url=check_url(url, allow_remote))
+        payloads = load_payloads(images)
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    command = (f"sk-deploy bench-http {config.url}" + (f" --images {images}" if images else "")
+               + f" --concurrency {','.join(map(str, config.concurrency))} --duration {duration:g} "
+               f"--max-requests {max_requests}")
+    steps: list[StepResult] = []
+    interrupted = False
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("waiting for the server")
+
+        def on_step(step: StepResult) -> None:
+            p50 = f"p50 {step.latency.p50:.1f} ms" if step.latency else "no successful request"
+            bar.console.print(f"[green]done[/] {step.concurrency} clients: {step.requests} requests, "
+                              f"{step.requests_per_s:.1f}/s, {p50}, {step.errors} errors", highlight=False)
+
+        try:
+            run_sweep(config, payloads, on_start=lambda n: bar.update(task, description=f"{n} clients"),
+                      on_step=on_step, results=steps)
+        except UserError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    report = build_http_report(config, steps, len(payloads), command, interrupted)
+    console.print(http_table(report))
+    if out is not None:
+        written = write_http_report(report, out)
+        console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    if interrupted:
+        raise fail(f"interrupted after {len(steps)} step(s)" + (f"; partial report in {out}" if out else ""), code=130)

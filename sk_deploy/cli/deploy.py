@@ -1,0 +1,83 @@
+"""``sk-deploy triton-repo`` (a Triton model repository) and ``sk-deploy prepare`` (a container's start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sk_deploy.cli import render
+from sk_deploy.cli.common import UserError, app, err_console, fail, note
+
+
+@app.command("triton-repo")
+def triton_repo_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model repository directory; the model goes into "
+                                      "OUT/<model>/ (other models there are left alone).")],
+    backend: Annotated[str, typer.Option(help="onnxruntime (platform onnxruntime_onnx, the bundle's ONNX graph) or "
+                                         "tensorrt (tensorrt_plan, an engine from `sk-deploy build`).")]
+    = "onnxruntime",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which graph or engine of the bundle.")]
+    = "fp32",
+    device: Annotated[str, typer.Option(help="Instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); int8 on cpu takes "
+                                        "model.int8-cpu.onnx first.")] = "gpu",
+    max_batch: Annotated[int | None, typer.Option(help="max_batch_size (default and upper bound: the bundle's "
+                                                  "batch profile maximum, or the engine's).")] = None,
+    preferred_batch: Annotated[list[int] | None, typer.Option(help="A preferred batch size for the dynamic "
+                                                              "batcher (repeat; default none).")] = None,
+    max_queue_delay_us: Annotated[int, typer.Option(help="How long the dynamic batcher may hold a request to fill "
+                                                    "a batch, in microseconds.")] = 2000,
+    instances: Annotated[int, typer.Option(help="Model instances (instance_group count) per GPU, or on the CPU.")]
+    = 1,
+    name: Annotated[str | None, typer.Option(help="Model name in Triton (default: the bundle's model name).")]
+    = None,
+    engine: Annotated[str | None, typer.Option(help="With --backend tensorrt: the engine file of the bundle to "
+                                               "export (default: the first of that precision).")] = None,
+    ort_tensorrt: Annotated[bool, typer.Option(help="With --backend onnxruntime on a GPU: run the graph through ONNX "
+                                               "Runtime's TensorRT provider (precision_mode from --precision).")]
+    = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing OUT/<model>/ directory.")] = False,
+) -> None:
+    """Write a Triton Inference Server model repository from a bundle: OUT/<model>/config.pbtxt (dynamic batching,
+    instance group, I/O read from the graph), OUT/<model>/1/model.onnx or model.plan, OUT/<model>/labels.txt."""
+    from sk_deploy.deploy.triton import TritonRequest, write_repository
+
+    request = TritonRequest(bundle=bundle, out=out, backend=backend, precision=precision, device=device,
+                            max_batch=max_batch, preferred_batch=tuple(preferred_batch or ()),
+                            max_queue_delay_us=max_queue_delay_us, instances=instances, name=name, engine=engine,
+                            ort_tensorrt=ort_tensorrt, force=force)
+    try:
+        with err_console.status("writing the model repository...") as status:
+            result = write_repository(request, progress=lambda message: status.update(f"{message}..."))
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    for warning in result.plan.warnings:
+        note(warning, label="warning")
+    render.triton_lines(result)
+
+
+@app.command("prepare")
+def prepare_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (in a container: the mounted volume).")],
+    precision: Annotated[str, typer.Option(help="Precision to serve: fp32, fp16 or int8 (the engine to find or "
+                                           "build).")] = "fp32",
+    build_engine: Annotated[str, typer.Option(help="auto (build a TensorRT engine when there is a GPU and TensorRT "
+                                              "and no engine for them), always, or never.")] = "auto",
+    work_dir: Annotated[Path | None, typer.Option(help="Writable directory for a copy of a read-only bundle, "
+                                                  "where the engine is built (a persistent volume keeps it).")]
+    = None,
+) -> None:
+    """Make a bundle ready to serve: check every file, build a TensorRT engine for this GPU if it has none.
+    Prints the bundle directory to serve (the image's entrypoint passes it to `sk-deploy serve`)."""
+    from sk_deploy.deploy.container import PrepareRequest, prepare
+
+    request = PrepareRequest(bundle=bundle, precision=precision, build=build_engine, work_dir=work_dir)
+    try:
+        with err_console.status("preparing the bundle...") as status:
+            prepared = prepare(request, progress=lambda message: status.update(f"{message}..."))
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    err_console.print(f"[dim]prepare:[/] {prepared.reason}", highlight=False, soft_wrap=True)
+    print(prepared.bundle)

@@ -1,0 +1,118 @@
+"""``sk-deploy export``, ``sk-deploy verify`` and ``sk-deploy inspect``: the bundle's graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sk_deploy.cli import render
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[str, typer.Argument(help="Registered model name (see `sk-deploy models`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
+    pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 18,
+    batch: Annotated[str, typer.Option(help="Batch sizes to serve, MIN:OPT:MAX (recorded for engines).")] = "1:8:32",
+    input_size: Annotated[
+        tuple[int, int] | None, typer.Option(help="Input height and width (square), default the model's.")
+    ] = None,
+    fuse_preprocess: Annotated[
+        bool, typer.Option(help="model.onnx takes uint8 NHWC pictures and normalises them itself.")
+    ] = False,
+    exporter: Annotated[str, typer.Option(help="torch exporter: dynamo (default) or legacy (TorchScript).")]
+    = "dynamo",
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+    verify: Annotated[bool, typer.Option(help="Check the ONNX files against PyTorch after export.")] = True,
+    images: Annotated[Path | None, typer.Option(help="Folder of pictures to verify on (default: generated).")]
+    = None,
+    calibrate_bn: Annotated[
+        Path | None,
+        typer.Option(help="Folder of photos to recompute BatchNorm statistics on before export; with random "
+                     "weights also scales residual branches: realistic activations for FP16/INT8 figures."),
+    ] = None,
+    calibrate_bn_count: Annotated[int, typer.Option(min=1, help="Photos used by --calibrate-bn.")] = 64,
+) -> None:
+    """Export a model to a bundle: model.raw.onnx (exporter output), model.onnx (cleaned), manifest.json."""
+    from sk_deploy.graph.export import EXPORTERS
+    from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle
+
+    if exporter not in EXPORTERS:
+        raise fail(f"unknown exporter {exporter!r}; use one of: {', '.join(EXPORTERS)}")
+    try:
+        request = ExportRequest(
+            model=model, out=out, weights=weights, pretrained=pretrained, opset=opset, exporter=exporter,  # type: ignore[arg-type]
+            batch=BatchProfile.parse(batch), input_size=input_size, fuse_preprocess=fuse_preprocess, force=force,
+            verify=verify, images=images, calibrate_bn=calibrate_bn, calibrate_bn_count=calibrate_bn_count,
+        )
+        with err_console.status(f"exporting {model}...") as status:
+            bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."))
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    if weights is None and not pretrained:
+        note(f"{model} has random weights (no --weights or --pretrained)")
+    render.bundle_table(bundle)
+    if report is not None:
+        render.verify_table(report)
+        if not report.passed:
+            raise fail(f"verification failed; the bundle is at {bundle.path} (see manifest.json, stages.verify)")
+
+
+@app.command("verify")
+def verify_command(
+    bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
+    images: Annotated[Path | None, typer.Option(help="Folder of pictures (default: generated ones).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Pictures to use from --images.")] = 16,
+    weights: Annotated[Path | None, typer.Option(help="Reference checkpoint, instead of the manifest's.")] = None,
+    max_abs: Annotated[float, typer.Option(help="Largest allowed absolute error of a logit.")] = 1e-4,
+    min_cosine: Annotated[float, typer.Option(help="Smallest allowed cosine similarity of a logit vector.")]
+    = 0.9999,
+    min_top1: Annotated[float, typer.Option(help="Smallest allowed top-1 agreement (0 to 1).")] = 1.0,
+) -> None:
+    """Compare every ONNX file of a bundle with PyTorch on pictures; exit 1 if any misses a threshold."""
+    from sk_deploy.bundle import Bundle
+    from sk_deploy.graph.verify import Thresholds, verify_bundle
+    from sk_deploy.models.reference import build_reference, describe_weights
+    from sk_deploy.precision.accuracy import check_precision_files
+
+    try:
+        bundle = Bundle.open(bundle_dir)
+        source = describe_weights(weights) if weights is not None else bundle.weights
+        with err_console.status(f"verifying {bundle_dir}..."):
+            model = build_reference(bundle.model_name, source, bundle.path)
+            report = verify_bundle(bundle, model, images=images, limit=limit,
+                                   thresholds=Thresholds(max_abs, min_cosine, min_top1))
+            precision = check_precision_files(bundle, images, limit)
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    render.verify_table(report)
+    if precision:
+        render.accuracy_table(precision, f"precision graphs against model.onnx: {report.count} images, {report.images}")
+    failed = [r.file for r in precision if not r.passed]
+    if not report.passed or failed:
+        raise fail("verification failed" + (f" (accuracy gate: {', '.join(failed)})" if failed else ""))
+
+
+@app.command("inspect")
+def inspect_command(
+    target: Annotated[Path, typer.Argument(metavar="BUNDLE|FILE.onnx", help="A bundle directory or an ONNX file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show inputs, outputs, op histogram, node counts and sizes of a bundle's ONNX files or of one file."""
+    import json
+
+    from sk_deploy.graph.describe import describe
+
+    try:
+        summary = describe(target)
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    render.inspect_tables(summary)

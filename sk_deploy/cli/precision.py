@@ -1,0 +1,88 @@
+"""``sk-deploy quantize`` (FP16/INT8 graphs) and ``sk-deploy build`` (TensorRT engines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sk_deploy.cli import render
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note
+
+
+@app.command("quantize")
+def quantize_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
+    precision: Annotated[str, typer.Option(help="fp16 or int8.")] = "int8",
+    target: Annotated[str, typer.Option(help="int8 form: tensorrt (QDQ, symmetric int8) or cpu (U8S8).")]
+    = "tensorrt",
+    calib: Annotated[Path | None, typer.Option(help="Folder of calibration photos (JPEG/PNG); int8 needs it.")]
+    = None,
+    calib_size: Annotated[int, typer.Option(help="Photos to calibrate on (a fixed-seed subset).")] = 256,
+    holdout_size: Annotated[int, typer.Option(help="Other photos of the folder to measure accuracy on.")] = 64,
+    method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
+    exclude: Annotated[list[str] | None, typer.Option(help="Op type or node name to keep float32 (repeat).")]
+    = None,
+    gate: Annotated[bool, typer.Option(help="Refuse a graph that misses its accuracy gate.")] = True,
+) -> None:
+    """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+
+    request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=calib, calib_size=calib_size,
+                              holdout_size=holdout_size, method=method, exclude=tuple(exclude or ()), gate=gate)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = None
+
+        def step(message: str, total: int) -> None:
+            nonlocal task
+            if task is not None:
+                bar.update(task, visible=False)
+            task = bar.add_task(message, total=total or None)
+
+        try:
+            result = quantize_bundle(request, step, lambda n: bar.advance(task, n) if task is not None else None)
+        except UserError as exc:
+            raise fail(str(exc)) from None
+    a = result.accuracy
+    render.accuracy_table([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
+    for message in a.notes:
+        note(message)
+    if not a.passed:
+        kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
+        raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
+    console.print(f"[green]wrote[/] {bundle / result.file}")
+
+
+@app.command("build")
+def build_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`, `sk-deploy quantize`).")],
+    precision: Annotated[str, typer.Option(help="fp32 (model.onnx), fp16 (model.fp16.onnx) or int8 "
+                                           "(model.int8.onnx, the TensorRT Q/DQ form).")] = "fp16",
+    batch: Annotated[str | None, typer.Option(help="Optimisation profile MIN:OPT:MAX (default: the bundle's).")]
+    = None,
+    workspace: Annotated[float, typer.Option(help="Builder workspace limit in GiB.")] = 4.0,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache to load and save (default: one per GPU "
+                                                      "and TensorRT version under ~/.cache/sk-deploy).")] = None,
+    hardware_compat: Annotated[str, typer.Option(help="none (this GPU model), same-cc (any GPU of this compute "
+                                                 "capability) or ampere+ (any Ampere or newer GPU).")] = "none",
+) -> None:
+    """Build a TensorRT engine from the bundle's graph of that precision: model.<precision>.<gpu>.trt<ver>.plan,
+    recorded in the manifest with its TensorRT version, GPU, profile and sizes. Needs a GPU and TensorRT."""
+    from sk_deploy.engines.tensorrt import BuildRequest, build_engine, check_request
+    from sk_deploy.graph.pipeline import BatchProfile
+
+    try:
+        profile = BatchProfile.parse(batch) if batch else None
+        request = BuildRequest(bundle=bundle, precision=precision, workspace_gib=workspace, timing_cache=timing_cache,
+                               batch=(profile.min, profile.opt, profile.max) if profile else None,
+                               hardware_compat=hardware_compat)
+        check_request(request)
+        with err_console.status(f"building {precision} engine...") as status:
+            name, entry = build_engine(request, progress=lambda message: status.update(f"TensorRT: {message}..."))
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    render.engine_line(str(bundle / name), entry)

@@ -1,0 +1,67 @@
+"""``sk-deploy serve``: a bundle (or a model name, exported first) over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sk_deploy.cli.common import UserError, app, err_console, fail
+
+
+@app.command("serve")
+def serve_command(
+    target: Annotated[str, typer.Argument(metavar="BUNDLE|MODEL", help="A bundle directory, or a registered model "
+                                          "name to export first (into ~/.cache/sk-deploy/bundles, reused).")],
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or torch.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (the bundle must hold that graph).")] = "fp32",
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the batcher forms.")] = 32,
+    max_delay_ms: Annotated[float, typer.Option(min=0, help="Longest wait for a batch to fill, from its first "
+                                                "picture's arrival.")] = 2.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="Pictures allowed to wait; beyond, 429 with Retry-After.")]
+    = 256,
+    timeout_ms: Annotated[float, typer.Option(min=1, help="A request's deadline; past it, 504 and dropped from the "
+                                              "queue.")] = 5000.0,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body; beyond, 413.")] = 16.0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest picture, in pixels, decoded (decompression "
+                                            "bombs are refused before decoding).")] = 40_000_000,
+    decode_threads: Annotated[int, typer.Option(min=0, help="Threads decoding pictures (0: one per CPU, at most "
+                                                "4).")] = 0,
+    drain_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C, answer 503 to new requests this "
+                                                 "long before stopping; in-flight ones finish.")] = 1.0,
+    weights: Annotated[Path | None, typer.Option(help="With a model name: checkpoint to export.")] = None,
+    pretrained: Annotated[bool, typer.Option(help="With a model name: the timm checkpoint from the hub.")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")]
+    = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request (one line each).")] = True,
+) -> None:
+    """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; dynamic
+    batching on one inference thread. The model loads and warms up after the server starts (/readyz turns 200)."""
+    from sk_deploy.runtime.availability import probe_machine
+    from sk_deploy.runtime.predictor import plan
+    from sk_deploy.service.app import ServiceConfig
+    from sk_deploy.service.server import serve
+    from sk_deploy.service.target import resolve_target
+
+    try:
+        with err_console.status(f"preparing {target}...") as status:
+            bundle, exported = resolve_target(target, weights, pretrained,
+                                              progress=lambda message: status.update(f"{message}..."))
+            choice = plan(bundle, backend, precision, probe_machine())  # a backend it lacks: one line now
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    bundle_dir = bundle.path
+    if exported:
+        err_console.print(f"exported {target} to {bundle_dir}", highlight=False)
+    err_console.print(f"serving {bundle.model_name} from {bundle_dir} on {choice.backend} {precision}: "
+                      f"{choice.reason}", highlight=False, soft_wrap=True)
+    config = ServiceConfig(bundle=bundle_dir, backend=backend, precision=precision, max_batch=max_batch,
+                           max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,
+                           max_body_mb=max_body_mb, max_pixels=max_pixels, decode_threads=decode_threads)
+    error = serve(config, host=host, port=port, drain_seconds=drain_seconds, log_level=log_level,
+                  access_log=access_log)
+    if error:
+        raise fail(f"cannot serve {bundle_dir}: {error}")
