@@ -30,7 +30,7 @@ from sk_deploy.bench.stats import summarize  # noqa: E402
 from sk_deploy.bench.timing import cuda_event_times, wall_times  # noqa: E402
 from sk_deploy.graph.export import export_onnx  # noqa: E402
 from sk_deploy.graph.passes import optimize  # noqa: E402
-from sk_deploy.graph.reference import build_reference  # noqa: E402
+from sk_deploy.models.reference import build_reference  # noqa: E402
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:

@@ -34,7 +34,7 @@ from sk_deploy.bench.timing import interleaved  # noqa: E402
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
 from sk_deploy.graph.export import export_onnx  # noqa: E402
 from sk_deploy.graph.passes import optimize  # noqa: E402
-from sk_deploy.graph.reference import build_reference, describe_weights  # noqa: E402
+from sk_deploy.models.reference import build_reference, describe_weights  # noqa: E402
 
 
 def variants(model_name: str, weights: dict, size: int) -> tuple[dict[str, onnx.ModelProto], dict]:

@@ -31,7 +31,6 @@ from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
 from sk_deploy.bench.timing import interleaved  # noqa: E402
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
-from sk_deploy.graph.verify import preprocess_from_manifest  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
 from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle  # noqa: E402
 
@@ -67,7 +66,7 @@ def main() -> None:
             accuracy[result.file] = {"passed": result.accuracy.passed, "failures": result.accuracy.failures,
                                      **result.accuracy.agreement.to_dict(), **result.details}
 
-        spec = preprocess_from_manifest(bundle.manifest["preprocess"])
+        spec = bundle.preprocess
         holdout = split_images(list_images(args.calib), args.calib_size, args.holdout_size).holdout
         photos = next(ImageBatches(holdout[:8], "x", spec, batch_size=8).arrays())
         options = ort.SessionOptions()

@@ -34,7 +34,6 @@ from sk_deploy.bench.stats import summarize  # noqa: E402
 from sk_deploy.bench.timing import timed_loop  # noqa: E402
 from sk_deploy.bundle import Bundle, atomic_write_bytes, atomic_write_json  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
-from sk_deploy.graph.verify import preprocess_from_manifest  # noqa: E402
 from sk_deploy.images import find_images, load_batch  # noqa: E402
 from sk_deploy.runtime.predictor import Predictor  # noqa: E402
 
@@ -113,7 +112,7 @@ def main() -> None:
             bundle = Bundle.open(args.bundle)
         payloads = load_payloads(args.images, limit=64)
         photos = find_images(args.images)[: args.max_batch]
-        batch = load_batch(photos, preprocess_from_manifest(bundle.manifest["preprocess"]),
+        batch = load_batch(photos, bundle.preprocess,
                            uint8_nhwc=bundle.manifest["input"]["dtype"] == "uint8")
         predictor = Predictor(bundle, "ort-cpu")
         predictor.warmup((1, args.max_batch))

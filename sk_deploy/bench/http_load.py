@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 
 from sk_deploy.bench.prometheus import Sample, counter_delta, histogram_delta, parse_metrics
 from sk_deploy.bench.stats import LatencyStats, per_second, summarize
+from sk_deploy.errors import SkDeployError
 
 DEFAULT_CONCURRENCY = (1, 4, 16, 64)
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 
-class LoadError(ValueError):
+class LoadError(SkDeployError, ValueError):
     """A load test that cannot start (remote host, no pictures, server unreachable); meant for a person."""
 
 
@@ -80,7 +81,7 @@ def load_payloads(folder: Path | None, limit: int = 64) -> list[Payload]:
     """Up to ``limit`` JPEG/PNG/WebP pictures of ``folder`` (and below), or, without a folder, eight generated
     PNG pictures."""
     if folder is None:
-        from sk_deploy.graph.verify import generated_images
+        from sk_deploy.compare import generated_images
 
         return [Payload(f"generated-{i}.png", data, "image/png") for i, data in enumerate(generated_images(8))]
     from sk_deploy.images import ImageError, find_images

@@ -26,11 +26,12 @@ from sk_deploy.bench.machine import load_average
 from sk_deploy.bench.stats import LatencyStats, per_second, summarize
 from sk_deploy.bench.timing import peak_rss_mb, reset_peak_rss, timed_loop, warm_up
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.availability import BackendUnavailable, Machine, probe_machine
-from sk_deploy.runtime.predictor import PRECISIONS, InputSpec, Predictor
+from sk_deploy.errors import SkDeployError
+from sk_deploy.machine import BackendUnavailable, Machine, probe_machine
+from sk_deploy.runtime.predictor import PRECISIONS, Predictor
 
 
-class BenchError(ValueError):
+class BenchError(SkDeployError, ValueError):
     """A benchmark that cannot be set up as asked (unknown backend, bad batch size); meant for a person."""
 
 
@@ -181,42 +182,23 @@ class Runner:
     split_note: str | None = None
 
 
-def example_batch(spec: InputSpec, size: int, seed: int = 0) -> np.ndarray:
-    """A random batch of ``size`` pictures in the form ``spec`` describes."""
-    rng = np.random.default_rng(seed)
-    shape = (size, *spec.item_shape)
-    if spec.dtype == "uint8":
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.standard_normal(shape, dtype=np.float32)
-
-
 def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, threads: int = 0) -> Runner:
-    """Open ``backend`` (a name in VARIANTS) at ``precision`` on ``bundle``; a BackendUnavailable (or the
-    backend's own error) when this machine or bundle cannot run it."""
-    from sk_deploy.runtime.ort_backend import OrtBackend, OrtOptions
+    """Open ``backend`` (a name in VARIANTS) at ``precision`` on ``bundle`` through the Predictor; a
+    BackendUnavailable (or the backend's own error) when this machine or bundle cannot run it."""
+    from sk_deploy.runtime.ort_backend import OrtOptions
     from sk_deploy.runtime.torch_backend import TorchOptions
 
     variant = VARIANTS[backend]
-    if variant.file is not None:
-        if precision != "fp32":
-            raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs fp32 only")
-        entry = bundle.manifest["files"].get(variant.file)
-        if entry is None:
-            raise BackendUnavailable(f"the bundle has no {variant.file}")
-        shape = entry.get("input", bundle.manifest["input"])
-        spec = InputSpec(str(shape["name"]), str(shape["dtype"]), "NCHW" if shape["shape"][1] == 3 else "NHWC",
-                         tuple(int(d) for d in shape["shape"][1:]))
-        runner = OrtBackend(bundle.check_file(variant.file), variant.predictor, OrtOptions(threads=threads))
-        return Runner(backend, precision, variant.file, "cpu", runner.run, lambda n: example_batch(spec, n),
-                      runner.close, split_note="not applicable: runs on the CPU")
+    if variant.file is not None and precision != "fp32":
+        raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs fp32 only")
     predictor = Predictor(
-        bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph,
+        bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph, file=variant.file,
         ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16"),
         torch=TorchOptions(fp16=precision == "fp16", compile=variant.compile),
     )
     on_gpu = variant.predictor in GPU_PREDICTORS or (variant.predictor == "torch" and machine.cuda)
     runner = Runner(backend, precision, predictor.file, "cuda" if on_gpu else "cpu", predictor.predict,
-                    lambda n: example_batch(predictor.input_spec, n), predictor.close)
+                    predictor.example, predictor.close)
     if predictor.device_timing:
         runner.timed = lambda batch: predictor.predict_timed(batch)[1]
     elif not on_gpu:

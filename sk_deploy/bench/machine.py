@@ -13,43 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sk_deploy.bundle import tool_versions
+from sk_deploy.machine import cpu_name, memory_gb, physical_cores, probe_machine
 
 _EXTRA_TOOLS = ("onnxruntime-gpu", "tensorrt", "matplotlib", "httpx", "fastapi", "uvicorn")
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (or platform's guess elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def physical_cores() -> int | None:
-    """Distinct (physical id, core id) pairs in /proc/cpuinfo; None where it does not say."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    cores = set()
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        if "core id" in fields:
-            cores.add((fields.get("physical id", "0"), fields["core id"]))
-    return len(cores) or None
-
-
-def memory_gb() -> float | None:
-    """Total memory from /proc/meminfo, in GB."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    return None
 
 
 def load_average() -> list[float] | None:
@@ -98,12 +64,11 @@ def library_versions() -> dict[str, str]:
 
 def describe_machine() -> dict[str, Any]:
     """Everything a reader needs to know about where figures came from, JSON-ready."""
-    from sk_deploy.runtime.availability import probe_machine
-
     probed = probe_machine()
     return {
         "cpu": cpu_name(), "cores": os.cpu_count(), "cores_physical": physical_cores(),
-        "memory_gb": memory_gb(), "platform": platform.platform(), "gpu": gpu_info(),
+        "memory_gb": memory_gb(), "cpu_features": list(probed.cpu_features), "platform": platform.platform(),
+        "gpu": gpu_info(),
         "ort_providers": list(probed.ort_providers), "tensorrt": probed.tensorrt_version,
         "libraries": library_versions(), "load_average": load_average(),
     }

@@ -26,21 +26,22 @@ FILES = {"json": "bench.json", "csv": "bench.csv", "md": "bench.md"}
 def build_report(run: BenchRun, command: str, interrupted: bool = False,
                  machine: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON-ready report of ``run`` (its rows so far; ``interrupted`` when it was stopped early)."""
-    manifest = run.bundle.manifest
+    bundle = run.bundle
+    source = bundle.weights.get("source")
+    described = bundle.manifest_input()
     covered = sum(len(run.config.batches) if r.batch is None else 1 for r in run.rows)
     notes = []
     if interrupted:
         notes.append(f"interrupted: {covered} of {run.planned} cells measured or skipped before Ctrl-C; "
                      "this is a partial report")
-    if manifest["model"].get("weights", {}).get("source") == "random":
+    if source == "random":
         notes.append("random weights: latency does not depend on the values")
     return {
         "format": FORMAT, "format_version": 1,
         "date": datetime.fromtimestamp(run.started, UTC).isoformat(timespec="seconds"),
         "command": command, "complete": not interrupted and covered == run.planned, "interrupted": interrupted,
-        "bundle": str(run.bundle.path), "model": manifest["model"]["name"],
-        "weights": manifest["model"].get("weights", {}).get("source"),
-        "input": {k: manifest["input"].get(k) for k in ("name", "dtype", "layout", "shape")},
+        "bundle": str(bundle.path), "model": bundle.model_name, "weights": source,
+        "input": {k: described.get(k) for k in ("name", "dtype", "layout", "shape")},
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(run.config).items()},
         "machine": machine or describe_machine(), "load_before": run.load_before,
         "baseline": "torch fp32: PyTorch eager, float32, the same network, measured first in this run",

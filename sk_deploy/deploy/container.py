@@ -17,15 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sk_deploy.bundle import Bundle, BundleError, staging
-from sk_deploy.engines.compat import EngineMismatch, check_engine, find_engine
-from sk_deploy.runtime.availability import Machine, probe_machine
-from sk_deploy.runtime.predictor import PRECISIONS
+from sk_deploy.bundle import MODEL_FILE, PRECISIONS, Bundle, BundleError, staging
+from sk_deploy.engines.compat import fitting_engine as engine_for
+from sk_deploy.errors import SkDeployError
+from sk_deploy.machine import Machine, probe_machine
 
 BUILD_MODES = ("auto", "always", "never")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(SkDeployError, RuntimeError):
     """A bundle that cannot be made ready to serve; the message is meant for a person."""
 
 
@@ -55,7 +55,7 @@ def check_bundle(path: Path) -> Bundle:
         raise PrepareError(f"{path}: no bundle there; mount one (docker run -v /path/to/bundle:{path}:ro ...) or set "
                            "SK_BUNDLE to where it is")
     bundle = Bundle.open(path)
-    if "model.onnx" not in bundle.files:
+    if not bundle.has(MODEL_FILE):
         raise BundleError(f"{path}: the bundle has no model.onnx; export it with sk-deploy export")
     for name in bundle.files:
         bundle.check_file(name)
@@ -64,15 +64,7 @@ def check_bundle(path: Path) -> Bundle:
 
 def fitting_engine(bundle: Bundle, precision: str, machine: Machine) -> str | None:
     """The bundle's engine of ``precision`` that runs with this machine's GPU and TensorRT, or None."""
-    name = find_engine(bundle.manifest, precision, machine.gpu_name, machine.tensorrt_version)
-    if name is None:
-        return None
-    try:
-        check_engine(bundle.manifest["files"][name], machine.tensorrt_version, machine.gpu_name,
-                     machine.compute_capability, name)
-    except EngineMismatch:
-        return None
-    return name
+    return engine_for(bundle, precision, machine)[0]
 
 
 def work_copy(bundle: Bundle, work_dir: Path | None) -> Path:
@@ -82,10 +74,10 @@ def work_copy(bundle: Bundle, work_dir: Path | None) -> Path:
         raise PrepareError(f"{bundle.path} is read-only and no work directory is set: set SK_WORK_DIR (--work-dir) to "
                            "a writable volume for the engine")
     target = Path(work_dir) / "bundle"
-    source_sha = bundle.manifest["files"]["model.onnx"]["sha256"]
+    source_sha = bundle.entry(MODEL_FILE)["sha256"]
     try:
         earlier = Bundle.open(target)
-        if earlier.manifest["files"].get("model.onnx", {}).get("sha256") == source_sha:
+        if earlier.has(MODEL_FILE) and earlier.entry(MODEL_FILE).get("sha256") == source_sha:
             return target
     except (BundleError, KeyError):
         pass

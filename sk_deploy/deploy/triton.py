@@ -28,9 +28,9 @@ from typing import Any
 
 import onnx
 
-from sk_deploy.bundle import Bundle, BundleError, atomic_write_bytes, staging
+from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, atomic_write_bytes, graph_form, staging
 from sk_deploy.engines.compat import find_engine
-from sk_deploy.runtime.predictor import CPU_ONNX_FILES, ONNX_FILES, PRECISIONS
+from sk_deploy.errors import SkDeployError
 
 BACKENDS = ("onnxruntime", "tensorrt")
 DEVICES = ("gpu", "cpu")
@@ -42,11 +42,6 @@ DEFAULT_QUEUE_DELAY_US = 2000
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 ORT_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
-QUANTIZE_HINTS = {
-    "model.fp16.onnx": "sk-deploy quantize BUNDLE --precision fp16",
-    "model.int8.onnx": "sk-deploy quantize BUNDLE --precision int8 --target tensorrt --calib PHOTOS",
-    "model.int8-cpu.onnx": "sk-deploy quantize BUNDLE --precision int8 --target cpu --calib PHOTOS",
-}
 # ONNX element type -> Triton data type (the ones a classifier's I/O can have)
 TRITON_TYPES = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
@@ -57,7 +52,7 @@ TRITON_TYPES = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class TritonRepoError(RuntimeError):
+class TritonRepoError(SkDeployError, RuntimeError):
     """A model repository that cannot be written as asked; the message is meant for a person."""
 
 
@@ -141,31 +136,16 @@ def _check_options(request: TritonRequest) -> None:
                               "directory and the model in Triton's URLs)")
 
 
-def _onnx_graph(manifest: dict[str, Any], precision: str, device: str) -> str:
-    """The bundle's ONNX file for ``precision`` on ``device`` (see the module docstring for int8)."""
-    candidates = (CPU_ONNX_FILES if device == "cpu" else ONNX_FILES)[precision]  # the Predictor's choice too
-    for name in candidates:
-        if name in manifest["files"]:
-            return name
-    if precision == "fp32":
-        raise BundleError("the bundle has no model.onnx; export it again: sk-deploy export MODEL --out BUNDLE")
-    hint = QUANTIZE_HINTS[candidates[0]]
-    also = f" (or {candidates[1]})" if len(candidates) > 1 else ""
-    raise TritonRepoError(f"the bundle has no {precision} graph {candidates[0]}{also} for a {device.upper()} "
-                          f"instance; make it: {hint}")
-
-
 def _engine(bundle: Bundle, request: TritonRequest) -> tuple[str, dict[str, Any]]:
     """The plan file to export and its manifest entry."""
-    files = bundle.manifest["files"]
-    name = request.engine or find_engine(bundle.manifest, request.precision, None, None)
+    name = request.engine or find_engine(bundle, request.precision, None, None)
     if name is None:
         raise TritonRepoError(f"the bundle has no {request.precision} TensorRT engine; build one on the serving GPU "
                               f"with the TensorRT version of your Triton release: sk-deploy build BUNDLE --precision "
                               f"{request.precision} (or use --backend onnxruntime)")
-    entry = files.get(name)
+    entry = bundle.entry(name) if bundle.has(name) else None
     if entry is None or entry.get("role") != "engine":
-        engines = [n for n, e in files.items() if e.get("role") == "engine"]
+        engines = [n for n, role in bundle.roles.items() if role == "engine"]
         raise TritonRepoError(f"{name!r} is not an engine of the bundle (engines: {', '.join(engines) or 'none'})")
     if entry.get("precision") != request.precision:
         raise TritonRepoError(f"{name} is a {entry.get('precision')} engine; pass --precision {entry.get('precision')}")
@@ -184,7 +164,7 @@ def _tensor(value: onnx.ValueInfoProto, where: str) -> tuple[str, tuple[int, ...
     return TRITON_TYPES[elem], tuple(d if isinstance(d, int) and d > 0 else -1 for d in dims[1:]), dims[0]
 
 
-def _io(path: Path, manifest: dict[str, Any]) -> tuple[TensorConfig, TensorConfig]:
+def _io(path: Path, bundle: Bundle) -> tuple[TensorConfig, TensorConfig]:
     """The graph's one input and one output, checked against the manifest."""
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -205,22 +185,22 @@ def _io(path: Path, manifest: dict[str, Any]) -> tuple[TensorConfig, TensorConfi
     if fixed:
         raise TritonRepoError(f"{path.name}: the first axis is fixed ({fixed[0]}); Triton batching needs a dynamic "
                               "batch axis (export again without a fixed batch)")
-    described = manifest["input"]
-    if inputs[0].name != described["name"] or graph.output[0].name != manifest["output"]["name"]:
+    spec = bundle.input_spec
+    if inputs[0].name != spec.name or graph.output[0].name != bundle.output_name:
         raise TritonRepoError(f"{path.name}: its input/output ({inputs[0].name}, {graph.output[0].name}) differ from "
-                              f"the manifest's ({described['name']}, {manifest['output']['name']})")
-    if list(in_dims) != [int(d) for d in described["shape"][1:]]:
+                              f"the manifest's ({spec.name}, {bundle.output_name})")
+    if in_dims != spec.item_shape:
         raise TritonRepoError(f"{path.name}: input dims {list(in_dims)} differ from the manifest's "
-                              f"{described['shape'][1:]}")
-    layout = described.get("layout", "NCHW")
+                              f"{list(spec.item_shape)}")
+    layout = spec.layout
     image_format = f"FORMAT_{layout}" if len(in_dims) == 3 and layout in ("NCHW", "NHWC") else None
     return (TensorConfig(inputs[0].name, in_type, in_dims, image_format),
             TensorConfig(graph.output[0].name, out_type, out_dims))
 
 
-def _labels(manifest: dict[str, Any], classes: int) -> list[str]:
+def _labels(bundle: Bundle, classes: int) -> list[str]:
     """One label per class, in index order, for the output's label file."""
-    source = manifest.get("labels", {}).get("source")
+    source = bundle.labels_source
     if source != "imagenet-1k":
         raise TritonRepoError(f"the bundle's labels come from {source!r}; only imagenet-1k labels can be exported")
     from sk_deploy.labels import imagenet_labels
@@ -250,14 +230,13 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
     """Check everything and work out the configuration; writes nothing."""
     _check_options(request)
     bundle = Bundle.open(request.bundle)
-    manifest = bundle.manifest
     warnings: list[str] = []
     if request.backend == "tensorrt":
         source, entry = _engine(bundle, request)
         graph = (entry.get("source") or {}).get("file")
-        if graph not in manifest["files"]:
+        if not bundle.has(graph):
             raise TritonRepoError(f"{source}: its source graph {graph!r} is not in the bundle; cannot tell its I/O")
-        limit = int(entry.get("profile", {}).get("max") or manifest["input"]["batch"]["max"])
+        limit = int(entry.get("profile", {}).get("max") or bundle.batch_profile[2])
         limit_hint = "rebuild the engine with a larger profile: sk-deploy build BUNDLE --batch 1:OPT:MAX"
         trt, gpu = entry.get("tensorrt", {}), entry.get("gpu", {})
         compat = entry.get("hardware_compat", "none")
@@ -269,22 +248,22 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
                         "TensorRT matches, or rebuild the engine inside that release's nvcr.io/nvidia/tensorrt "
                         "container on the serving GPU)")
     else:
-        source = graph = _onnx_graph(manifest, request.precision, request.device)
-        limit = int(manifest["input"]["batch"]["max"])
+        source = graph = bundle.graph(request.precision, request.device, f" for a {request.device.upper()} instance")
+        limit = bundle.batch_profile[2]
         limit_hint = "export again with a larger profile: sk-deploy export MODEL --batch 1:OPT:MAX"
         if request.device == "cpu" and request.precision == "fp16":
             warnings.append("ONNX Runtime's CPU provider has few float16 kernels and casts around the rest: a float16 "
                             "graph on KIND_CPU is usually slower than fp32")
         if request.device == "cpu" and source == "model.int8.onnx":
             warnings.append("model.int8.onnx is the TensorRT form (symmetric int8 Q/DQ), slow on ONNX Runtime's CPU "
-                            "provider; make the CPU form: " + QUANTIZE_HINTS["model.int8-cpu.onnx"])
+                            "provider; make the CPU form: " + graph_form("int8", "cpu").make)
         if request.device == "gpu" and request.precision == "int8" and not request.ort_tensorrt:
             warnings.append("ONNX Runtime's CUDA provider runs the int8 Q/DQ graph without int8 kernels (slower than "
                             "fp32); add --ort-tensorrt or use --backend tensorrt for int8 speed")
     bundle.check_file(source)
     if graph != source:
         bundle.check_file(graph)
-    model_input, model_output = _io(bundle.path / graph, manifest)
+    model_input, model_output = _io(bundle.path / graph, bundle)
     max_batch, preferred = _batching(request, limit, limit_hint)
     accelerator = None
     if request.ort_tensorrt:
@@ -293,7 +272,7 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
     return TritonPlan(
         bundle=bundle, name=request.name or bundle.model_name, platform=PLATFORMS[request.backend], source=source,
         graph=graph, max_batch=max_batch, batch_limit=limit, input=model_input, output=model_output,
-        labels=_labels(manifest, model_output.dims[-1]), preferred_batch=preferred,
+        labels=_labels(bundle, model_output.dims[-1]), preferred_batch=preferred,
         max_queue_delay_us=request.max_queue_delay_us, instances=request.instances,
         kind=INSTANCE_KINDS[request.device], accelerator=accelerator, warnings=warnings,
     )
@@ -305,7 +284,7 @@ def _dims(dims: tuple[int, ...]) -> str:
 
 def render_config(plan: TritonPlan) -> str:
     """The ``config.pbtxt`` text (protobuf text format of Triton's ModelConfig) for ``plan``."""
-    sha = plan.bundle.manifest["files"][plan.source]["sha256"]
+    sha = plan.bundle.entry(plan.source)["sha256"]
     lines = [
         f"# Written by sk-deploy triton-repo from {plan.bundle.path.name}/{plan.source} (sha256 {sha[:16]}...).",
         f'name: "{plan.name}"',

@@ -10,10 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sk_deploy.bundle import Bundle
+from sk_deploy.errors import SkDeployError
+from sk_deploy.machine import Machine
+
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 
 
-class EngineMismatch(RuntimeError):
+class EngineMismatch(SkDeployError, RuntimeError):
     """An engine built for another TensorRT version or GPU; the message says how to rebuild."""
 
 
@@ -58,13 +62,21 @@ def check_engine(
 
 
 def find_engine(
-    manifest: dict[str, Any], precision: str, gpu_name: str | None, tensorrt_version: str | None
+    bundle: Bundle | dict[str, Any], precision: str, gpu_name: str | None, tensorrt_version: str | None
 ) -> str | None:
     """The bundle's engine file for ``precision``, preferring one built on this GPU with this TensorRT."""
-    engines = [(name, e) for name, e in manifest.get("files", {}).items()
-               if e.get("role") == "engine" and e.get("precision") == precision]
-    for name, entry in engines:
-        built = (entry.get("gpu", {}).get("name"), entry.get("tensorrt", {}).get("version"))
-        if built == (gpu_name, tensorrt_version):
-            return name
-    return engines[0][0] if engines else None
+    engines = Bundle.of(bundle).engines(precision, gpu_name, tensorrt_version)
+    return engines[0] if engines else None
+
+
+def fitting_engine(bundle: Bundle, precision: str, machine: Machine) -> tuple[str | None, str]:
+    """The bundle's engine of ``precision`` that runs with this machine's GPU and TensorRT, and why; or None and
+    why not (no engine of that precision, or the one there was built elsewhere)."""
+    name = find_engine(bundle, precision, machine.gpu_name, machine.tensorrt_version)
+    if name is None:
+        return None, f"no {precision} TensorRT engine in the bundle (sk-deploy build)"
+    try:
+        check_engine(bundle.entry(name), machine.tensorrt_version, machine.gpu_name, machine.compute_capability, name)
+    except EngineMismatch as exc:
+        return None, str(exc)
+    return name, f"TensorRT engine {name} matches this GPU and TensorRT"

@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sk_deploy.bundle import Bundle, BundleError, atomic_path, atomic_write_bytes, sha256_file
+from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, MissingGraph, atomic_path, atomic_write_bytes, sha256_file
 from sk_deploy.engines.compat import HARDWARE_COMPAT, engine_file_name
-from sk_deploy.runtime.availability import import_tensorrt, require_cuda
-
-SOURCES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-QUANTIZE_HINT = {"fp16": "sk-deploy quantize BUNDLE --precision fp16",
-                 "int8": "sk-deploy quantize BUNDLE --precision int8 --target tensorrt --calib PHOTOS"}
+from sk_deploy.errors import SkDeployError
+from sk_deploy.machine import import_tensorrt, require_cuda
 
 
-class BuildError(RuntimeError):
+class BuildError(SkDeployError, RuntimeError):
     """An engine that cannot be built (bad request, a graph TensorRT cannot parse); meant for a person."""
 
 
@@ -58,25 +55,24 @@ class BuildPlan:
 
 def check_request(request: BuildRequest) -> BuildPlan:
     """Every check that needs neither TensorRT nor a GPU; a problem is a BuildError or BundleError."""
-    if request.precision not in SOURCES:
-        raise BuildError(f"unknown precision {request.precision!r}; choose one of: {', '.join(SOURCES)}")
+    if request.precision not in PRECISIONS:
+        raise BuildError(f"unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if request.hardware_compat not in HARDWARE_COMPAT:
         raise BuildError(f"unknown hardware compatibility {request.hardware_compat!r}; "
                          f"choose one of: {', '.join(HARDWARE_COMPAT)}")
     if request.workspace_gib <= 0:
         raise BuildError(f"workspace must be positive, got {request.workspace_gib} GiB")
     bundle = Bundle.open(request.bundle)
-    source = SOURCES[request.precision]
-    if source not in bundle.manifest["files"]:
-        hint = QUANTIZE_HINT.get(request.precision, "sk-deploy export")
-        raise BuildError(f"{bundle.path}: no {source} to build the {request.precision} engine from; "
-                         f"make it first: {hint}")
+    try:
+        source = bundle.graph(request.precision, "gpu")
+    except MissingGraph as exc:
+        raise BuildError(f"{bundle.path}: no {exc.forms[0].file} to build the {request.precision} engine from; "
+                         f"make it first: {exc.make}") from None
     bundle.check_file(source)
-    described = bundle.manifest["input"]
-    batch = request.batch or tuple(described["batch"][k] for k in ("min", "opt", "max"))
+    batch = request.batch or bundle.batch_profile
     if not 1 <= batch[0] <= batch[1] <= batch[2]:
         raise BuildError(f"batch {':'.join(map(str, batch))} must satisfy 1 <= MIN <= OPT <= MAX")
-    return BuildPlan(bundle, source, described["name"], list(described["shape"]), batch)  # type: ignore[arg-type]
+    return BuildPlan(bundle, source, bundle.input_name, bundle.input_shape, batch)
 
 
 def major_version(trt: Any) -> int:

@@ -91,14 +91,14 @@ def describe(target: str | Path) -> dict[str, Any]:
     target = Path(target)
     if target.is_dir():
         bundle = Bundle.open(target)
-        manifest = bundle.manifest
+        summary = bundle.summary()
         return {
             "bundle": str(target),
-            "model": manifest.get("model", {}),
-            "input": manifest.get("input", {}),
-            "preprocess": manifest.get("preprocess", {}),
+            "model": summary["model"],
+            "input": summary["input"],
+            "preprocess": summary["preprocess"],
             "files": {name: describe_model(bundle.file(name)) for name in bundle.onnx_files()},
-            "stages": manifest.get("stages", {}),
+            "stages": summary["stages"],
         }
     if not target.exists():
         raise BundleError(f"{target}: no such file or bundle directory")

@@ -15,18 +15,16 @@ from typing import Any
 
 from torch import nn
 
-from sk_deploy.bundle import Bundle, check_target, sha256_file, staging
+from sk_deploy.bundle import MODEL_FILE, RAW_FILE, Bundle, check_target, sha256_file, staging
 from sk_deploy.graph.describe import io_description
 from sk_deploy.graph.export import DEFAULT_OPSET, Exporter, ExportError, check_opset, export_onnx, save_model
 from sk_deploy.graph.passes import optimize
-from sk_deploy.graph.reference import build_reference, describe_weights
 from sk_deploy.graph.verify import Thresholds, VerifyReport, image_files, verify_bundle
 from sk_deploy.images import Preprocess
+from sk_deploy.models.reference import build_reference, describe_weights
 from sk_deploy.models.registry import ModelSpec, get_spec
 
-RAW_FILE = "model.raw.onnx"
 WEIGHTS_FILE = "weights.safetensors"
-MODEL_FILE = "model.onnx"
 LABELS = {"source": "imagenet-1k", "file": "sk_deploy/data/imagenet_synsets.txt", "classes": 1000}
 
 
@@ -169,12 +167,11 @@ def export_bundle(
         bundle.record("optimize", reports)
 
         batch = {"min": request.batch.min, "opt": request.batch.opt, "max": request.batch.max}
-        bundle.manifest["input"] = {
-            **described_input, "layout": "NHWC" if request.fuse_preprocess else "NCHW", "batch": batch,
-        }
-        bundle.manifest["output"] = io_description(clean.graph.output)[0]
-        bundle.manifest["preprocess"] = {**preprocess.to_dict(), "in_graph": request.fuse_preprocess}
-        bundle.manifest["labels"] = dict(LABELS)
+        bundle.describe_io(
+            input={**described_input, "layout": "NHWC" if request.fuse_preprocess else "NCHW", "batch": batch},
+            output=io_description(clean.graph.output)[0],
+            preprocess={**preprocess.to_dict(), "in_graph": request.fuse_preprocess}, labels=dict(LABELS),
+        )
         bundle.save()
 
         report = None

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from sk_deploy.bundle import Bundle
-from sk_deploy.metrics import Agreement, agreement
+from sk_deploy.bundle import MODEL_FILE, Bundle
+from sk_deploy.compare import DEFAULT_LIMIT, Comparison, Pictures, compare_logits, compare_runners, onnx_runner
+from sk_deploy.metrics import Agreement
+from sk_deploy.models.reference import is_trained
 
 RANDOM_WEIGHTS_NOTE = (
     "random weights: logits of an untrained network are nearly tied, so top-1 agreement says little; "
@@ -24,6 +26,28 @@ class Gate:
     min_cosine: float
     min_top1: float | None = None
     """Applied only with trained weights (see RANDOM_WEIGHTS_NOTE)."""
+
+    def applied(self, trained_weights: bool) -> AppliedGate:
+        """The gate as it applies to a network with trained (or random) weights."""
+        return AppliedGate(self, trained_weights)
+
+
+@dataclass(frozen=True)
+class AppliedGate:
+    """A Gate for one kind of weights: top-1 agreement counts only with trained ones."""
+
+    gate: Gate
+    trained_weights: bool
+
+    def failures(self, figures: Agreement) -> list[str]:
+        """The gate's figures ``figures`` miss, one reason each."""
+        reasons = []
+        if figures.cosine_mean < self.gate.min_cosine:
+            reasons.append(f"mean cosine {figures.cosine_mean:.5f} < {self.gate.min_cosine}")
+        top1 = self.gate.min_top1
+        if self.trained_weights and top1 is not None and figures.top1_agreement < top1:
+            reasons.append(f"top-1 agreement {figures.top1_agreement:.1%} < {top1:.0%}")
+        return reasons
 
 
 GATES = {
@@ -65,46 +89,33 @@ def judge(
     file: str, precision: str, reference: np.ndarray, output: np.ndarray, trained_weights: bool
 ) -> AccuracyReport:
     """Compare ``output`` to the float32 ``reference`` and apply the precision's gate."""
-    figures = agreement(reference, output)
-    gate = GATES[precision]
-    report = AccuracyReport(file, precision, figures, gate, trained_weights)
-    if figures.cosine_mean < gate.min_cosine:
-        report.failures.append(f"mean cosine {figures.cosine_mean:.5f} < {gate.min_cosine}")
-    if trained_weights and gate.min_top1 is not None and figures.top1_agreement < gate.min_top1:
-        report.failures.append(f"top-1 agreement {figures.top1_agreement:.1%} < {gate.min_top1:.0%}")
-    if not trained_weights:
-        report.notes.append(RANDOM_WEIGHTS_NOTE)
-    return report
+    return _report(compare_logits(file, reference, output, GATES[precision].applied(trained_weights)), precision,
+                   trained_weights)
 
 
-def check_precision_files(bundle: Bundle, images: str | Path | None = None, limit: int = 16) -> list[AccuracyReport]:
+def _report(result: Comparison, precision: str, trained_weights: bool) -> AccuracyReport:
+    return AccuracyReport(result.name, precision, result.agreement, GATES[precision], trained_weights,
+                          result.failures, [] if trained_weights else [RANDOM_WEIGHTS_NOTE])
+
+
+def check_precision_files(bundle: Bundle, images: str | Path | None = None,
+                          limit: int = DEFAULT_LIMIT) -> list[AccuracyReport]:
     """Gate every FP16/INT8 file of ``bundle`` against its float32 ``model.onnx`` on pictures (a folder, or
     generated ones); the figures go into the manifest under ``stages.verify_precision``."""
-    from sk_deploy.graph.reference import is_trained
-    from sk_deploy.graph.verify import (
-        batches_by_dtype,
-        float_files,
-        generated_images,
-        image_files,
-        ort_logits,
-        preprocess_from_manifest,
-    )
+    from sk_deploy.graph.verify import float_files
 
     names = [n for n in bundle.onnx_files() if n not in float_files(bundle)]
     if not names:
         return []
-    spec = preprocess_from_manifest(bundle.manifest["preprocess"])
-    sources: list[Any] = list(generated_images()) if images is None else list(image_files(images, limit))
-    batch_for = batches_by_dtype(sources, spec)
-    trained = is_trained(bundle.manifest["model"].get("weights", {}))
-    reference = ort_logits(bundle.check_file("model.onnx"), batch_for)
-    reports = [
-        judge(name, bundle.manifest["files"][name]["role"], reference, ort_logits(bundle.check_file(name), batch_for),
-              trained)
-        for name in names
-    ]
+    pictures = Pictures.of(bundle.preprocess, images, limit)
+    trained = is_trained(bundle.weights)
+    roles = bundle.roles
+    runners = {name: onnx_runner(bundle.check_file(name)) for name in names}
+    results = compare_runners(onnx_runner(bundle.check_file(MODEL_FILE)), runners, pictures,
+                              lambda name: GATES[roles[name]].applied(trained))
+    reports = [_report(r, roles[r.name], trained) for r in results]
     bundle.record("verify_precision", {
-        "images": "generated" if images is None else str(Path(images).resolve()), "count": len(sources),
+        "images": "generated" if images is None else pictures.description, "count": len(pictures),
         "files": {r.file: r.to_dict() for r in reports},
     })
     bundle.save()

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sk_deploy.bundle import Bundle, BundleError
-from sk_deploy.graph.reference import is_trained
-from sk_deploy.graph.verify import generated_images, ort_logits, preprocess_from_manifest
+from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, graph_form
+from sk_deploy.compare import generated_images, ort_logits
+from sk_deploy.models.reference import is_trained
 from sk_deploy.precision.accuracy import AccuracyReport, judge
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images
 from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclusions
 from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
 
-SOURCE_FILE = "model.onnx"
+SOURCE_FILE = MODEL_FILE
 PRECISIONS = ("fp16", "int8")
 
 
@@ -58,9 +58,7 @@ class QuantizeResult:
 
 def output_name(precision: str, target: str) -> str:
     """``model.fp16.onnx``, ``model.int8.onnx`` (TensorRT form) or ``model.int8-cpu.onnx``."""
-    if precision == "fp16":
-        return "model.fp16.onnx"
-    return "model.int8.onnx" if target == "tensorrt" else "model.int8-cpu.onnx"
+    return graph_form(precision, target).file
 
 
 def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
@@ -99,11 +97,11 @@ def quantize_bundle(
     model = onnx.load(source)
     resolve_exclusions(model, request.exclude)  # an unknown name fails here, before calibration
     name = output_name(request.precision, request.target)
-    spec = preprocess_from_manifest(bundle.manifest["preprocess"])
+    spec = bundle.preprocess
     input_name = model.graph.input[0].name
     uint8 = model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    trained = is_trained(bundle.manifest["model"].get("weights", {}))
-    key = "int8-cpu" if name == "model.int8-cpu.onnx" else request.precision
+    trained = is_trained(bundle.weights)
+    key = "int8-cpu" if graph_form(request.precision, request.target).target == "cpu" else request.precision
 
     # Work in a hidden folder inside the bundle, so the finished file is renamed (never copied) into place.
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=bundle.path) as tmp:
@@ -138,7 +136,6 @@ def quantize_bundle(
             return result  # the gate failed: the bundle stays as it was
         os.replace(out, bundle.path / name)
     bundle.add_file(name, role=key, source=SOURCE_FILE, nodes=len(onnx.load(bundle.path / name).graph.node))
-    stages = bundle.manifest["stages"].setdefault("precision", {})
-    stages[name] = {**details, "accuracy": accuracy.to_dict()}
+    bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=name)
     bundle.save()
     return result

@@ -1,103 +1,17 @@
-"""What this machine can run, and the one line a person reads when something is missing.
+"""What this machine can run: the names ``sk_deploy.machine`` defines, under the path runtime/ code has
+always imported them from (``Machine``, ``probe_machine``, ``BackendUnavailable``, the install messages)."""
 
-Every optional heavy package (tensorrt, onnxruntime-gpu) is imported here, lazily, and its absence becomes a
-``BackendUnavailable`` whose message says what to install; nothing else in ``runtime/`` imports them directly.
-"""
-
-from __future__ import annotations
-
-import importlib
-from dataclasses import dataclass
-from types import ModuleType
-
-TENSORRT_INSTALL = (
-    "install it from NVIDIA's package index (pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13, "
-    "or tensorrt-cu12 for CUDA 12) or run inside NVIDIA's NGC container nvcr.io/nvidia/tensorrt"
-)
-ORT_GPU_INSTALL = (
-    "install onnxruntime-gpu in place of onnxruntime (pip uninstall -y onnxruntime && pip install onnxruntime-gpu; "
-    "both provide the same module, so only one may be installed)"
+from sk_deploy.machine import (
+    ORT_GPU_INSTALL,
+    TENSORRT_INSTALL,
+    BackendUnavailable,
+    Machine,
+    import_tensorrt,
+    probe_machine,
+    require_cuda,
+    require_ort_provider,
+    tensorrt_version,
 )
 
-
-class BackendUnavailable(RuntimeError):
-    """A backend this machine cannot run (no GPU, a package missing); the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Machine:
-    """What the backends need to know about this machine."""
-
-    cuda: bool
-    gpu_name: str | None
-    compute_capability: tuple[int, int] | None
-    ort_providers: tuple[str, ...]
-    tensorrt_version: str | None
-
-    def describe(self) -> str:
-        """A short line: GPU or none, ONNX Runtime providers, TensorRT version."""
-        gpu = f"{self.gpu_name} (sm {self.compute_capability[0]}.{self.compute_capability[1]})" \
-            if self.gpu_name and self.compute_capability else "no CUDA GPU"
-        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.ort_providers) or "none"
-        return f"{gpu}; ONNX Runtime providers: {providers}; TensorRT: {self.tensorrt_version or 'not installed'}"
-
-
-def probe_machine() -> Machine:
-    """Look at this machine once: CUDA through PyTorch, ONNX Runtime's providers, TensorRT's version."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    name = torch.cuda.get_device_name(0) if cuda else None
-    capability = tuple(torch.cuda.get_device_capability(0)) if cuda else None
-    try:
-        import onnxruntime as ort
-
-        providers = tuple(ort.get_available_providers())
-    except ImportError:
-        providers = ()
-    return Machine(cuda, name, capability, providers, tensorrt_version())  # type: ignore[arg-type]
-
-
-def tensorrt_version() -> str | None:
-    """The installed TensorRT's version, or None (without importing its CUDA libraries twice)."""
-    try:
-        return str(import_tensorrt().__version__)
-    except BackendUnavailable:
-        return None
-
-
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or a BackendUnavailable saying how to install it."""
-    try:
-        return importlib.import_module("tensorrt")
-    except ImportError:
-        raise BackendUnavailable(f"TensorRT is not installed: {TENSORRT_INSTALL}") from None
-    except OSError as exc:  # the wheel is there but its CUDA libraries are not
-        raise BackendUnavailable(f"TensorRT is installed but cannot load its libraries ({exc})") from None
-
-
-def require_cuda(what: str) -> None:
-    """Raise a BackendUnavailable for ``what`` when PyTorch sees no CUDA GPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailable(
-            f"{what} needs an NVIDIA GPU, and none is visible here "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --backend ort-cpu"
-        )
-
-
-def require_ort_provider(provider: str, machine: Machine | None = None) -> None:
-    """Raise a BackendUnavailable when ONNX Runtime lacks ``provider`` (CUDA or TensorRT)."""
-    machine = machine or probe_machine()
-    if provider in machine.ort_providers:
-        return
-    if provider == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in machine.ort_providers:
-        raise BackendUnavailable(
-            f"ONNX Runtime's TensorRT provider is not available here (it needs TensorRT 10's libraries): "
-            f"{TENSORRT_INSTALL}"
-        )
-    raise BackendUnavailable(
-        f"ONNX Runtime has no {provider.removesuffix('ExecutionProvider')} provider here "
-        f"(has: {', '.join(machine.ort_providers) or 'none'}): {ORT_GPU_INSTALL}"
-    )
+__all__ = ["ORT_GPU_INSTALL", "TENSORRT_INSTALL", "BackendUnavailable", "Machine", "import_tensorrt",
+           "probe_machine", "require_cuda", "require_ort_provider", "tensorrt_version"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from sk_deploy.runtime.availability import BackendUnavailable
+from sk_deploy.machine import BackendUnavailable
 
 if TYPE_CHECKING:
     from sk_deploy.bundle import Bundle
@@ -30,8 +30,9 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
-    #: ``run_timed`` splits a run into h2d / compute / d2h by the device's clock.
-    device_timing: ClassVar[bool] = False
+    #: ``run_timed`` splits a run into h2d / compute / d2h by the device's clock (a backend whose answer
+    #: depends on where it runs sets it per instance).
+    device_timing: bool = False
     #: the largest batch one ``run`` takes (an engine's profile), None for any.
     max_batch: int | None = None
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from sk_deploy.runtime.availability import BackendUnavailable, require_cuda, require_ort_provider
+from sk_deploy.machine import BackendUnavailable, require_cuda, require_ort_provider
+from sk_deploy.runtime.backend import Backend
+
+if TYPE_CHECKING:
+    from sk_deploy.bundle import Bundle
 
 PROVIDERS = {
     "ort-cpu": "CPUExecutionProvider",
@@ -66,27 +70,31 @@ def provider_list(backend: str, options: OrtOptions) -> list[Any]:
     raise ValueError(f"not an ONNX Runtime backend: {backend!r}")
 
 
-class OrtBackend:
-    """One ONNX file in ONNX Runtime. ``run(batch) -> logits`` takes the graph's own input form."""
+class OrtBackend(Backend):
+    """One ONNX file in ONNX Runtime with the provider ``provider``; ``run(batch) -> logits`` takes the graph's
+    own input form. The subclasses below name the three providers."""
 
-    def __init__(self, path: str | Path, backend: str = "ort-cpu", options: OrtOptions | None = None) -> None:
+    provider: ClassVar[str]
+
+    def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
+                 options: OrtOptions | None = None) -> None:
         import onnxruntime as ort
 
-        if backend not in PROVIDERS:
-            raise ValueError(f"not an ONNX Runtime backend: {backend!r}")
-        if backend != "ort-cpu":
-            require_cuda(backend)
-            require_ort_provider(PROVIDERS[backend])
-        self.name = backend
-        self.path = Path(path)
-        self.options = options or OrtOptions()
+        if path is None:
+            raise ValueError(f"{self.name} runs an ONNX file: give its path")
+        options = options or OrtOptions(trt_fp16=precision == "fp16")
+        super().__init__(path, bundle, precision=precision, options=options)
+        if self.provider != "CPUExecutionProvider":
+            require_cuda(self.name)
+            require_ort_provider(self.provider)
+        self.options: OrtOptions = options
         self._ort = ort
-        self._providers = provider_list(backend, self.options)
+        self._providers = provider_list(self.name, options)
         self._graphs: dict[int, tuple[Any, Any, Any, Any]] = {}
-        self.session = self._new_session()
+        self.session: Any = self._new_session()
         used = self.session.get_providers()[0]
-        if used != PROVIDERS[backend]:
-            raise BackendUnavailable(f"ONNX Runtime fell back to {used} instead of {PROVIDERS[backend]} for {path}")
+        if used != self.provider:
+            raise BackendUnavailable(f"ONNX Runtime fell back to {used} instead of {self.provider} for {path}")
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -100,7 +108,7 @@ class OrtBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) of ``batch``."""
-        if self.name == "ort-cpu":
+        if self.provider == "CPUExecutionProvider":
             return self.session.run([self.output_name], {self.input_name: batch})[0].astype(np.float32, copy=False)
         if self.options.cuda_graph:
             return self._run_graphed(batch)
@@ -128,6 +136,28 @@ class OrtBackend:
         session.run_with_iobinding(binding)
         return y.numpy()
 
-    def close(self) -> None:
-        """Drop the sessions (and their device memory)."""
+    def _release(self) -> None:
+        """Drop the sessions, their bound buffers and their device memory."""
         self._graphs.clear()
+        self.session = None
+
+
+class OrtCpuBackend(OrtBackend):
+    """ONNX Runtime's CPU provider."""
+
+    name = "ort-cpu"
+    provider = PROVIDERS["ort-cpu"]
+
+
+class OrtCudaBackend(OrtBackend):
+    """ONNX Runtime's CUDA provider, with IO binding and optional CUDA graphs."""
+
+    name = "ort-cuda"
+    provider = PROVIDERS["ort-cuda"]
+
+
+class OrtTensorRTBackend(OrtBackend):
+    """ONNX Runtime's TensorRT provider (CUDA, then CPU, behind it)."""
+
+    name = "ort-tensorrt"
+    provider = PROVIDERS["ort-tensorrt"]

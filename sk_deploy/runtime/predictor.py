@@ -9,71 +9,69 @@ fused into the graph; ``input_spec`` describes it, and a wrong array is a ``Pred
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from sk_deploy.bundle import Bundle
-from sk_deploy.engines.compat import EngineMismatch, check_engine, find_engine
-from sk_deploy.runtime.availability import BackendUnavailable, Machine, probe_machine
-from sk_deploy.runtime.ort_backend import OrtBackend, OrtOptions
-from sk_deploy.runtime.torch_backend import TorchBackend, TorchOptions
+from sk_deploy.bundle import PRECISIONS, Bundle, InputSpec, MissingGraph
+from sk_deploy.bundle import InputError as PredictorInputError
+from sk_deploy.engines.compat import find_engine, fitting_engine
+from sk_deploy.machine import BackendUnavailable, Machine, import_tensorrt, probe_machine
+from sk_deploy.runtime.backend import Backend
+from sk_deploy.runtime.ort_backend import OrtOptions
+from sk_deploy.runtime.torch_backend import TorchOptions
+from sk_deploy.runtime.trt_backend import TensorRTOptions
 
-BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
-ONNX_FILES = {"fp32": ("model.onnx",), "fp16": ("model.fp16.onnx",), "int8": ("model.int8.onnx",)}
-CPU_ONNX_FILES = {**ONNX_FILES, "int8": ("model.int8-cpu.onnx", "model.int8.onnx")}
-
-
-class PredictorInputError(ValueError):
-    """An input array of the wrong dtype or shape for the bundle; the message names the expected one."""
-
-
-class Backend(Protocol):
-    """What every backend offers the Predictor."""
-
-    name: str
-
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def close(self) -> None: ...
+__all__ = ["BACKENDS", "PRECISIONS", "BackendSpec", "Choice", "InputSpec", "Predictor", "PredictorInputError",
+           "onnx_file", "plan"]
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    """The array a bundle's model takes: name, dtype, layout and the shape of one picture."""
+class BackendSpec:
+    """One backend the Predictor can open: its class (``module:Class``, imported when opened), what it runs
+    (an ONNX graph, a TensorRT engine, or the bundle's own network), the device whose graph form it takes, the
+    precisions it runs (None: every one the bundle has a graph for), and the default options for a precision."""
 
     name: str
-    dtype: str
-    layout: str
-    item_shape: tuple[int, ...]
+    cls: str
+    runs: str
+    device: str
+    options: Callable[[str, bool], Any]
+    precisions: tuple[str, ...] | None = None
+    family: str = ""
+    """The key of the Predictor's ``options`` this backend's options come from (``ort``, ``torch``, ...)."""
 
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> InputSpec:
-        """The manifest's ``input`` section as an InputSpec."""
-        described = manifest["input"]
-        return cls(str(described["name"]), str(described["dtype"]), str(described.get("layout", "NCHW")),
-                   tuple(int(d) for d in described["shape"][1:]))
+    def open(self, path: Path | None, bundle: Bundle, precision: str, options: Any) -> Backend:
+        """Construct the backend (one constructor shape for all)."""
+        module, name = self.cls.split(":")
+        backend_class = getattr(importlib.import_module(module), name)
+        return backend_class(path, bundle, precision=precision, options=options)
 
-    def describe(self) -> str:
-        """``float32 (N, 3, 224, 224)``."""
-        return f"{self.dtype} (N, {', '.join(map(str, self.item_shape))})"
 
-    def check(self, batch: Any) -> np.ndarray:
-        """``batch`` as a contiguous array of this dtype and shape (floats of another width are cast)."""
-        array = np.asarray(batch)
-        if array.ndim == len(self.item_shape):
-            array = array[None]
-        wrong_dtype = array.dtype != np.dtype(self.dtype) and not (
-            self.dtype == "float32" and np.issubdtype(array.dtype, np.floating))
-        if wrong_dtype or tuple(array.shape[1:]) != self.item_shape or array.shape[0] < 1:
-            raise PredictorInputError(f"expected a {self.describe()} {self.layout} array, got {array.dtype} "
-                                      f"{tuple(array.shape)}")
-        return np.ascontiguousarray(array, dtype=self.dtype)
+def _ort_options(precision: str, cuda_graph: bool) -> OrtOptions:
+    return OrtOptions(cuda_graph=cuda_graph, trt_fp16=precision == "fp16")
+
+
+#: Every backend, by name: a new backend is one entry here (and one in AUTO_ORDER if ``auto`` may take it).
+BACKEND_SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
+    BackendSpec("tensorrt", "sk_deploy.runtime.trt_backend:TensorRTBackend", "engine", "gpu",
+                lambda precision, cuda_graph: TensorRTOptions(cuda_graph=cuda_graph), family="tensorrt"),
+    BackendSpec("ort-tensorrt", "sk_deploy.runtime.ort_backend:OrtTensorRTBackend", "onnx", "gpu", _ort_options,
+                family="ort"),
+    BackendSpec("ort-cuda", "sk_deploy.runtime.ort_backend:OrtCudaBackend", "onnx", "gpu", _ort_options,
+                family="ort"),
+    BackendSpec("ort-cpu", "sk_deploy.runtime.ort_backend:OrtCpuBackend", "onnx", "cpu", _ort_options,
+                family="ort"),
+    BackendSpec("torch", "sk_deploy.runtime.torch_backend:TorchBackend", "network", "gpu",
+                lambda precision, cuda_graph: TorchOptions(fp16=precision == "fp16"), ("fp32", "fp16"),
+                family="torch"),
+)}
+BACKENDS = tuple(BACKEND_SPECS)
 
 
 @dataclass(frozen=True)
@@ -85,65 +83,60 @@ class Choice:
     reason: str
 
 
-def onnx_file(manifest: dict[str, Any], backend: str, precision: str) -> str:
+def onnx_file(bundle: Bundle | dict[str, Any], backend: str, precision: str) -> str:
     """The bundle's ONNX file for ``backend`` at ``precision`` (the CPU INT8 form first on ort-cpu)."""
-    candidates = (CPU_ONNX_FILES if backend == "ort-cpu" else ONNX_FILES)[precision]
-    for name in candidates:
-        if name in manifest["files"]:
-            return name
-    hint = {"fp16": "sk-deploy quantize BUNDLE --precision fp16",
-            "int8": "sk-deploy quantize BUNDLE --precision int8 --calib PHOTOS"}.get(precision, "sk-deploy export")
-    raise BackendUnavailable(f"the bundle has no {precision} graph ({' or '.join(candidates)}); make it: {hint}")
+    try:
+        return Bundle.of(bundle).graph(precision, BACKEND_SPECS[backend].device)
+    except MissingGraph as exc:
+        raise BackendUnavailable(str(exc)) from None
 
 
-def plan(manifest: dict[str, Any], backend: str, precision: str, machine: Machine) -> Choice:
+def _engine(bundle: Bundle, precision: str, machine: Machine) -> str:
+    if machine.tensorrt_version is None:
+        import_tensorrt()  # raises the install message
+    if not machine.cuda:
+        raise BackendUnavailable("the TensorRT backend needs an NVIDIA GPU, and none is visible here")
+    engine = find_engine(bundle, precision, machine.gpu_name, machine.tensorrt_version)
+    if engine is None:
+        raise BackendUnavailable(f"the bundle has no {precision} TensorRT engine; build one: "
+                                 f"sk-deploy build BUNDLE --precision {precision}")
+    return engine
+
+
+def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine: Machine) -> Choice:
     """What ``backend`` (one named, or ``auto``) would run at ``precision`` on ``machine``, or why it cannot.
 
     ``auto`` takes the first that applies: a TensorRT engine built for this GPU and TensorRT; ONNX Runtime's
     CUDA provider; PyTorch on the GPU; ONNX Runtime on the CPU (faster than PyTorch eager there, see
     benchmarks/). A backend asked for by name that cannot run is a BackendUnavailable.
     """
+    bundle = Bundle.of(bundle)
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if backend == "auto":
-        return _auto(manifest, precision, machine)
-    if backend not in BACKENDS:
+        return _auto(bundle, precision, machine)
+    spec = BACKEND_SPECS.get(backend)
+    if spec is None:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
-    if backend == "tensorrt":
-        if machine.tensorrt_version is None:
-            from sk_deploy.runtime.availability import import_tensorrt
-
-            import_tensorrt()  # raises the install message
-        if not machine.cuda:
-            raise BackendUnavailable("the TensorRT backend needs an NVIDIA GPU, and none is visible here")
-        engine = find_engine(manifest, precision, machine.gpu_name, machine.tensorrt_version)
-        if engine is None:
-            raise BackendUnavailable(f"the bundle has no {precision} TensorRT engine; build one: "
-                                     f"sk-deploy build BUNDLE --precision {precision}")
-        return Choice("tensorrt", engine, "asked for")
-    if backend == "torch":
-        if precision == "int8":
-            raise BackendUnavailable("the torch backend runs fp32 (or fp16 autocast on a GPU), not int8")
-        return Choice("torch", None, "asked for")
-    return Choice(backend, onnx_file(manifest, backend, precision), "asked for")
+    if spec.precisions is not None and precision not in spec.precisions:
+        raise BackendUnavailable(f"the {backend} backend runs {' and '.join(spec.precisions)}, not {precision}")
+    if spec.runs == "engine":
+        return Choice(backend, _engine(bundle, precision, machine), "asked for")
+    if spec.runs == "network":
+        return Choice(backend, None, "asked for")
+    return Choice(backend, onnx_file(bundle, backend, precision), "asked for")
 
 
-def _auto(manifest: dict[str, Any], precision: str, machine: Machine) -> Choice:
+def _auto(bundle: Bundle, precision: str, machine: Machine) -> Choice:
     skipped = []
     if machine.cuda and machine.tensorrt_version:
-        engine = find_engine(manifest, precision, machine.gpu_name, machine.tensorrt_version)
-        if engine is None:
-            skipped.append(f"no {precision} TensorRT engine in the bundle (sk-deploy build)")
-        else:
-            try:
-                check_engine(manifest["files"][engine], machine.tensorrt_version, machine.gpu_name,
-                             machine.compute_capability, engine)
-                return Choice("tensorrt", engine, f"TensorRT engine {engine} matches this GPU and TensorRT")
-            except EngineMismatch as exc:
-                skipped.append(str(exc))
+        engine, why = fitting_engine(bundle, precision, machine)
+        if engine is not None:
+            return Choice("tensorrt", engine, why)
+        skipped.append(why)
     if machine.cuda and "CUDAExecutionProvider" in machine.ort_providers:
         try:
-            return Choice("ort-cuda", onnx_file(manifest, "ort-cuda", precision),
+            return Choice("ort-cuda", onnx_file(bundle, "ort-cuda", precision),
                           "; ".join([*skipped, f"{machine.gpu_name} with ONNX Runtime's CUDA provider"]))
         except BackendUnavailable as exc:
             skipped.append(str(exc))
@@ -151,16 +144,17 @@ def _auto(manifest: dict[str, Any], precision: str, machine: Machine) -> Choice:
         return Choice("torch", None, "; ".join([*skipped, f"{machine.gpu_name} through PyTorch "
                                                 "(onnxruntime-gpu and TensorRT not available)"]))
     why = "no CUDA GPU here" if not machine.cuda else "no GPU backend can run this"
-    return Choice("ort-cpu", onnx_file(manifest, "ort-cpu", precision),
+    return Choice("ort-cpu", onnx_file(bundle, "ort-cpu", precision),
                   "; ".join([*skipped, f"{why}: ONNX Runtime on the CPU, faster than PyTorch eager there"]))
 
 
 class Predictor:
     """A bundle's model on one backend. ``predict(batch) -> logits (N, classes) float32``; ``warmup()`` first.
 
-    ``backend``: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or torch. ``precision``: fp32, fp16 or int8
-    (the bundle must hold that graph, or engine for tensorrt). ``ort`` and ``torch`` tune those backends;
-    ``cuda_graph`` replays one captured CUDA graph per batch size on tensorrt and ort-cuda.
+    ``backend``: auto or a name in BACKEND_SPECS. ``precision``: one of PRECISIONS (the bundle must hold that
+    graph, or engine for tensorrt). ``options`` maps a backend family (``ort``, ``torch``, ``tensorrt``) to its
+    options; ``ort`` and ``torch`` are shorthands for those two. ``cuda_graph`` replays one captured CUDA graph
+    per batch size on tensorrt and ort-cuda.
     """
 
     def __init__(
@@ -173,31 +167,36 @@ class Predictor:
         torch: TorchOptions | None = None,
         cuda_graph: bool = False,
         machine: Machine | None = None,
+        options: dict[str, Any] | None = None,
+        file: str | None = None,
     ) -> None:
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        manifest = self.bundle.manifest
+        self.bundle = Bundle.of(bundle)
         self.machine = machine or probe_machine()
-        choice = plan(manifest, backend, precision, self.machine)
+        choice = plan(self.bundle, backend, precision, self.machine) if file is None else self._file(backend, file)
         self.backend, self.file, self.reason = choice.backend, choice.file, choice.reason
         self.precision = precision
-        self.input_spec = InputSpec.from_manifest(manifest)
-        self.max_batch: int | None = None
-        self._runner = self._open(choice, ort, torch, cuda_graph)
+        self.input_spec = self.bundle.input_spec
+        if file is not None:  # the raw export may take another form than model.onnx
+            self.input_spec = InputSpec.from_description(self.bundle.entry(file).get("input") or
+                                                         self.bundle.manifest_input())
+        spec = BACKEND_SPECS[choice.backend]
+        given = {**(options or {}), **({"ort": ort} if ort else {}), **({"torch": torch} if torch else {})}
+        chosen = given.get(spec.family) or spec.options(precision, cuda_graph)
+        path = self.bundle.check_file(choice.file) if choice.file is not None else None
+        self._runner: Backend = spec.open(path, self.bundle, precision, chosen)
 
-    def _open(self, choice: Choice, ort: OrtOptions | None, torch: TorchOptions | None, cuda_graph: bool) -> Backend:
-        if choice.backend == "torch":
-            options = torch or TorchOptions(fp16=self.precision == "fp16")
-            return TorchBackend(self.bundle.manifest, self.bundle.path, options)
-        assert choice.file is not None
-        path = self.bundle.check_file(choice.file)
-        if choice.backend == "tensorrt":
-            from sk_deploy.runtime.trt_backend import TensorRTBackend
+    def _file(self, backend: str, file: str) -> Choice:
+        """``file`` (an ONNX graph of the bundle, e.g. the raw export) on the ONNX backend ``backend``."""
+        if BACKEND_SPECS.get(backend, BACKEND_SPECS["torch"]).runs != "onnx":
+            raise BackendUnavailable(f"{backend} does not run an ONNX file of the bundle; use an ort-* backend")
+        if not self.bundle.has(file):
+            raise BackendUnavailable(f"the bundle has no {file}")
+        return Choice(backend, file, f"{file} asked for")
 
-            runner = TensorRTBackend(path, self.bundle.manifest["files"][choice.file], cuda_graph=cuda_graph)
-            self.max_batch = runner.max_batch
-            return runner
-        options = ort or OrtOptions(cuda_graph=cuda_graph, trt_fp16=self.precision == "fp16")
-        return OrtBackend(path, choice.backend, options)
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch one run of the backend takes (an engine's profile); larger ones run in pieces."""
+        return self._runner.max_batch
 
     @property
     def description(self) -> str:
@@ -216,7 +215,7 @@ class Predictor:
     def device_timing(self) -> bool:
         """Whether ``predict_timed`` can split a run into h2d / compute / d2h by the GPU's clock (torch on a
         CUDA device, tensorrt); ONNX Runtime does its copies inside one call and exposes no such split."""
-        return bool(getattr(self._runner, "device_timing", False))
+        return self._runner.device_timing
 
     def predict_timed(self, batch: Any) -> tuple[np.ndarray, dict[str, float]]:
         """Logits of ``batch`` and the GPU's milliseconds per phase (h2d, compute, d2h; CUDA events), for a
@@ -227,15 +226,11 @@ class Predictor:
         if self.max_batch is not None and len(array) > self.max_batch:
             raise BackendUnavailable(f"a batch of {len(array)} is above the engine's profile ({self.max_batch}): "
                                      "it runs in pieces, so there is no single device-side split")
-        return self._runner.run_timed(array)  # type: ignore[attr-defined]
+        return self._runner.run_timed(array)
 
     def example(self, size: int = 1, seed: int = 0) -> np.ndarray:
         """A random input batch of ``size`` pictures in this bundle's input form."""
-        rng = np.random.default_rng(seed)
-        shape = (size, *self.input_spec.item_shape)
-        if self.input_spec.dtype == "uint8":
-            return rng.integers(0, 256, shape, dtype=np.uint8)
-        return rng.standard_normal(shape, dtype=np.float32)
+        return self.input_spec.example(size, seed)
 
     def warmup(self, batch_sizes: Iterable[int] = (1,), repeats: int = 2) -> float:
         """Run each batch size ``repeats`` times (sessions initialise, kernels tune, graphs capture); seconds."""

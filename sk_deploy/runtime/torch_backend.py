@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from sk_deploy.graph.reference import build_reference
-from sk_deploy.runtime.availability import BackendUnavailable, require_cuda
+from sk_deploy.machine import BackendUnavailable, require_cuda
+from sk_deploy.models.reference import build_reference
+from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.cuda_timing import CudaPhases
 from sk_deploy.runtime.device import DeviceError, resolve_device
+
+if TYPE_CHECKING:
+    from sk_deploy.bundle import Bundle
 
 
 @dataclass(frozen=True)
@@ -26,14 +30,20 @@ class TorchOptions:
     compile: str | None = None
 
 
-class TorchBackend:
-    """The PyTorch network a bundle was exported from. ``run(batch) -> logits`` takes the bundle's input form:
-    float32 NCHW, or uint8 NHWC crops when preprocessing is fused into the graph (normalised here)."""
+class TorchBackend(Backend):
+    """The PyTorch network a bundle was exported from (``path`` None: it builds the network itself). ``run(batch)
+    -> logits`` takes the bundle's input form: float32 NCHW, or uint8 NHWC crops when preprocessing is fused into
+    the graph (normalised here)."""
 
     name = "torch"
 
-    def __init__(self, manifest: dict[str, Any], bundle_dir: str | Path, options: TorchOptions | None = None) -> None:
-        self.options = options or TorchOptions()
+    def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
+                 options: TorchOptions | None = None) -> None:
+        if bundle is None:
+            raise ValueError("the torch backend rebuilds a bundle's network: give the bundle")
+        options = options or TorchOptions(fp16=precision == "fp16")
+        super().__init__(path, bundle, precision=precision, options=options)
+        self.options: TorchOptions = options
         try:
             self.device = resolve_device(self.options.device)
         except DeviceError as exc:
@@ -42,16 +52,18 @@ class TorchBackend:
             require_cuda("PyTorch FP16 autocast")
             if self.device.type != "cuda":
                 raise BackendUnavailable("PyTorch FP16 autocast runs on a CUDA device; pass device cuda")
-        model = build_reference(manifest["model"]["name"], manifest["model"]["weights"], bundle_dir).eval()
+        model = build_reference(bundle.model_name, bundle.weights, bundle.path).eval()
         model = model.to(self.device)
         if self.options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model: Any = torch.compile(model, mode=self.options.compile) if self.options.compile else model
-        preprocess = manifest["preprocess"]
-        self._fused = bool(preprocess.get("in_graph"))
+        preprocess = bundle.preprocess
+        self._fused = bundle.preprocess_in_graph
         shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(preprocess["mean"], device=self.device).view(shape) * 255.0
-        self._std = torch.tensor(preprocess["std"], device=self.device).view(shape) * 255.0
+        self._mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
+        self._std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
+        #: the GPU's clock splits a run only on a CUDA device
+        self.device_timing = self.device.type == "cuda"
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self._fused:  # uint8 NHWC crops -> normalised float NCHW, as the fused graph does
@@ -59,11 +71,6 @@ class TorchBackend:
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-    @property
-    def device_timing(self) -> bool:
-        """Whether ``run_timed`` can split a run by the GPU's clock (on a CUDA device)."""
-        return self.device.type == "cuda"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) of ``batch``."""
@@ -93,8 +100,25 @@ class TorchBackend:
         mark()
         return out
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Release the network (and its device memory)."""
-        del self.model
+        self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def network_logits(images: list[Path], model: str, weights: Path | None = None, pretrained: bool = False,
+                   device: str = "auto") -> tuple[np.ndarray, str]:
+    """Logits of the pictures ``images`` from the registered network ``model`` (its own preprocessing), run in
+    PyTorch on ``device``; and the device it ran on."""
+    from sk_deploy.images import load_batch
+    from sk_deploy.models import get_spec
+    from sk_deploy.models.weights import build_model
+
+    spec = get_spec(model)
+    target = resolve_device(device)
+    batch = load_batch(list(images), spec.preprocess)
+    net = build_model(model, weights=weights, pretrained=pretrained).to(target)
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(batch).to(target)).float().cpu().numpy()
+    return logits, str(target)

@@ -4,28 +4,46 @@ pycuda or cuda-python is needed), optionally replayed as one CUDA graph per batc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sk_deploy.engines.compat import EngineMismatch, check_engine
-from sk_deploy.runtime.availability import BackendUnavailable, import_tensorrt, require_cuda
+from sk_deploy.machine import BackendUnavailable, import_tensorrt, require_cuda
+from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.cuda_timing import CudaPhases
 
+if TYPE_CHECKING:
+    from sk_deploy.bundle import Bundle
 
-class TensorRTBackend:
-    """One engine. ``run(batch) -> logits`` for a batch within the engine's optimisation profile."""
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """``cuda_graph``: replay one captured CUDA graph per batch size."""
+
+    cuda_graph: bool = False
+
+
+class TensorRTBackend(Backend):
+    """One engine of a bundle. ``run(batch) -> logits`` for a batch within the engine's optimisation profile."""
 
     name = "tensorrt"
+    device_timing = True
 
-    def __init__(self, path: str | Path, entry: dict[str, Any], cuda_graph: bool = False) -> None:
+    def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
+                 options: TensorRTOptions | None = None) -> None:
+        if path is None or bundle is None:
+            raise ValueError("the TensorRT backend runs an engine of a bundle: give its path and the bundle")
+        options = options or TensorRTOptions()
+        super().__init__(path, bundle, precision=precision, options=options)
         trt = import_tensorrt()
         require_cuda("the TensorRT backend")
         import torch
 
         self.path = Path(path)
-        check_engine(entry, str(trt.__version__), torch.cuda.get_device_name(0),
+        check_engine(bundle.entry(self.path.name), str(trt.__version__), torch.cuda.get_device_name(0),
                      tuple(torch.cuda.get_device_capability(0)), file=self.path.name)  # type: ignore[arg-type]
         self._torch = torch
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -48,7 +66,7 @@ class TensorRTBackend:
         self._output = self._buffer(trt, self.output_name, tuple(self.context.get_tensor_shape(self.output_name)))
         self.context.set_tensor_address(self.input_name, self._input.data_ptr())
         self.context.set_tensor_address(self.output_name, self._output.data_ptr())
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = options.cuda_graph
         self._graphs: dict[int, Any] = {}
 
     def _buffer(self, trt: Any, name: str, shape: tuple[int, ...]) -> Any:
@@ -60,8 +78,6 @@ class TensorRTBackend:
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"{self.path.name}: TensorRT execution failed (its messages are above)")
-
-    device_timing = True
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) of ``batch``; its size must lie within the engine's profile."""
@@ -112,7 +128,9 @@ class TensorRTBackend:
             self._graphs[size] = graph
         self._graphs[size].replay()
 
-    def close(self) -> None:
-        """Free the context, the engine and the buffers."""
+    def _release(self) -> None:
+        """Free the CUDA graphs, the context, the engine and the device buffers (back to the driver)."""
         self._graphs.clear()
-        del self.context, self.engine
+        self.context = self.engine = self._runtime = None
+        self._input = self._output = None
+        self._torch.cuda.empty_cache()

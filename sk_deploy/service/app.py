@@ -32,11 +32,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sk_deploy
 from sk_deploy.bundle import Bundle
-from sk_deploy.graph.verify import preprocess_from_manifest
 from sk_deploy.images import ImageError
 from sk_deploy.labels import imagenet_labels
 from sk_deploy.runtime.classify import top_k
-from sk_deploy.runtime.predictor import InputSpec, Predictor
+from sk_deploy.runtime.predictor import Predictor
 from sk_deploy.service.batcher import Batcher, BatchResult, DeadlineExceeded, QueueFull, ShuttingDown
 from sk_deploy.service.images import Decoder, PictureForm
 from sk_deploy.service.kserve import (
@@ -92,15 +91,14 @@ class Service:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.bundle = Bundle.open(config.bundle)
-        manifest = self.bundle.manifest
         self.model = self.bundle.model_name
-        self.input_spec = InputSpec.from_manifest(manifest)
-        self.output_name = str(manifest["output"]["name"])
-        self.classes = int(manifest["output"]["shape"][-1])
+        self.input_spec = self.bundle.input_spec
+        self.output_name = self.bundle.output_name
+        self.classes = self.bundle.classes
         self.labels = imagenet_labels()
         self.metrics = ServiceMetrics(self.model, VERSION)
         threads = config.decode_threads or min(4, os.cpu_count() or 1)
-        form = PictureForm(preprocess_from_manifest(manifest["preprocess"]), self.input_spec.dtype == "uint8",
+        form = PictureForm(self.bundle.preprocess, self.input_spec.dtype == "uint8",
                            config.max_pixels)
         self.decoder = Decoder(form, threads)
         self.predictor: Predictor | None = None

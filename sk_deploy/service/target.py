@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sk_deploy.bundle import Bundle, BundleError
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle
-from sk_deploy.graph.reference import describe_weights
 from sk_deploy.models import list_models
+from sk_deploy.models.reference import describe_weights
 
 
 def default_cache() -> Path:
@@ -36,7 +36,7 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
     wanted = describe_weights(weights, pretrained)  # a changed checkpoint (sha256) is exported again
     try:
         cached = Bundle.open(out)
-        held = cached.manifest["model"]["weights"]
+        held = cached.weights
         if cached.model_name == target and all(held.get(k) == v for k, v in wanted.items()):
             return cached, False
     except (BundleError, KeyError):

@@ -12,7 +12,6 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.graph.verify import preprocess_from_manifest
 from sk_deploy.images import load_batch
 from sk_deploy.labels import imagenet_labels
 from sk_deploy.runtime.predictor import Predictor
@@ -35,7 +34,7 @@ def batch(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> np.
     """Three generated pictures through the bundle's preprocessing: float32 (3, 3, 64, 64)."""
     folder = tmp_path_factory.mktemp("pictures")
     paths = [make_image(folder / f"p{i}.jpg", size=(120, 90), seed=i) for i in range(3)]
-    return load_batch(paths, preprocess_from_manifest(small_bundle.manifest["preprocess"]))
+    return load_batch(paths, small_bundle.preprocess)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from sk_deploy.bundle import Bundle, BundleError, sha256_file
 from sk_deploy.graph.export import ExportError
 from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle, resolve_input
-from sk_deploy.graph.reference import build_reference
+from sk_deploy.models.reference import build_reference
 from sk_deploy.graph.verify import (
     Thresholds,
     VerifyError,

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.graph.verify import preprocess_from_manifest
 from sk_deploy.images import load_batch
 from sk_deploy.runtime.classify import softmax
 from sk_deploy.runtime.predictor import Predictor
@@ -28,7 +27,7 @@ def test_predict_bundle_matches_the_predictor(small_bundle: Bundle, real_photo: 
     assert result["backend"] == expected_backend and result["model"] == "skresnet18"
     if backend == "auto":
         assert f"backend {result['backend']}:" in run.stderr  # auto says what it chose and why
-    batch = load_batch([real_photo], preprocess_from_manifest(small_bundle.manifest["preprocess"]))
+    batch = load_batch([real_photo], small_bundle.preprocess)
     with Predictor(small_bundle, "ort-cpu") as predictor:
         probs = softmax(predictor.predict(batch))[0]
     assert [p["index"] for p in result["predictions"]] == np.argsort(-probs)[:5].tolist()

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.graph.verify import preprocess_from_manifest
 from sk_deploy.images import load_batch
 from sk_deploy.runtime.classify import softmax
 from sk_deploy.runtime.predictor import Predictor
@@ -20,7 +19,7 @@ from tests.conftest import make_image
 
 def predictor_probabilities(bundle: Bundle, pictures: list[Path]) -> np.ndarray:
     """What the Predictor itself says about ``pictures`` (ort-cpu, the bundle's preprocessing)."""
-    batch = load_batch(list(pictures), preprocess_from_manifest(bundle.manifest["preprocess"]))
+    batch = load_batch(list(pictures), bundle.preprocess)
     with Predictor(bundle, "ort-cpu") as predictor:
         return softmax(predictor.predict(batch))
 
