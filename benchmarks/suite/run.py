@@ -126,8 +126,8 @@ def bench_model(bundle: Any, mode: dict[str, Any], compile_rows: bool, gpu: bool
 
     run.execute(on_row=on_row)
     command = (f"sk-deploy bench BUNDLE --backends {','.join(config.backends)} --precisions "
-               f"{','.join(config.precisions)} --batch {','.join(map(str, config.batches))} --warmup "
-               f"{config.warmup_s:g} --duration {config.duration_s:g}")
+               f"{','.join(config.precisions)} --batch-sizes {','.join(map(str, config.batches))} --warmup-ms "
+               f"{config.warmup_s * 1000:g} --duration-ms {config.duration_s * 1000:g}")
     report = build_report(run, command)
     model = report["model"]
     try:

@@ -93,7 +93,7 @@ class BenchConfig:
         if min(self.batches) < 1:
             raise BenchError(f"batch sizes must be 1 or more, got {min(self.batches)}")
         if self.warmup_s < 0 or self.duration_s < 0:
-            raise BenchError("--warmup and --duration are seconds, 0 or more")
+            raise BenchError("--warmup-ms and --duration-ms must be 0 or more")
         if self.min_runs < 1 or self.max_runs < self.min_runs:
             raise BenchError(f"runs per row: need 1 <= min ({self.min_runs}) <= max ({self.max_runs})")
 

@@ -8,29 +8,33 @@ from typing import Annotated
 
 import typer
 
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed
 
 
 @app.command("bench")
 def bench_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
-    backends: Annotated[str, typer.Option(help="Comma-separated: torch, ort-cpu, ort-cuda, ort-tensorrt, tensorrt "
-                                          "(the default: all of these), and the opt-in torch-compile, ort-cpu-raw "
-                                          "(the exporter's graph before cleanup), ort-cuda-graph, tensorrt-graph. "
-                                          "PyTorch eager fp32 is always measured first as the baseline.")]
-    = "torch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt",
-    precisions: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8 (rows the bundle or machine "
-                                            "cannot run are skipped with the reason).")] = "fp32,fp16,int8",
-    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
-    warmup: Annotated[float, typer.Option(min=0, help="Seconds of warm-up runs per row (after a first run).")]
-    = 1.0,
-    duration: Annotated[float, typer.Option(min=0, help="Seconds of timed runs per row.")] = 3.0,
+    backends: Annotated[list[str] | None, typer.Option(
+        help="Comma-separated: torch, ort-cpu, ort-cuda, ort-tensorrt, tensorrt (the default: all of these), and the "
+        "opt-in torch-compile, ort-cpu-raw (the exporter's graph before cleanup), ort-cuda-graph, tensorrt-graph. "
+        "PyTorch eager fp32 is always measured first as the baseline.")] = None,
+    precisions: Annotated[list[str] | None, typer.Option(
+        help="Comma-separated: fp32, fp16, int8 (the default: all; rows the bundle or machine cannot run are "
+        "skipped with the reason).")] = None,
+    batch_sizes: Annotated[list[str] | None, typer.Option(help="Comma-separated batch sizes (default 1,8,32).")]
+    = None,
+    warmup_ms: Annotated[float, typer.Option(min=0, help="Milliseconds of warm-up runs per row (after a first "
+                                             "run).")] = 1000.0,
+    duration_ms: Annotated[float, typer.Option(min=0, help="Milliseconds of timed runs per row.")] = 3000.0,
     min_runs: Annotated[int, typer.Option(min=1, help="Timed runs per row at least, however long they take.")] = 5,
     max_runs: Annotated[int, typer.Option(min=1, help="Timed runs per row at most.")] = 100_000,
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads (0: its default).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Directory for bench.json, bench.csv, bench.md and the PNG plots "
                                              "(default: bench-results/<bundle name>).")] = None,
     plots: Annotated[bool, typer.Option(help="Draw the PNG plots (needs matplotlib).")] = True,
+    batch: Annotated[list[str] | None, typer.Option(hidden=True, help="Deprecated: --batch-sizes.")] = None,
+    warmup: Annotated[float | None, typer.Option(min=0, hidden=True, help="Deprecated: --warmup-ms.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0, hidden=True, help="Deprecated: --duration-ms.")] = None,
 ) -> None:
     """Measure latency (min/p50/p90/p95/p99/max/mean), throughput and peak memory of a bundle for every
     backend x precision x batch this machine can run, each against PyTorch eager fp32 in the same run; a table
@@ -39,22 +43,27 @@ def bench_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sk_deploy.bench.latency import BenchConfig, BenchRun, Row
+    from sk_deploy.bench.latency import DEFAULT_BACKENDS, BenchConfig, BenchRun, Row
     from sk_deploy.bench.machine import describe_short, machine_libraries
     from sk_deploy.bench.report import build_report, rich_table, write_report
-    from sk_deploy.bundle import Bundle
+    from sk_deploy.bundle import PRECISIONS, Bundle
 
-    config = BenchConfig(backends=split(backends, "--backends"), precisions=split(precisions, "--precisions"),
-                         batches=split(batch, "--batch", int), warmup_s=warmup, duration_s=duration,
-                         min_runs=min_runs, max_runs=max_runs, threads=threads)
+    sizes_name = "--batch" if batch else "--batch-sizes"
+    batch_sizes = renamed(batch_sizes, batch, "--batch", "--batch-sizes")
+    warmup_ms = renamed(warmup_ms, warmup, "--warmup", "--warmup-ms", lambda seconds: seconds * 1000)
+    duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
+    config = BenchConfig(backends=items(backends, "--backends", ",".join(DEFAULT_BACKENDS)),
+                         precisions=items(precisions, "--precisions", ",".join(PRECISIONS)),
+                         batches=items(batch_sizes, sizes_name, "1,8,32", int), warmup_s=warmup_ms / 1000,
+                         duration_s=duration_ms / 1000, min_runs=min_runs, max_runs=max_runs, threads=threads)
     try:
         run = BenchRun(Bundle.open(bundle), config)
     except UserError as exc:
         raise fail(str(exc)) from None
     out = out or Path("bench-results") / bundle.resolve().name
     command = (f"sk-deploy bench {bundle} --backends {','.join(config.backends)} --precisions "
-               f"{','.join(config.precisions)} --batch {','.join(map(str, config.batches))} --warmup {warmup:g} "
-               f"--duration {duration:g}" + (f" --min-runs {min_runs}" if min_runs != 5 else ""))
+               f"{','.join(config.precisions)} --batch-sizes {','.join(map(str, config.batches))} --warmup-ms "
+               f"{warmup_ms:g} --duration-ms {duration_ms:g}" + (f" --min-runs {min_runs}" if min_runs != 5 else ""))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     interrupted = False
     with Progress(*columns, console=err_console, transient=True) as bar:
@@ -98,21 +107,23 @@ def bench_http_command(
     url: Annotated[str, typer.Argument(help="Base URL of a running `sk-deploy serve`, e.g. http://127.0.0.1:8000.")],
     images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG/WebP pictures to post (the first 64; "
                                                 "default: 8 generated PNG pictures).")] = None,
-    concurrency: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent clients, one step each.")]
-    = "1,4,16,64",
-    duration: Annotated[float, typer.Option(min=0.01, help="Seconds per step (in-flight requests then finish).")]
-    = 10.0,
+    concurrency: Annotated[list[str] | None, typer.Option(help="Comma-separated numbers of concurrent clients, one "
+                                                          "step each (default 1,4,16,64).")] = None,
+    duration_ms: Annotated[float, typer.Option(min=10, help="Milliseconds per step (in-flight requests then "
+                                               "finish).")] = 10_000.0,
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per step at most.")] = 10_000,
-    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds one request may take.")] = 30.0,
+    timeout_ms: Annotated[float, typer.Option(min=10, help="Milliseconds one request may take.")] = 30_000.0,
     top_k: Annotated[int, typer.Option(min=1, help="top_k asked of the service.")] = 5,
     out: Annotated[Path | None, typer.Option(help="Directory to write bench-http.json and bench-http.md to.")]
     = None,
     allow_remote: Annotated[bool, typer.Option(help="Allow a host that is not loopback (only a server you run).")]
     = False,
+    duration: Annotated[float | None, typer.Option(min=0.01, hidden=True, help="Deprecated: --duration-ms.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.01, hidden=True, help="Deprecated: --timeout-ms.")] = None,
 ) -> None:
     """Load a running classification service over HTTP: a sweep of concurrent clients posting raw pictures to
     URL/v1/classify; requests/s, latency percentiles, errors by status, and the server's own batch sizes read
-    from URL/metrics around each step. Bounded by --duration and --max-requests per step; loopback only unless
+    from URL/metrics around each step. Bounded by --duration-ms and --max-requests per step; loopback only unless
     --allow-remote. Ctrl-C keeps the finished steps (exit 130)."""
     import dataclasses
     import signal
@@ -122,15 +133,18 @@ def bench_http_command(
     from sk_deploy.bench.http_load import LoadConfig, StepResult, check_url, load_payloads, run_sweep
     from sk_deploy.bench.report import build_http_report, http_table, write_http_report
 
-    config = LoadConfig(url=url, concurrency=split(concurrency, "--concurrency", int), duration_s=duration,
-                        max_requests=max_requests, timeout_s=timeout, top_k=top_k, allow_remote=allow_remote)
+    duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
+    timeout_ms = renamed(timeout_ms, timeout, "--timeout", "--timeout-ms", lambda seconds: seconds * 1000)
+    config = LoadConfig(url=url, concurrency=items(concurrency, "--concurrency", "1,4,16,64", int),
+                        duration_s=duration_ms / 1000, max_requests=max_requests, timeout_s=timeout_ms / 1000,
+                        top_k=top_k, allow_remote=allow_remote)
     try:
         config = dataclasses.replace(config, url=check_url(url, allow_remote))
         payloads = load_payloads(images)
     except UserError as exc:
         raise fail(str(exc)) from None
     command = (f"sk-deploy bench-http {config.url}" + (f" --images {images}" if images else "")
-               + f" --concurrency {','.join(map(str, config.concurrency))} --duration {duration:g} "
+               + f" --concurrency {','.join(map(str, config.concurrency))} --duration-ms {duration_ms:g} "
                f"--max-requests {max_requests}")
     steps: list[StepResult] = []
     interrupted = False

@@ -41,3 +41,101 @@ def split(text: str, what: str, cast: Any = str) -> tuple:
         return tuple(cast(item) for item in items)
     except ValueError:
         raise fail(f"{what}: expected comma-separated {cast.__name__} values, got {text!r}") from None
+
+
+#: The shared vocabulary: every option of every command is one of these, with the same meaning everywhere (the
+#: README's "Options" table; tests/test_cli_vocabulary.py holds each command to it). Times are milliseconds and
+#: say so (-ms); lists are one comma-separated value; --precision is fp32 by default or required.
+VOCABULARY: dict[str, str] = {
+    "--access-log": "log every request",
+    "--allow-remote": "allow a host that is not loopback",
+    "--backend": "one backend (predict, serve: the Predictor's; triton-repo: Triton's)",
+    "--backends": "backends to measure, comma-separated",
+    "--batch-profile": "batch sizes to serve as MIN:OPT:MAX (an engine's optimisation profile)",
+    "--batch-sizes": "batch sizes to measure, comma-separated (1,8,32)",
+    "--build-engine": "auto, always or never build a TensorRT engine",
+    "--bundle": "a bundle directory",
+    "--calib-size": "photos of --images to calibrate on",
+    "--concurrency": "numbers of concurrent clients, comma-separated",
+    "--decode-threads": "threads decoding pictures",
+    "--device": "the PyTorch device (auto, cpu, cuda, cuda:N)",
+    "--drain-ms": "how long a stopping server answers 503 before it stops",
+    "--duration-ms": "timed milliseconds per row or step",
+    "--engine": "a TensorRT engine file of the bundle",
+    "--exclude": "op types or node names to keep float32, comma-separated",
+    "--exporter": "the torch exporter",
+    "--force": "replace an existing output",
+    "--fuse-preprocess": "the graph takes uint8 NHWC pictures",
+    "--gate": "refuse a graph that misses its accuracy gate",
+    "--gmacs": "count GMACs",
+    "--hardware-compat": "which GPUs an engine may run on",
+    "--holdout-size": "other photos of --images to measure accuracy on",
+    "--host": "address to listen on",
+    "--images": "a folder of photos (JPEG/PNG/WebP), searched recursively",
+    "--input-size": "input height and width",
+    "--instance-kind": "Triton instance kind: gpu or cpu",
+    "--instances": "Triton model instances",
+    "--json": "print JSON",
+    "--limit": "photos of --images to use",
+    "--log-level": "uvicorn log level",
+    "--max-abs": "largest allowed absolute logit error",
+    "--max-batch": "largest batch one run or request batch takes",
+    "--max-body-mb": "largest request body",
+    "--max-delay-ms": "longest wait for a batch to fill",
+    "--max-pixels": "largest picture decoded",
+    "--max-queue": "pictures allowed to wait",
+    "--max-queue-delay-ms": "Triton's dynamic batcher delay",
+    "--max-requests": "requests per step at most",
+    "--max-runs": "timed runs per row at most",
+    "--method": "calibration method",
+    "--min-cosine": "smallest allowed cosine similarity",
+    "--min-runs": "timed runs per row at least",
+    "--min-top1": "smallest allowed top-1 agreement",
+    "--model": "a registered model name",
+    "--name": "the model's name in Triton",
+    "--opset": "ONNX opset",
+    "--ort-tensorrt": "ONNX Runtime's TensorRT provider in Triton",
+    "--out": "the directory to write",
+    "--plots": "draw PNG plots",
+    "--port": "port to listen on",
+    "--precision": "one precision: fp32 (the default), fp16 or int8",
+    "--precisions": "precisions to measure, comma-separated",
+    "--preferred-batch-sizes": "Triton's preferred batch sizes, comma-separated",
+    "--pretrained": "the timm checkpoint from the Hugging Face hub",
+    "--recompute-bn": "recompute BatchNorm statistics on --images before export",
+    "--recompute-bn-count": "photos of --images --recompute-bn uses",
+    "--target": "the int8 form: tensorrt or cpu",
+    "--threads": "ONNX Runtime intra-op threads",
+    "--timeout-ms": "how long one request may take",
+    "--timing-cache": "TensorRT timing cache file",
+    "--top-k": "classes to show or ask for",
+    "--verify": "check the ONNX files against PyTorch",
+    "--warmup-ms": "warm-up milliseconds per row",
+    "--weights": "a checkpoint file",
+    "--work-dir": "a writable directory for a read-only bundle's copy",
+    "--workspace": "TensorRT builder workspace, GiB",
+}
+
+
+def warn_renamed(old: str, new: str) -> None:
+    """The one-line deprecation warning of an old option spelling (kept for one release)."""
+    note(f"{old} is deprecated and will be removed in the next release; use {new}", label="warning")
+
+
+def renamed(value: Any, old_value: Any, old: str, new: str, convert: Any = None) -> Any:
+    """The value of an option renamed ``old`` -> ``new``: ``old_value`` (converted) with a warning when the old
+    spelling was given, else ``value``."""
+    if old_value is None or old_value is False:
+        return value
+    warn_renamed(old, new)
+    return convert(old_value) if convert is not None else old_value
+
+
+def items(values: list[str] | None, what: str, default: str = "", cast: Any = str) -> tuple:
+    """A list option, one comma-separated value (``--batch-sizes 1,8,32``); repeating the option still works for
+    one release, with a warning. Empty: ``default``."""
+    values = list(values or ([default] if default else []))
+    if len(values) > 1:
+        note(f"repeating {what} is deprecated and will be removed in the next release; give one comma-separated "
+             f"list: {what} {','.join(values)}", label="warning")
+    return split(",".join(values), what, cast)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, note
+from sk_deploy.cli.common import UserError, app, err_console, fail, items, note, renamed
 
 
 @app.command("triton-repo")
@@ -21,14 +21,15 @@ def triton_repo_command(
     = "onnxruntime",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which graph or engine of the bundle.")]
     = "fp32",
-    device: Annotated[str, typer.Option(help="Instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); int8 on cpu takes "
-                                        "model.int8-cpu.onnx first.")] = "gpu",
+    instance_kind: Annotated[str, typer.Option(help="Triton instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); int8 on "
+                                               "cpu takes model.int8-cpu.onnx first.")] = "gpu",
     max_batch: Annotated[int | None, typer.Option(help="max_batch_size (default and upper bound: the bundle's "
                                                   "batch profile maximum, or the engine's).")] = None,
-    preferred_batch: Annotated[list[int] | None, typer.Option(help="A preferred batch size for the dynamic "
-                                                              "batcher (repeat; default none).")] = None,
-    max_queue_delay_us: Annotated[int, typer.Option(help="How long the dynamic batcher may hold a request to fill "
-                                                    "a batch, in microseconds.")] = 2000,
+    preferred_batch_sizes: Annotated[list[str] | None, typer.Option(help="Preferred batch sizes for the dynamic "
+                                                                    "batcher, comma-separated (default none).")]
+    = None,
+    max_queue_delay_ms: Annotated[float, typer.Option(help="How long the dynamic batcher may hold a request to fill "
+                                                      "a batch, in milliseconds.")] = 2.0,
     instances: Annotated[int, typer.Option(help="Model instances (instance_group count) per GPU, or on the CPU.")]
     = 1,
     name: Annotated[str | None, typer.Option(help="Model name in Triton (default: the bundle's model name).")]
@@ -39,14 +40,25 @@ def triton_repo_command(
                                                "Runtime's TensorRT provider (precision_mode from --precision).")]
     = False,
     force: Annotated[bool, typer.Option(help="Replace an existing OUT/<model>/ directory.")] = False,
+    device: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --instance-kind.")] = None,
+    preferred_batch: Annotated[list[str] | None, typer.Option(hidden=True, help="Deprecated: "
+                                                              "--preferred-batch-sizes.")] = None,
+    max_queue_delay_us: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: --max-queue-delay-ms.")]
+    = None,
 ) -> None:
     """Write a Triton Inference Server model repository from a bundle: OUT/<model>/config.pbtxt (dynamic batching,
     instance group, I/O read from the graph), OUT/<model>/1/model.onnx or model.plan, OUT/<model>/labels.txt."""
     from sk_deploy.deploy.triton import TritonRequest, write_repository
 
-    request = TritonRequest(bundle=bundle, out=out, backend=backend, precision=precision, device=device,
-                            max_batch=max_batch, preferred_batch=tuple(preferred_batch or ()),
-                            max_queue_delay_us=max_queue_delay_us, instances=instances, name=name, engine=engine,
+    instance_kind = renamed(instance_kind, device, "--device", "--instance-kind")
+    sizes_name = "--preferred-batch" if preferred_batch else "--preferred-batch-sizes"
+    preferred = renamed(preferred_batch_sizes, [",".join(preferred_batch)] if preferred_batch else None,
+                        "--preferred-batch", "--preferred-batch-sizes")
+    delay_us = renamed(round(max_queue_delay_ms * 1000), max_queue_delay_us, "--max-queue-delay-us",
+                       "--max-queue-delay-ms")
+    request = TritonRequest(bundle=bundle, out=out, backend=backend, precision=precision, device=instance_kind,
+                            max_batch=max_batch, preferred_batch=items(preferred, sizes_name, cast=int),
+                            max_queue_delay_us=delay_us, instances=instances, name=name, engine=engine,
                             ort_tensorrt=ort_tensorrt, force=force)
     try:
         with err_console.status("writing the model repository...") as status:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, renamed
 
 
 @app.command("export")
@@ -18,7 +18,8 @@ def export_command(
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
     pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 18,
-    batch: Annotated[str, typer.Option(help="Batch sizes to serve, MIN:OPT:MAX (recorded for engines).")] = "1:8:32",
+    batch_profile: Annotated[str, typer.Option(help="Batch sizes to serve, MIN:OPT:MAX (recorded for engines).")]
+    = "1:8:32",
     input_size: Annotated[
         tuple[int, int] | None, typer.Option(help="Input height and width (square), default the model's.")
     ] = None,
@@ -29,14 +30,20 @@ def export_command(
     = "dynamo",
     force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
     verify: Annotated[bool, typer.Option(help="Check the ONNX files against PyTorch after export.")] = True,
-    images: Annotated[Path | None, typer.Option(help="Folder of pictures to verify on (default: generated).")]
+    images: Annotated[Path | None, typer.Option(help="Folder of photos to verify on (default: generated "
+                                                "pictures) and, with --recompute-bn, to take BatchNorm statistics "
+                                                "from.")] = None,
+    recompute_bn: Annotated[
+        bool,
+        typer.Option(help="Recompute BatchNorm statistics on --images before export; with random weights also "
+                     "scale residual branches: realistic activations for FP16/INT8 figures."),
+    ] = False,
+    recompute_bn_count: Annotated[int, typer.Option(min=1, help="Photos of --images used by --recompute-bn.")] = 64,
+    batch: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --batch-profile.")] = None,
+    calibrate_bn: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated: --images DIR "
+                                                      "--recompute-bn.")] = None,
+    calibrate_bn_count: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: --recompute-bn-count.")]
     = None,
-    calibrate_bn: Annotated[
-        Path | None,
-        typer.Option(help="Folder of photos to recompute BatchNorm statistics on before export; with random "
-                     "weights also scales residual branches: realistic activations for FP16/INT8 figures."),
-    ] = None,
-    calibrate_bn_count: Annotated[int, typer.Option(min=1, help="Photos used by --calibrate-bn.")] = 64,
 ) -> None:
     """Export a model to a bundle: model.raw.onnx (exporter output), model.onnx (cleaned), manifest.json."""
     from sk_deploy.graph.export import EXPORTERS
@@ -44,11 +51,17 @@ def export_command(
 
     if exporter not in EXPORTERS:
         raise fail(f"unknown exporter {exporter!r}; use one of: {', '.join(EXPORTERS)}")
+    batch_profile = renamed(batch_profile, batch, "--batch", "--batch-profile")
+    bn_count = renamed(recompute_bn_count, calibrate_bn_count, "--calibrate-bn-count", "--recompute-bn-count")
+    if recompute_bn and images is None:
+        raise fail("--recompute-bn takes its photos from --images: add --images DIR")
+    bn_folder = renamed(images if recompute_bn else None, calibrate_bn, "--calibrate-bn DIR",
+                        "--images DIR --recompute-bn")
     try:
         request = ExportRequest(
             model=model, out=out, weights=weights, pretrained=pretrained, opset=opset, exporter=exporter,  # type: ignore[arg-type]
-            batch=BatchProfile.parse(batch), input_size=input_size, fuse_preprocess=fuse_preprocess, force=force,
-            verify=verify, images=images, calibrate_bn=calibrate_bn, calibrate_bn_count=calibrate_bn_count,
+            batch=BatchProfile.parse(batch_profile), input_size=input_size, fuse_preprocess=fuse_preprocess,
+            force=force, verify=verify, images=images, calibrate_bn=bn_folder, calibrate_bn_count=bn_count,
         )
         with err_console.status(f"exporting {model}...") as status:
             bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."))

@@ -8,31 +8,34 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed
 
 
 @app.command("quantize")
 def quantize_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
-    precision: Annotated[str, typer.Option(help="fp16 or int8.")] = "int8",
+    precision: Annotated[str, typer.Option(help="The graph to add: fp16 or int8 (required: fp32 is the bundle's "
+                                           "own).")],
     target: Annotated[str, typer.Option(help="int8 form: tensorrt (QDQ, symmetric int8) or cpu (U8S8).")]
     = "tensorrt",
-    calib: Annotated[Path | None, typer.Option(help="Folder of calibration photos (JPEG/PNG); int8 needs it.")]
-    = None,
-    calib_size: Annotated[int, typer.Option(help="Photos to calibrate on (a fixed-seed subset).")] = 256,
-    holdout_size: Annotated[int, typer.Option(help="Other photos of the folder to measure accuracy on.")] = 64,
+    images: Annotated[Path | None, typer.Option(help="Folder of photos to calibrate on and measure accuracy on "
+                                                "(JPEG/PNG); int8 needs it.")] = None,
+    calib_size: Annotated[int, typer.Option(help="Photos of --images to calibrate on (a fixed-seed subset).")] = 256,
+    holdout_size: Annotated[int, typer.Option(help="Other photos of --images to measure accuracy on.")] = 64,
     method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
-    exclude: Annotated[list[str] | None, typer.Option(help="Op type or node name to keep float32 (repeat).")]
-    = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Op types or node names to keep float32, "
+                                                      "comma-separated.")] = None,
     gate: Annotated[bool, typer.Option(help="Refuse a graph that misses its accuracy gate.")] = True,
+    calib: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated: --images.")] = None,
 ) -> None:
     """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
 
-    request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=calib, calib_size=calib_size,
-                              holdout_size=holdout_size, method=method, exclude=tuple(exclude or ()), gate=gate)
+    images = renamed(images, calib, "--calib", "--images")
+    request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=images, calib_size=calib_size,
+                              holdout_size=holdout_size, method=method, exclude=items(exclude, "--exclude"), gate=gate)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = None
@@ -61,14 +64,15 @@ def quantize_command(
 def build_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`, `sk-deploy quantize`).")],
     precision: Annotated[str, typer.Option(help="fp32 (model.onnx), fp16 (model.fp16.onnx) or int8 "
-                                           "(model.int8.onnx, the TensorRT Q/DQ form).")] = "fp16",
-    batch: Annotated[str | None, typer.Option(help="Optimisation profile MIN:OPT:MAX (default: the bundle's).")]
-    = None,
+                                           "(model.int8.onnx, the TensorRT Q/DQ form).")] = "fp32",
+    batch_profile: Annotated[str | None, typer.Option(help="Optimisation profile MIN:OPT:MAX (default: the "
+                                                      "bundle's).")] = None,
     workspace: Annotated[float, typer.Option(help="Builder workspace limit in GiB.")] = 4.0,
     timing_cache: Annotated[Path | None, typer.Option(help="Timing cache to load and save (default: one per GPU "
                                                       "and TensorRT version under ~/.cache/sk-deploy).")] = None,
     hardware_compat: Annotated[str, typer.Option(help="none (this GPU model), same-cc (any GPU of this compute "
                                                  "capability) or ampere+ (any Ampere or newer GPU).")] = "none",
+    batch: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --batch-profile.")] = None,
 ) -> None:
     """Build a TensorRT engine from the bundle's graph of that precision: model.<precision>.<gpu>.trt<ver>.plan,
     recorded in the manifest with its TensorRT version, GPU, profile and sizes. Needs a GPU and TensorRT."""
@@ -76,7 +80,8 @@ def build_command(
     from sk_deploy.graph.pipeline import BatchProfile
 
     try:
-        profile = BatchProfile.parse(batch) if batch else None
+        batch_profile = renamed(batch_profile, batch, "--batch", "--batch-profile")
+        profile = BatchProfile.parse(batch_profile) if batch_profile else None
         request = BuildRequest(bundle=bundle, precision=precision, workspace_gib=workspace, timing_cache=timing_cache,
                                batch=(profile.min, profile.opt, profile.max) if profile else None,
                                hardware_compat=hardware_compat)

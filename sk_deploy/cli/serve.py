@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sk_deploy.cli.common import UserError, app, err_console, fail
+from sk_deploy.cli.common import UserError, app, err_console, fail, renamed
 
 
 @app.command("serve")
@@ -30,13 +30,14 @@ def serve_command(
                                             "bombs are refused before decoding).")] = 40_000_000,
     decode_threads: Annotated[int, typer.Option(min=0, help="Threads decoding pictures (0: one per CPU, at most "
                                                 "4).")] = 0,
-    drain_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C, answer 503 to new requests this "
-                                                 "long before stopping; in-flight ones finish.")] = 1.0,
+    drain_ms: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C, answer 503 to new requests this long "
+                                            "before stopping; in-flight ones finish.")] = 1000.0,
     weights: Annotated[Path | None, typer.Option(help="With a model name: checkpoint to export.")] = None,
     pretrained: Annotated[bool, typer.Option(help="With a model name: the timm checkpoint from the hub.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")]
     = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request (one line each).")] = True,
+    drain_seconds: Annotated[float | None, typer.Option(min=0, hidden=True, help="Deprecated: --drain-ms.")] = None,
 ) -> None:
     """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; dynamic
     batching on one inference thread. The model loads and warms up after the server starts (/readyz turns 200)."""
@@ -46,6 +47,7 @@ def serve_command(
     from sk_deploy.service.server import serve
     from sk_deploy.service.target import resolve_target
 
+    drain_ms = renamed(drain_ms, drain_seconds, "--drain-seconds", "--drain-ms", lambda seconds: seconds * 1000)
     try:
         with err_console.status(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, weights, pretrained,
@@ -61,7 +63,7 @@ def serve_command(
     config = ServiceConfig(bundle=bundle_dir, backend=backend, precision=precision, max_batch=max_batch,
                            max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,
                            max_body_mb=max_body_mb, max_pixels=max_pixels, decode_threads=decode_threads)
-    error = serve(config, host=host, port=port, drain_seconds=drain_seconds, log_level=log_level,
+    error = serve(config, host=host, port=port, drain_seconds=drain_ms / 1000, log_level=log_level,
                   access_log=access_log)
     if error:
         raise fail(f"cannot serve {bundle_dir}: {error}")

@@ -116,21 +116,22 @@ class TritonPlan:
 
 def _check_options(request: TritonRequest) -> None:
     """The checks that need no file."""
-    for value, allowed, what in ((request.backend, BACKENDS, "backend"), (request.device, DEVICES, "device"),
+    for value, allowed, what in ((request.backend, BACKENDS, "backend"), (request.device, DEVICES, "instance kind"),
                                  (request.precision, PRECISIONS, "precision")):
         if value not in allowed:
             raise TritonRepoError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
     if request.backend == "tensorrt" and request.device == "cpu":
-        raise TritonRepoError("a TensorRT plan runs on a GPU only: use --device gpu, or --backend onnxruntime for CPU")
+        raise TritonRepoError("a TensorRT plan runs on a GPU only: use --instance-kind gpu, or --backend onnxruntime "
+                              "for CPU")
     if request.ort_tensorrt and (request.backend != "onnxruntime" or request.device != "gpu"):
         raise TritonRepoError("--ort-tensorrt is ONNX Runtime's TensorRT provider: it needs --backend onnxruntime "
-                              "--device gpu")
+                              "--instance-kind gpu")
     if request.engine is not None and request.backend != "tensorrt":
         raise TritonRepoError("--engine picks a TensorRT plan: add --backend tensorrt")
     if request.instances < 1:
         raise TritonRepoError(f"--instances must be at least 1, got {request.instances}")
     if request.max_queue_delay_us < 0:
-        raise TritonRepoError(f"--max-queue-delay-us must be 0 or more, got {request.max_queue_delay_us}")
+        raise TritonRepoError(f"--max-queue-delay-ms must be 0 or more, got {request.max_queue_delay_us / 1000:g}")
     if request.name is not None and not _NAME.match(request.name):
         raise TritonRepoError(f"model name {request.name!r}: use letters, digits, '_', '.' and '-' (it names a "
                               "directory and the model in Triton's URLs)")

@@ -30,7 +30,7 @@ class BuildRequest:
     """What ``sk-deploy build`` was asked for; ``batch`` None takes the bundle's MIN:OPT:MAX."""
 
     bundle: Path
-    precision: str = "fp16"
+    precision: str = "fp32"
     batch: tuple[int, int, int] | None = None
     workspace_gib: float = 4.0
     timing_cache: Path | None = None

@@ -76,7 +76,7 @@ def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
         raise BundleError(f"{bundle.path}: bundle has no {SOURCE_FILE}; run `sk-deploy export` first")
     bundle.check_file(SOURCE_FILE)
     if request.precision == "int8" and request.calib is None:
-        raise PrecisionError("int8 needs calibration pictures: pass --calib DIR (a folder of JPEG/PNG photos)")
+        raise PrecisionError("int8 needs calibration pictures: pass --images DIR (a folder of JPEG/PNG photos)")
     files = list_images(request.calib) if request.calib is not None else []
     if len(files) == 1:
         raise PrecisionError(f"{request.calib}: one picture; calibration and the held-out accuracy check need two "

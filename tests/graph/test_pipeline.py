@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 from sk_deploy.bundle import Bundle, BundleError, sha256_file
 from sk_deploy.graph.export import ExportError
 from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle, resolve_input
-from sk_deploy.models.reference import build_reference
 from sk_deploy.graph.verify import (
     Thresholds,
     VerifyError,
@@ -25,6 +24,7 @@ from sk_deploy.graph.verify import (
 )
 from sk_deploy.images import open_image
 from sk_deploy.models import create_model, get_spec
+from sk_deploy.models.reference import build_reference
 from sk_deploy.models.weights import WeightsError
 from tests.graph.conftest import calibrate_bn
 
