@@ -41,10 +41,10 @@ class Variant:
 
     predictor: str
     about: str
-    compile: str | None = None
-    cuda_graph: bool = False
-    file: str | None = None
     opt_in: bool = False
+    cuda_graph: bool = False
+    compile: str | None = None
+    file: str | None = None
 
 
 VARIANTS: dict[str, Variant] = {
