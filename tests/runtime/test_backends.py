@@ -1,0 +1,64 @@
+"""The shared Backend base on real ONNX Runtime sessions: one constructor shape, capabilities as attributes,
+run_timed refused, an idempotent close that drops the session; the Predictor's backend table; the machine's
+CPU features; the bundle's one precision -> file table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sk_deploy.bundle import GRAPH_FORMS, PRECISIONS, Bundle, MissingGraph, graph_form, graph_forms
+from sk_deploy.machine import CPU_FEATURES, BackendUnavailable, cpu_features
+from sk_deploy.runtime.backend import Backend
+from sk_deploy.runtime.ort_backend import OrtCpuBackend
+from sk_deploy.runtime.predictor import BACKEND_SPECS, BACKENDS, Predictor
+
+
+def test_ort_backend_shares_the_base_and_frees_its_session(small_bundle: Bundle) -> None:
+    backend = OrtCpuBackend(small_bundle.check_file("model.onnx"), small_bundle, precision="fp32")
+    assert isinstance(backend, Backend) and backend.name == "ort-cpu"
+    assert backend.device_timing is False and backend.max_batch is None
+    batch = small_bundle.input_spec.example(2)
+    logits = backend.run(batch)
+    assert logits.shape == (2, small_bundle.classes) and logits.dtype == np.float32
+    with pytest.raises(BackendUnavailable, match="no device-side split"):
+        backend.run_timed(batch)
+    backend.close()
+    assert backend.closed and backend.session is None
+    backend.close()  # a second close does nothing
+    assert backend.closed
+
+
+def test_predictor_reads_capabilities_and_closes_once(small_bundle: Bundle) -> None:
+    predictor = Predictor(small_bundle, "ort-cpu", "fp32")
+    assert predictor.device_timing is False and predictor.max_batch is None
+    with pytest.raises(BackendUnavailable, match="no device-side split"):
+        predictor.predict_timed(predictor.example(1))
+    raw = Predictor(small_bundle, "ort-cpu", "fp32", file="model.raw.onnx")
+    np.testing.assert_allclose(raw.predict(raw.example(2)), predictor.predict(predictor.example(2)), atol=1e-4)
+    for opened in (predictor, raw):
+        opened.close()
+        opened.close()
+
+
+def test_every_backend_is_one_table_entry() -> None:
+    assert BACKENDS == tuple(BACKEND_SPECS) == ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "torch")
+    assert {spec.runs for spec in BACKEND_SPECS.values()} == {"engine", "onnx", "network"}
+
+
+def test_cpu_features_come_from_the_flags_line() -> None:
+    text = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_tile\n\nprocessor\t: 1\n"
+    assert cpu_features(text) == ("avx2", "avx512f", "avx512_vnni")
+    assert cpu_features("") == () and set(cpu_features()) <= set(CPU_FEATURES)
+
+
+def test_one_precision_to_file_table(small_bundle: Bundle) -> None:
+    assert PRECISIONS == ("fp32", "fp16", "int8") and len({f.file for f in GRAPH_FORMS}) == len(GRAPH_FORMS)
+    assert [f.file for f in graph_forms("int8", "cpu")] == ["model.int8-cpu.onnx", "model.int8.onnx"]
+    assert [f.file for f in graph_forms("int8", "gpu")] == ["model.int8.onnx"]
+    assert graph_form("int8", "cpu").file == "model.int8-cpu.onnx" and graph_form("fp16").file == "model.fp16.onnx"
+    assert small_bundle.graph("fp32", "gpu") == "model.onnx"
+    with pytest.raises(MissingGraph, match=r"no int8 graph model.int8-cpu.onnx \(or model.int8.onnx\); make it: "
+                                           r"sk-deploy quantize BUNDLE --precision int8 --target cpu") as caught:
+        small_bundle.graph("int8", "cpu")
+    assert caught.value.make == graph_form("int8", "cpu").make
