@@ -76,8 +76,10 @@ class ReduceMeanToGlobalAveragePool(RewriteRuleClassBase):
         return op.GlobalAveragePool(x)
 
 
-def _histogram(model: onnx.ModelProto) -> Counter[str]:
-    return Counter(node.op_type for node in model.graph.node)
+def histogram(model: onnx.ModelProto | ir.Model) -> Counter[str]:
+    """How many nodes of each op type the main graph has."""
+    nodes = model.graph.node if isinstance(model, onnx.ModelProto) else model.graph
+    return Counter(node.op_type for node in nodes)
 
 
 def infer_and_check(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -87,26 +89,41 @@ def infer_and_check(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def run(model: onnx.ModelProto, slim: bool = True) -> tuple[onnx.ModelProto, CleanupReport]:
-    """Clean ``model`` (see the module docstring); returns the new model and a report. The input is untouched."""
-    start = time.perf_counter()
-    before = _histogram(model)
-    if slim:
-        import onnxslim
+def run_onnxslim(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim's constant folding with symbolic shapes (it works on the proto, so it runs before the IR)."""
+    import onnxslim
 
-        model = onnxslim.slim(model)
-    ir_model = ir.from_proto(model)
-    optimizer.optimize(ir_model)
-    means = sum(node.op_type == "ReduceMean" for node in ir_model.graph)
-    rewriter.rewrite(ir_model, [ReduceMeanToGlobalAveragePool.rule()])
-    pools = means - sum(node.op_type == "ReduceMean" for node in ir_model.graph)
-    common_passes.RemoveUnusedNodesPass()(ir_model)
-    common_passes.TopologicalSortPass()(ir_model)
-    result = infer_and_check(ir.to_proto(ir_model))
-    after = _histogram(result)
-    report = CleanupReport(
+    return onnxslim.slim(model)
+
+
+def apply(model: ir.Model, before: Counter[str] | None = None, slimmed: bool = True) -> CleanupReport:
+    """Clean ``model`` in place: onnxscript's optimizer, ReduceMean -> GlobalAveragePool, dead nodes, topological
+    order. ``before``: the op histogram to report against (default: the model's on entry)."""
+    start = time.perf_counter()
+    before = before if before is not None else histogram(model)
+    optimizer.optimize(model)
+    means = sum(node.op_type == "ReduceMean" for node in model.graph)
+    rewriter.rewrite(model, [ReduceMeanToGlobalAveragePool.rule()])
+    pools = means - sum(node.op_type == "ReduceMean" for node in model.graph)
+    common_passes.RemoveUnusedNodesPass()(model)
+    common_passes.TopologicalSortPass()(model)
+    after = histogram(model)
+    return CleanupReport(
         nodes_before=sum(before.values()), nodes_after=sum(after.values()),
         ops_removed=dict(sorted((before - after).items())), ops_added=dict(sorted((after - before).items())),
-        global_pools=pools, slim=slim, seconds=time.perf_counter() - start,
+        global_pools=pools, slim=slimmed, seconds=time.perf_counter() - start,
     )
+
+
+def run(model: onnx.ModelProto, slim: bool = True) -> tuple[onnx.ModelProto, CleanupReport]:
+    """Clean a proto on its own (see the module docstring; ``optimize`` runs ``apply`` on its one IR model);
+    returns the new model, shape-inferred and checked, and a report. The input is untouched."""
+    start = time.perf_counter()
+    before = histogram(model)
+    if slim:
+        model = run_onnxslim(model)
+    ir_model = ir.from_proto(model)
+    report = apply(ir_model, before, slimmed=slim)
+    result = infer_and_check(ir.to_proto(ir_model))
+    report.seconds = time.perf_counter() - start
     return result, report

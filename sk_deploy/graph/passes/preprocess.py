@@ -45,11 +45,15 @@ def _describe(value: ir.Value) -> dict[str, object]:
 
 
 def run(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[onnx.ModelProto, PreprocessReport]:
-    """Give ``model`` a uint8 NHWC input named ``image`` with ``preprocess``'s scaling and mean/std inside.
-
-    The model must have one float32 input of shape (N, 3, H, W). The input model is not modified.
-    """
+    """``apply`` on a proto of its own: returns the new model and the report; the input is not modified."""
     ir_model = ir.from_proto(model)
+    report = apply(ir_model, preprocess)
+    return ir.to_proto(ir_model), report
+
+
+def apply(ir_model: ir.Model, preprocess: Preprocess) -> PreprocessReport:
+    """Give ``ir_model``, in place, a uint8 NHWC input named ``image`` with ``preprocess``'s scaling and mean/std
+    inside. The model must have one float32 input of shape (N, 3, H, W)."""
     graph = ir_model.graph
     if len(graph.inputs) != 1:
         raise PreprocessError(f"fused preprocessing needs a model with one input, this one has {len(graph.inputs)}")
@@ -85,4 +89,4 @@ def run(model: onnx.ModelProto, preprocess: Preprocess) -> tuple[onnx.ModelProto
         old_input=old_description, new_input=_describe(image),
         mean=[float(v) for v in preprocess.mean], std=[float(v) for v in preprocess.std],
     )
-    return ir.to_proto(ir_model), report
+    return report

@@ -368,17 +368,16 @@ def _rewrite(graph: ir.Graph, block: _Block, counter: Iterator[int]) -> None:
     _replace(block.select_sum.outputs[0], result)
 
 
-def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, SKSelectReport]:
-    """Rewrite every SK Select block of ``model`` that can be proven one; returns the new model and a report.
+def apply(model: ir.Model) -> SKSelectReport:
+    """Rewrite, in place, every SK Select block of ``model`` that can be proven one; report each candidate.
 
-    The input model is not modified. The result has unused nodes and initializers removed and is sorted
-    topologically; run ``cleanup`` afterwards for shape inference and the checker.
+    Unused nodes and initializers are removed and the graph is sorted topologically; ``cleanup`` afterwards
+    gives shapes to the new values.
     """
     start = time.perf_counter()
-    ir_model = ir.from_proto(model)
-    graph = ir_model.graph
-    report = SKSelectReport(nodes_before=len(model.graph.node))
-    opset = ir_model.opset_imports.get("", 0)
+    graph = model.graph
+    report = SKSelectReport(nodes_before=sum(1 for _ in graph))
+    opset = model.opset_imports.get("", 0)
     counter = itertools.count()
     candidates = [node for node in graph if node.op_type == "Softmax" and node.domain == ""]
     for softmax in candidates:
@@ -392,9 +391,15 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, SKSelectReport]:
             continue
         _rewrite(graph, block, counter)
         report.blocks.append(BlockResult(block.name, block.m, True))
-    common_passes.RemoveUnusedNodesPass()(ir_model)
-    common_passes.TopologicalSortPass()(ir_model)
-    result = ir.to_proto(ir_model)
-    report.nodes_after = len(result.graph.node)
+    common_passes.RemoveUnusedNodesPass()(model)
+    common_passes.TopologicalSortPass()(model)
+    report.nodes_after = sum(1 for _ in graph)
     report.seconds = time.perf_counter() - start
-    return result, report
+    return report
+
+
+def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, SKSelectReport]:
+    """``apply`` on a proto of its own: returns the new model and the report; the input is not modified."""
+    ir_model = ir.from_proto(model)
+    report = apply(ir_model)
+    return ir.to_proto(ir_model), report
