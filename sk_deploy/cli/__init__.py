@@ -8,8 +8,12 @@ the package, and ``render`` for what they print.
 
 from __future__ import annotations
 
-from sk_deploy.cli import bench, deploy, graph, models, precision, serve  # noqa: F401  (each registers its commands)
 from sk_deploy.cli.common import app
+
+# Each module registers its commands on ``app``; imported in the order of the flow, which --help lists them in.
+# isort: off
+from sk_deploy.cli import models, graph, precision, serve, bench, deploy  # noqa: F401
+# isort: on
 
 __all__ = ["app", "main"]
 
