@@ -17,8 +17,11 @@ This pass rewrites it, exactly, into 4-D tensors only:
 * Select, M > 2: the softmax stays, over an (N, M, C) view of the logits; it is split per branch, each part
   reshaped to (N, C, 1, 1), and ``V = U_1 * a_1 + ... + U_M * a_M`` (Mul and Add on 4-D tensors).
 
-Each Softmax in the graph is a candidate. A block is rewritten only when every fact the identity rests on
-is checked: the softmax axis is the branch axis; the reshape target is constant and [N or -1, M, C, 1, 1]
+The rewrite is two onnxscript rules. ``SKSelect``: the pattern ``ReduceSum(Mul(stack, Softmax(Reshape(logits,
+shape))))``, a check, and a replacement per branch count (the sigmoid fold for M = 2, the split softmax for
+M > 2). ``SKFuse``: ``ReduceSum(stack)`` once nothing else reads the stack, replaced by the Add chain. Each
+Softmax in the graph is a candidate. A block is rewritten only when every fact the identity rests on is
+checked: the softmax axis is the branch axis; the reshape target is constant and [N or -1, M, C, 1, 1]
 for logits known to be (N, M*C, 1, 1); the Mul multiplies exactly that softmax and the stack; both sums are
 over axis 1 without keepdims; the stack is M Unsqueeze(axis 1) of 4-D maps concatenated on axis 1, used by
 nothing else; for M = 2 the logits come from a 1x1 Conv with constant weights (and bias, if any). Anything
@@ -29,13 +32,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
 MIN_OPSET = 13  # Softmax works on one axis from opset 13; below it flattens to 2-D
 
@@ -90,25 +93,6 @@ class SKSelectReport:
             "nodes_after": self.nodes_after,
             "seconds": round(self.seconds, 2),
         }
-
-
-@dataclass
-class _Block:
-    """The matched nodes and values of one SK Select block."""
-
-    name: str
-    branches: list[ir.Value]  # U_1..U_M, 4-D
-    channels: int
-    logits: ir.Value  # (N, M*C, 1, 1)
-    stack: ir.Node  # the Concat
-    unsqueezes: list[ir.Node]
-    fuse_sums: list[ir.Node]  # ReduceSum(S, 1) nodes: the Fuse
-    select_sum: ir.Node  # ReduceSum(Mul(S, A), 1): the output V
-    conv: ir.Node | None  # the select Conv, when foldable
-
-    @property
-    def m(self) -> int:
-        return len(self.branches)
 
 
 # ---------------------------------------------------------------------------------------------- matching
@@ -186,19 +170,53 @@ def _select_conv(logits: ir.Value, m: int, channels: int) -> ir.Node:
     return conv
 
 
-def _match(softmax: ir.Node) -> _Block:
-    """Check one Softmax is the Select of an SK block; raise Skip with the reason if not."""
-    attn = softmax.outputs[0]
-    reshape = softmax.inputs[0].producer() if softmax.inputs[0] is not None else None
-    if reshape is None or reshape.op_type != "Reshape" or reshape.domain != "":
-        raise Skip("the softmax input is not a Reshape")
+def _stack_branches(stack: ir.Value, m: int | None = None, channels: int | None = None) -> list[ir.Value]:
+    """U_1..U_M of ``stack = Concat(Unsqueeze(U_1, 1), ..., axis=1)``, each 4-D (with ``channels`` channels)."""
+    concat = stack.producer()
+    if concat is None or concat.op_type != "Concat" or concat.domain != "":
+        raise Skip("the softmax weights multiply a tensor that is not a Concat (stack) of branch maps")
+    if concat.attributes.get_int("axis", 0) not in (1, -4):
+        raise Skip("the stack is not concatenated on axis 1")
+    if m is not None and len(concat.inputs) != m:
+        raise Skip(f"the stack has {len(concat.inputs)} branches but the logits are split into {m}")
+    if stack.is_graph_output():
+        raise Skip("the stack is a graph output")
+    branches = []
+    for value in concat.inputs:
+        node = value.producer() if value is not None else None
+        if node is None or node.op_type != "Unsqueeze" or _axes(node) not in ([1], [-4]):
+            raise Skip("a stack input is not an Unsqueeze on axis 1")
+        shape = _shape_dims(node.inputs[0])
+        if shape is None or len(shape) != 4 or (channels is not None and shape[1] != channels):
+            raise Skip(f"branch map has shape {shape}, expected (N, {channels}, H, W)")
+        branches.append(node.inputs[0])
+    return branches
+
+
+@dataclass(frozen=True)
+class _Select:
+    """What the check proved about one block: its name, branch maps, channels and (M = 2) the select Conv."""
+
+    name: str
+    branches: list[ir.Value]
+    channels: int
+    conv: ir.Node | None
+
+    @property
+    def m(self) -> int:
+        return len(self.branches)
+
+
+def _prove(softmax: ir.Node, stack: ir.Value, logits: ir.Value, select: ir.Value) -> _Select:
+    """Every fact the rewrite of a matched block rests on; a Skip with the reason for the first that fails."""
+    reshape = softmax.inputs[0].producer()
+    assert reshape is not None  # the pattern matched a Reshape
     target = _const_ints(reshape.inputs[1])
     if target is None:
         raise Skip("the reshape target is not a constant (run cleanup first)")
     if len(target) != 5 or target[1] < 2 or target[2] < 1 or target[3:] != [1, 1]:
         raise Skip(f"the reshape target {target} is not [N, M, C, 1, 1]")
     m, channels = target[1], target[2]
-    logits = reshape.inputs[0]
     dims = _shape_dims(logits)
     if dims is None or len(dims) != 4:
         raise Skip("the logits' shape is unknown (run cleanup first: shape inference)")
@@ -209,112 +227,39 @@ def _match(softmax: ir.Node) -> _Block:
         raise Skip(f"the reshape target's first entry {target[0]} does not keep the batch")
     if softmax.attributes.get_int("axis", -1) not in (1, -4):
         raise Skip(f"the softmax axis is {softmax.attributes.get_int('axis', -1)}, not the branch axis 1")
-    if _only_consumer(reshape.outputs[0], "the reshaped logits") is not softmax:
-        raise Skip("the reshaped logits feed something besides the softmax")
-
-    mul = _only_consumer(attn, "the softmax output")
-    if mul.op_type != "Mul" or mul.domain != "" or len(mul.inputs) != 2:
-        raise Skip(f"the softmax feeds a {mul.op_type}, not a Mul")
-    if mul.inputs[0] is attn and mul.inputs[1] is not attn:
-        stack_value = mul.inputs[1]
-    elif mul.inputs[1] is attn and mul.inputs[0] is not attn:
-        stack_value = mul.inputs[0]
-    else:
-        raise Skip("the Mul does not multiply the softmax by another tensor")
-    select_sum = _only_consumer(mul.outputs[0], "the weighted stack")
-    if not _is_branch_sum(select_sum, mul.outputs[0]):
+    select_sum = select.producer()
+    assert select_sum is not None
+    if not _is_branch_sum(select_sum, select_sum.inputs[0]):
         raise Skip("the weighted stack is not summed over axis 1 without keepdims")
-
-    concat = stack_value.producer()
-    if concat is None or concat.op_type != "Concat" or concat.domain != "":
-        raise Skip("the softmax weights multiply a tensor that is not a Concat (stack) of branch maps")
-    if concat.attributes.get_int("axis", 0) not in (1, -4):
-        raise Skip("the stack is not concatenated on axis 1")
-    if len(concat.inputs) != m:
-        raise Skip(f"the stack has {len(concat.inputs)} branches but the logits are split into {m}")
-    if stack_value.is_graph_output():
-        raise Skip("the stack is a graph output")
-    fuse_sums = [node for node in stack_value.consumers() if node is not mul]
-    if not all(_is_branch_sum(node, stack_value) for node in fuse_sums):
+    branches = _stack_branches(stack, m, channels)
+    mul = select_sum.inputs[0].producer()
+    if not all(node is mul or _is_branch_sum(node, stack) for node in stack.consumers()):
         raise Skip("the stack is used by something besides the Mul and sums over the branch axis")
-
-    unsqueezes, branches = [], []
-    for value in concat.inputs:
-        node = value.producer() if value is not None else None
-        if node is None or node.op_type != "Unsqueeze" or _axes(node) not in ([1], [-4]):
-            raise Skip("a stack input is not an Unsqueeze on axis 1")
-        branch = node.inputs[0]
-        shape = _shape_dims(branch)
-        if shape is None or len(shape) != 4 or shape[1] != channels:
-            raise Skip(f"branch map has shape {shape}, expected (N, {channels}, H, W)")
-        unsqueezes.append(node)
-        branches.append(branch)
     conv = _select_conv(logits, m, channels) if m == 2 else None
-    return _Block(
-        name=_block_name(softmax, conv if m == 2 else logits.producer()),
-        branches=branches, channels=channels, logits=logits, stack=concat, unsqueezes=unsqueezes,
-        fuse_sums=fuse_sums, select_sum=select_sum, conv=conv,
-    )
+    return _Select(_block_name(softmax, conv if m == 2 else logits.producer()), branches, channels, conv)
 
 
-# --------------------------------------------------------------------------------------------- rewriting
+def _unmatched(softmax: ir.Node) -> str:
+    """Why a Softmax did not even match the Select pattern."""
+    reshape = softmax.inputs[0].producer() if softmax.inputs[0] is not None else None
+    if reshape is None or reshape.op_type != "Reshape" or reshape.domain != "":
+        return "the softmax input is not a Reshape"
+    try:
+        if _only_consumer(reshape.outputs[0], "the reshaped logits") is not softmax:
+            return "the reshaped logits feed something besides the softmax"
+        mul = _only_consumer(softmax.outputs[0], "the softmax output")
+        if mul.op_type != "Mul" or mul.domain != "" or len(mul.inputs) != 2:
+            return f"the softmax feeds a {mul.op_type}, not a Mul"
+        total = _only_consumer(mul.outputs[0], "the weighted stack")
+    except Skip as reason:
+        return str(reason)
+    return f"the weighted stack feeds a {total.op_type}, not a ReduceSum"
 
 
-class _Builder:
-    """Creates uniquely named nodes and initializers for one block, to be inserted before a node of the graph."""
-
-    def __init__(self, graph: ir.Graph, prefix: str, counter: Iterator[int]) -> None:
-        self.graph = graph
-        self.prefix = prefix
-        self.counter = counter
-        self.nodes: list[ir.Node] = []
-
-    def _name(self, op_type: str) -> str:
-        return f"{self.prefix}/sk_select/{op_type}_{next(self.counter)}"
-
-    def op(
-        self, op_type: str, inputs: list[ir.Value], like: ir.Value | None = None, num_outputs: int = 1,
-        attributes: Sequence[ir.Attr] = (),
-    ) -> list[ir.Value]:
-        name = self._name(op_type)
-        node = ir.Node("", op_type, inputs, attributes=attributes, num_outputs=num_outputs, name=name)
-        for i, out in enumerate(node.outputs):
-            out.name = f"{name}_out{i}"
-            if like is not None:
-                out.dtype, out.shape = like.dtype, like.shape
-        self.nodes.append(node)
-        return list(node.outputs)
-
-    def op1(self, op_type: str, inputs: list[ir.Value], like: ir.Value | None = None, **attrs: int) -> ir.Value:
-        return self.op(op_type, inputs, like, attributes=[ir.AttrInt64(k, v) for k, v in attrs.items()])[0]
-
-    def constant(self, array: np.ndarray, suffix: str) -> ir.Value:
-        name = self._name(suffix)
-        tensor = ir.tensor(array, name=name)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
-        self.graph.register_initializer(value)
-        return value
-
-    def insert_before(self, node: ir.Node) -> None:
-        self.graph.insert_before(node, self.nodes)
-        self.nodes = []
-
-
-def _replace(old: ir.Value, new: ir.Value) -> None:
-    """Point every use of ``old`` at ``new``; a graph output keeps its name."""
-    if old.is_graph_output():
-        name = old.name
-        old.replace_all_uses_with(new, replace_graph_outputs=True)
-        old.name = None
-        new.name = name
-    else:
-        old.replace_all_uses_with(new)
-
-
-def _sum_chain(build: _Builder, terms: list[ir.Value], like: ir.Value) -> ir.Value:
+def _add_all(op, terms: list[ir.Value]) -> ir.Value:
     total = terms[0]
     for term in terms[1:]:
-        total = build.op1("Add", [total, term], like=like)
+        total = op.Add(total, term)
     return total
 
 
@@ -329,43 +274,96 @@ def _folded_weights(conv: ir.Node, channels: int) -> tuple[np.ndarray, np.ndarra
     return folded, bias
 
 
-def _rewrite(graph: ir.Graph, block: _Block, counter: Iterator[int]) -> None:
-    first = block.branches[0]
-    for fuse in block.fuse_sums:  # Fuse: U = U_1 + ... + U_M
-        build = _Builder(graph, block.name, counter)
-        total = _sum_chain(build, block.branches, like=fuse.outputs[0])
-        build.insert_before(fuse)
-        _replace(fuse.outputs[0], total)
+class SKSelect(RewriteRuleClassBase):
+    """The Select: ``V = ReduceSum(Mul(stack, Softmax(Reshape(logits, [N, M, C, 1, 1]))), 1)`` -> 4-D tensors.
 
-    build = _Builder(graph, block.name, counter)
-    if block.m == 2:  # V = U_2 + sigmoid(W' z + b') * (U_1 - U_2)
-        conv = block.conv
-        assert conv is not None
-        weight, bias = _folded_weights(conv, block.channels)
-        inputs = [conv.inputs[0], build.constant(weight, "gate_weight")]
-        if bias is not None:
-            inputs.append(build.constant(bias, "gate_bias"))
-        attrs = [ir.Attr(a.name, a.type, a.value) for a in conv.attributes.values()]
-        gate_logits = build.op("Conv", inputs, attributes=attrs)[0]
-        gate = build.op1("Sigmoid", [gate_logits])
-        u1, u2 = block.branches
-        diff = build.op1("Sub", [u1, u2], like=first)
-        scaled = build.op1("Mul", [gate, diff], like=first)
-        result = build.op1("Add", [u2, scaled], like=first)
-    else:  # softmax over (N, M, C), then V = sum_m U_m * a_m
+    Replacement for M = 2: ``U_2 + Sigmoid(Conv(z, W_1 - W_2)) * (U_1 - U_2)``; for M > 2: the softmax over an
+    (N, M, C) view, split per branch, ``sum_m U_m * a_m``. ``state`` collects each candidate's outcome.
+    """
+
+    def __init__(self, state: _State) -> None:
+        super().__init__(name="SKSelect")
+        self.state = state
+
+    def pattern(self, op, stack, logits, shape):
+        attn = op.Softmax(op.Reshape(logits, shape), _outputs=["attn"])
+        return op.ReduceSum(op.Mul(stack, attn), _allow_other_inputs=True, _outputs=["select"])
+
+    def check(self, context, stack: ir.Value, logits: ir.Value, attn: ir.Value, select: ir.Value,
+              **_) -> MatchResult:
+        softmax = attn.producer()
+        assert softmax is not None
+        try:
+            _prove(softmax, stack, logits, select)
+        except Skip as reason:
+            self.state.reasons[softmax] = str(reason)
+            return MatchResult().fail(str(reason))
+        return MatchResult()
+
+    def rewrite(self, op, stack: ir.Value, logits: ir.Value, attn: ir.Value, select: ir.Value, **_):
+        softmax = attn.producer()
+        assert softmax is not None
+        block = _prove(softmax, stack, logits, select)
+        self.state.done[softmax] = BlockResult(block.name, block.m, True)
+        self.state.stacks.add(stack)
+        prefix = f"{block.name}/sk_select/{next(self.state.counter)}"
+
+        def constant(array: np.ndarray, what: str) -> ir.Value:
+            return op.initializer(ir.tensor(array), name=f"{prefix}/{what}")
+
+        if block.m == 2:
+            assert block.conv is not None
+            weight, bias = _folded_weights(block.conv, block.channels)
+            inputs = [block.conv.inputs[0], constant(weight, "gate_weight")]
+            if bias is not None:
+                inputs.append(constant(bias, "gate_bias"))
+            attributes = {a.name: a.value for a in block.conv.attributes.values()}
+            gate = op.Sigmoid(op.Conv(*inputs, **attributes))
+            u1, u2 = block.branches
+            return op.Add(u2, op.Mul(gate, op.Sub(u1, u2)))
         m, c = block.m, block.channels
-        view = build.op1("Reshape", [block.logits, build.constant(np.array([-1, m, c], np.int64), "view_shape")])
-        weights = build.op1("Softmax", [view], axis=1)
-        parts = build.op("Split", [weights, build.constant(np.ones(m, np.int64), "split")], num_outputs=m,
-                         attributes=[ir.AttrInt64("axis", 1)])
-        per_channel = build.constant(np.array([-1, c, 1, 1], np.int64), "weight_shape")
-        terms = []
-        for branch, part in zip(block.branches, parts, strict=True):
-            a = build.op1("Reshape", [part, per_channel])
-            terms.append(build.op1("Mul", [branch, a], like=first))
-        result = _sum_chain(build, terms, like=first)
-    build.insert_before(block.select_sum)
-    _replace(block.select_sum.outputs[0], result)
+        weights = op.Softmax(op.Reshape(logits, constant(np.array([-1, m, c], np.int64), "view_shape")), axis=1)
+        parts = op.Split(weights, constant(np.ones(m, np.int64), "split"), axis=1, _outputs=m)
+        per_channel = constant(np.array([-1, c, 1, 1], np.int64), "weight_shape")
+        return _add_all(op, [op.Mul(u, op.Reshape(a, per_channel)) for u, a in zip(block.branches, parts,
+                                                                                    strict=True)])
+
+
+class SKFuse(RewriteRuleClassBase):
+    """The Fuse: ``U = ReduceSum(Concat(Unsqueeze(U_1, 1), ..., axis=1), 1)`` -> ``U_1 + ... + U_M``, for the
+    stacks of blocks whose Select was rewritten (only such sums read them now)."""
+
+    def __init__(self, state: _State) -> None:
+        super().__init__(name="SKFuse")
+        self.state = state
+
+    def pattern(self, op, stack):
+        return op.ReduceSum(stack, _allow_other_inputs=True, _outputs=["fuse"])
+
+    def check(self, context, stack: ir.Value, fuse: ir.Value, **_) -> MatchResult:
+        result = MatchResult()
+        if stack not in self.state.stacks:
+            return result.fail("not the stack of a rewritten Select")
+        if not all(_is_branch_sum(node, stack) for node in stack.consumers()):
+            return result.fail("the stack is read by something besides sums over the branch axis")
+        try:
+            _stack_branches(stack)
+        except Skip as reason:
+            return result.fail(str(reason))
+        return result
+
+    def rewrite(self, op, stack: ir.Value, fuse: ir.Value, **_):
+        return _add_all(op, _stack_branches(stack))
+
+
+@dataclass
+class _State:
+    """The outcome of each candidate Softmax while the rules run."""
+
+    done: dict[ir.Node, BlockResult] = field(default_factory=dict)
+    reasons: dict[ir.Node, str] = field(default_factory=dict)
+    stacks: set[ir.Value] = field(default_factory=set)
+    counter: itertools.count = field(default_factory=itertools.count)
 
 
 def apply(model: ir.Model) -> SKSelectReport:
@@ -378,19 +376,19 @@ def apply(model: ir.Model) -> SKSelectReport:
     graph = model.graph
     report = SKSelectReport(nodes_before=sum(1 for _ in graph))
     opset = model.opset_imports.get("", 0)
-    counter = itertools.count()
     candidates = [node for node in graph if node.op_type == "Softmax" and node.domain == ""]
+    state = _State()
+    if opset >= MIN_OPSET:
+        RewriteRuleSet([SKSelect.rule(state)], commute=True).apply_to_model(model)
+        RewriteRuleSet([SKFuse.rule(state)]).apply_to_model(model)
     for softmax in candidates:
+        name = softmax.name or "<unnamed Softmax>"
         if opset < MIN_OPSET:
             report.blocks.append(BlockResult(softmax.name or "?", None, False, f"opset {opset} < {MIN_OPSET}"))
-            continue
-        try:
-            block = _match(softmax)
-        except Skip as reason:
-            report.blocks.append(BlockResult(softmax.name or "<unnamed Softmax>", None, False, str(reason)))
-            continue
-        _rewrite(graph, block, counter)
-        report.blocks.append(BlockResult(block.name, block.m, True))
+        elif softmax in state.done:
+            report.blocks.append(state.done[softmax])
+        else:
+            report.blocks.append(BlockResult(name, None, False, state.reasons.get(softmax) or _unmatched(softmax)))
     common_passes.RemoveUnusedNodesPass()(model)
     common_passes.TopologicalSortPass()(model)
     report.nodes_after = sum(1 for _ in graph)
