@@ -255,7 +255,7 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
         if request.device == "cpu" and request.precision == "fp16":
             warnings.append("ONNX Runtime's CPU provider has few float16 kernels and casts around the rest: a float16 "
                             "graph on KIND_CPU is usually slower than fp32")
-        if request.device == "cpu" and source == "model.int8.onnx":
+        if request.device == "cpu" and source == graph_form("int8", "tensorrt").file:
             warnings.append("model.int8.onnx is the TensorRT form (symmetric int8 Q/DQ), slow on ONNX Runtime's CPU "
                             "provider; make the CPU form: " + graph_form("int8", "cpu").make)
         if request.device == "gpu" and request.precision == "int8" and not request.ort_tensorrt:
