@@ -152,8 +152,11 @@ def ort_logits(path: str | Path, batch_for: Callable[[str], np.ndarray], chunk: 
     """Logits of an ONNX file from ONNX Runtime (CPU); ``batch_for("uint8" | "float32")`` gives its input."""
     import onnxruntime as ort
 
+    from sk_deploy.precision.mixed import ort_disabled_optimizers
+
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=ort_disabled_optimizers(path))
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types without a shared base
         raise VerifyError(f"{path}: ONNX Runtime cannot load it ({str(exc).strip().splitlines()[0][:200]})") from None
     feed = session.get_inputs()[0]

@@ -91,9 +91,12 @@ class OrtBackend:
         self.output_name = self.session.get_outputs()[0].name
 
     def _new_session(self) -> Any:
+        from sk_deploy.precision.mixed import ort_disabled_optimizers
+
         options = session_options(self.options)
         try:
-            return self._ort.InferenceSession(os.fspath(self.path), sess_options=options, providers=self._providers)
+            return self._ort.InferenceSession(os.fspath(self.path), sess_options=options, providers=self._providers,
+                                              disabled_optimizers=ort_disabled_optimizers(self.path))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types without a shared base
             message = str(exc).strip().splitlines()[0][:200]
             raise BackendUnavailable(f"{self.path}: ONNX Runtime cannot load it ({message})") from None
