@@ -402,6 +402,11 @@ def quantize_command(
     exclude: Annotated[list[str] | None, typer.Option(help="Op type or node name to keep float32 (repeat).")]
     = None,
     gate: Annotated[bool, typer.Option(help="Refuse a graph that misses its accuracy gate.")] = True,
+    high_precision: Annotated[str | None, typer.Option(help="int8: type of the non-quantized part, fp16 or fp32 "
+                                                       "(default: fp16 for --target tensorrt, fp32 for cpu).")]
+    = None,
+    auto_exclude: Annotated[bool, typer.Option(help="int8: if the gate fails, keep the fewest most sensitive "
+                                               "layers float until it passes (reported, recorded).")] = False,
 ) -> None:
     """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -409,7 +414,8 @@ def quantize_command(
     from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
 
     request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=calib, calib_size=calib_size,
-                              holdout_size=holdout_size, method=method, exclude=tuple(exclude or ()), gate=gate)
+                              holdout_size=holdout_size, method=method, exclude=tuple(exclude or ()), gate=gate,
+                              high_precision=high_precision, auto_exclude=auto_exclude)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = None
@@ -425,6 +431,11 @@ def quantize_command(
         except _user_errors() as exc:
             raise fail(str(exc)) from None
     a = result.accuracy
+    if "auto_exclude" in result.details:
+        from sk_deploy.precision.sensitivity import describe_search
+
+        for line in describe_search(result.details["auto_exclude"]):
+            console.print(line, highlight=False)
     _print_accuracy([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
     for note in a.notes:
         err_console.print(f"[yellow]note:[/] {note}")

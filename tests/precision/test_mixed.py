@@ -61,7 +61,7 @@ def walk(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, list[int | N
 
 @pytest.mark.parametrize("name", MODELS)
 def test_no_float32_on_full_size_maps(forms: dict, name: str) -> None:
-    bundle, qdq, mixed, _ = forms[name]
+    _, qdq, mixed, _ = forms[name]
     model = onnx.load(mixed)
     onnx.checker.check_model(model, full_check=True)
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [TensorProto.FLOAT]
