@@ -478,6 +478,10 @@ def build_command(
                   f"{gpu['name']} (sm {'.'.join(map(str, gpu['compute_capability']))}), batch "
                   f"{entry['profile']['min']}:{entry['profile']['opt']}:{entry['profile']['max']}, built in "
                   f"{entry['build_seconds']} s, device memory {_size(entry['device_memory'])}", highlight=False)
+    from sk_deploy.engines.inspect import PrecisionSummary
+
+    console.print(f"precision (engine inspector): {PrecisionSummary(**entry['layer_precision']).line()}",
+                  highlight=False)
 
 
 @app.command("serve")
