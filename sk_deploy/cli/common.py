@@ -49,6 +49,7 @@ def split(text: str, what: str, cast: Any = str) -> tuple:
 VOCABULARY: dict[str, str] = {
     "--access-log": "log every request",
     "--allow-remote": "allow a host that is not loopback",
+    "--auto-exclude": "keep the fewest most sensitive layers float until the gate passes",
     "--backend": "one backend (predict, serve: the Predictor's; triton-repo: Triton's)",
     "--backends": "backends to measure, comma-separated",
     "--batch-profile": "batch sizes to serve as MIN:OPT:MAX (an engine's optimisation profile)",
@@ -69,6 +70,7 @@ VOCABULARY: dict[str, str] = {
     "--gate": "refuse a graph that misses its accuracy gate",
     "--gmacs": "count GMACs",
     "--hardware-compat": "which GPUs an engine may run on",
+    "--high-precision": "the type of an int8 graph's non-quantized part: fp16 or fp32",
     "--holdout-size": "other photos of --images to measure accuracy on",
     "--host": "address to listen on",
     "--images": "a folder of photos (JPEG/PNG/WebP), searched recursively",

@@ -92,6 +92,7 @@ def verify_command(
     from sk_deploy.graph.verify import Thresholds, verify_bundle
     from sk_deploy.models.reference import build_reference, describe_weights
     from sk_deploy.precision.accuracy import check_precision_files
+    from sk_deploy.precision.backends import check_backends
 
     try:
         bundle = Bundle.open(bundle_dir)
@@ -101,12 +102,17 @@ def verify_command(
             report = verify_bundle(bundle, model, images=images, limit=limit,
                                    thresholds=Thresholds(max_abs, min_cosine, min_top1))
             precision = check_precision_files(bundle, images, limit)
+            backends, not_run = check_backends(bundle, images, limit)
     except UserError as exc:
         raise fail(str(exc)) from None
     render.verify_table(report)
     if precision:
         render.accuracy_table(precision, f"precision graphs against model.onnx: {report.count} images, {report.images}")
-    failed = [r.file for r in precision if not r.passed]
+    if backends:
+        render.accuracy_table(backends, f"other backends against model.onnx (ONNX Runtime CPU): {report.count} images")
+    for line in not_run:
+        err_console.print(f"[yellow]not run:[/] {line}", highlight=False)
+    failed = [r.file for r in [*precision, *backends] if not r.passed]
     if not report.passed or failed:
         raise fail("verification failed" + (f" (accuracy gate: {', '.join(failed)})" if failed else ""))
 

@@ -26,6 +26,11 @@ def quantize_command(
     exclude: Annotated[list[str] | None, typer.Option(help="Op types or node names to keep float32, "
                                                       "comma-separated.")] = None,
     gate: Annotated[bool, typer.Option(help="Refuse a graph that misses its accuracy gate.")] = True,
+    high_precision: Annotated[str | None, typer.Option(help="int8: type of the non-quantized part, fp16 or fp32 "
+                                                       "(default: fp16 for --target tensorrt, fp32 for cpu).")]
+    = None,
+    auto_exclude: Annotated[bool, typer.Option(help="int8: if the gate fails, keep the fewest most sensitive "
+                                               "layers float until it passes (reported, recorded).")] = False,
     calib: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated: --images.")] = None,
 ) -> None:
     """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
@@ -35,7 +40,8 @@ def quantize_command(
 
     images = renamed(images, calib, "--calib", "--images")
     request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=images, calib_size=calib_size,
-                              holdout_size=holdout_size, method=method, exclude=items(exclude, "--exclude"), gate=gate)
+                              holdout_size=holdout_size, method=method, exclude=items(exclude, "--exclude"), gate=gate,
+                              high_precision=high_precision, auto_exclude=auto_exclude)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = None
@@ -51,6 +57,11 @@ def quantize_command(
         except UserError as exc:
             raise fail(str(exc)) from None
     a = result.accuracy
+    if "auto_exclude" in result.details:
+        from sk_deploy.precision.sensitivity import describe_search
+
+        for line in describe_search(result.details["auto_exclude"]):
+            render.plain(line)
     render.accuracy_table([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
     for message in a.notes:
         note(message)

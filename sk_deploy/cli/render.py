@@ -155,6 +155,10 @@ def engine_line(path: str, entry: dict[str, Any]) -> None:
           f"{gpu['name']} (sm {'.'.join(map(str, gpu['compute_capability']))}), batch "
           f"{profile['min']}:{profile['opt']}:{profile['max']}, built in "
           f"{entry['build_seconds']} s, device memory {size(entry['device_memory'])}")
+    if "layer_precision" in entry:
+        from sk_deploy.engines.inspect import PrecisionSummary
+
+        plain(f"precision (engine inspector): {PrecisionSummary(**entry['layer_precision']).line()}")
 
 
 def triton_lines(result: TritonResult) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, MissingGraph, atomic_path, atomic_write_bytes, sha256_file
 from sk_deploy.engines.compat import HARDWARE_COMPAT, engine_file_name
+from sk_deploy.engines.inspect import InspectionError, PrecisionSummary, check_requested, summarize
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import import_tensorrt, require_cuda
 
@@ -113,6 +114,17 @@ def progress_monitor(trt: Any, report: Callable[[str], None]) -> Any:
     return Monitor()
 
 
+def inspect_engine(trt: Any, engine: Any, precision: str, source: str) -> PrecisionSummary:
+    """The engine's layer precision from its inspector; a BuildError when an FP16/INT8 build has none."""
+    information = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        summary = summarize(information)
+        check_requested(summary, precision, source)
+    except InspectionError as exc:
+        raise BuildError(f"{source}: {exc}") from None
+    return summary
+
+
 def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda _: None) -> tuple[str, dict[str, Any]]:
     """Build the engine, write it into the bundle and record it; returns its file name and manifest entry."""
     plan = check_request(request)
@@ -144,6 +156,7 @@ def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     config.progress_monitor = progress_monitor(trt, progress)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer types for the inspector (below)
 
     progress("building (minutes on a large network)")
     start = time.perf_counter()
@@ -156,6 +169,7 @@ def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda
         atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     memory = getattr(engine, "device_memory_size_v2", None) or getattr(engine, "device_memory_size", 0)
+    precision = inspect_engine(trt, engine, request.precision, plan.source)  # refuses before any file is written
 
     gpu_name = torch.cuda.get_device_name(0)
     name = engine_file_name(request.precision, gpu_name, str(trt.__version__))
@@ -174,7 +188,7 @@ def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda
         hardware_compat=request.hardware_compat,
         profile={"input": plan.input_name, "min": plan.batch[0], "opt": plan.batch[1], "max": plan.batch[2]},
         build_seconds=round(seconds, 1), device_memory=int(memory), workspace_gib=request.workspace_gib,
-        timing_cache=str(cache_path) if cache_path else None,
+        timing_cache=str(cache_path) if cache_path else None, layer_precision=precision.to_dict(),
     )
     plan.bundle.save()
     return name, entry

@@ -93,9 +93,14 @@ def judge(
                    trained_weights)
 
 
-def _report(result: Comparison, precision: str, trained_weights: bool) -> AccuracyReport:
-    return AccuracyReport(result.name, precision, result.agreement, GATES[precision], trained_weights,
+def report_for(result: Comparison, precision: str, gate: Gate, trained_weights: bool) -> AccuracyReport:
+    """A comparator result as the AccuracyReport of a ``precision`` graph judged under ``gate``."""
+    return AccuracyReport(result.name, precision, result.agreement, gate, trained_weights,
                           result.failures, [] if trained_weights else [RANDOM_WEIGHTS_NOTE])
+
+
+def _report(result: Comparison, precision: str, trained_weights: bool) -> AccuracyReport:
+    return report_for(result, precision, GATES[precision], trained_weights)
 
 
 def check_precision_files(bundle: Bundle, images: str | Path | None = None,

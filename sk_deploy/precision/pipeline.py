@@ -25,6 +25,8 @@ from sk_deploy.precision.accuracy import AccuracyReport, judge
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images
 from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclusions
 from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
+from sk_deploy.precision.mixed import check_high_precision, to_mixed
+from sk_deploy.precision.sensitivity import search_exclusions
 
 SOURCE_FILE = MODEL_FILE
 PRECISIONS = ("fp16", "int8")
@@ -44,6 +46,15 @@ class QuantizeRequest:
     exclude: tuple[str, ...] = ()
     gate: bool = True
     batch_size: int = 8
+    high_precision: str | None = None
+    """int8: the type of what is not quantized (fp16 or fp32); None: fp16 for TensorRT, fp32 for the CPU."""
+    auto_exclude: bool = False
+    """Keep the fewest most sensitive layers float until the gate passes (``sensitivity.auto_exclude``)."""
+
+    @property
+    def high(self) -> str:
+        """The resolved high precision of an INT8 graph."""
+        return self.high_precision or ("fp16" if self.target == "tensorrt" else "fp32")
 
 
 @dataclass
@@ -69,6 +80,10 @@ def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
         raise PrecisionError(f"unknown target {request.target!r}; choose one of: {', '.join(TARGETS)}")
     if request.method not in METHODS:
         raise PrecisionError(f"unknown calibration method {request.method!r}; choose one of: {', '.join(METHODS)}")
+    check_high_precision(request.precision, request.target, request.high_precision)
+    if request.auto_exclude and request.precision != "int8":
+        raise PrecisionError("--auto-exclude searches the quantized layers of an int8 graph; for fp16 name the "
+                             "layers to keep float32 with --exclude")
     if request.calib_size < 1 or request.holdout_size < 1:
         raise PrecisionError("--calib-size and --holdout-size must be at least 1")
     bundle = Bundle.open(request.bundle)
@@ -120,8 +135,12 @@ def quantize_bundle(
         else:
             progress(f"calibrating on {len(calibration)} pictures ({request.method})", len(calibration))
             reader = ImageBatches(calibration, input_name, spec, request.batch_size, uint8, on_batch=advance)
-            int8 = quantize_int8(model, out, reader, request.target, request.method, request.exclude)
+            qdq_path = Path(tmp) / "qdq.onnx"
+            int8 = quantize_int8(model, qdq_path, reader, request.target, request.method, request.exclude)
             details["int8"] = asdict(int8)
+            mixed, mixed_report = to_mixed(onnx.load(qdq_path), request.high, request.exclude)
+            onnx.save_model(mixed, out)
+            details["high_precision"] = asdict(mixed_report)
             details["calibration"] = {"folder": str(request.calib), "images": int8.calibration_images,
                                       "skipped": len(int8.skipped_images)}
         progress(f"measuring against float32 on {len(holdout)} held-out pictures", len(holdout))
@@ -129,6 +148,12 @@ def quantize_bundle(
         inputs = np.concatenate(list(pictures.arrays()))
         reference = ort_logits(source, lambda dtype: inputs)
         accuracy = judge(name, key, reference, ort_logits(out, lambda dtype: inputs), trained)
+        if request.auto_exclude and not accuracy.passed:
+            progress("searching for the layers to keep float (--auto-exclude)", 0)
+            accuracy, details["auto_exclude"] = search_exclusions(
+                onnx.load(qdq_path), model, inputs, out, lambda graph: judge(name, key, reference, graph, trained),
+                request.high, request.exclude, accuracy,
+            )
         details["holdout"] = {"images": len(inputs),
                               "source": str(request.calib) if files else "generated pictures"}
         result = QuantizeResult(name, written=accuracy.passed or not request.gate, accuracy=accuracy, details=details)

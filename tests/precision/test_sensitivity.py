@@ -1,0 +1,110 @@
+"""`sk-deploy quantize --auto-exclude` and --high-precision on a real skresnet18 bundle at 64x64."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto
+from typer.testing import CliRunner
+
+from sk_deploy.bundle import Bundle
+from sk_deploy.cli import app
+from sk_deploy.precision import accuracy
+from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.precision.sensitivity import keep_float, quantized_layers
+
+from ..conftest import make_image
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sensitivity-photos")
+    for i in range(24):
+        make_image(folder / f"p{i:02d}.jpg", size=(96, 80), seed=100 + i)
+    return folder
+
+
+@pytest.fixture()
+def bundle_dir(small_bundle: Bundle, tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(small_bundle.path, copy)
+    return copy
+
+
+def request(bundle_dir: Path, photos: Path, **options) -> QuantizeRequest:
+    return QuantizeRequest(bundle=bundle_dir, precision="int8", calib=photos, calib_size=12, holdout_size=12,
+                           gate=False, **options)
+
+
+def dtypes(path: Path) -> set[int]:
+    return {t.data_type for t in onnx.load(path).graph.initializer}
+
+
+def test_high_precision_choices_and_refusals(bundle_dir: Path, photos: Path) -> None:
+    mixed = quantize_bundle(request(bundle_dir, photos))
+    assert mixed.details["high_precision"]["high_precision"] == "fp16"
+    assert mixed.details["high_precision"]["float32_full_maps"] == []
+    assert TensorProto.FLOAT16 in dtypes(bundle_dir / "model.int8.onnx")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["stages"]["precision"]["model.int8.onnx"]["high_precision"]["opset"] == 19
+    plain = quantize_bundle(request(bundle_dir, photos, high_precision="fp32"))
+    assert plain.written and TensorProto.FLOAT16 not in dtypes(bundle_dir / "model.int8.onnx")
+    cpu = quantize_bundle(request(bundle_dir, photos, target="cpu"))
+    assert cpu.details["high_precision"]["high_precision"] == "fp32"
+    for args, message in [
+        (["--target", "cpu", "--high-precision", "fp16"], "--high-precision fp16 is for the TensorRT form"),
+        (["--high-precision", "bf16"], "unknown high precision 'bf16'"),
+    ]:
+        result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--images", str(photos),
+                                     *args])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "fp16", "--auto-exclude"])
+    assert result.exit_code == 1 and "--auto-exclude searches the quantized layers of an int8 graph" in result.output
+
+
+def test_keep_float_undoes_one_layers_quantization(small_bundle: Bundle, bundle_dir: Path, photos: Path) -> None:
+    quantize_bundle(request(bundle_dir, photos, high_precision="fp32"))
+    qdq = onnx.load(bundle_dir / "model.int8.onnx")
+    layers = quantized_layers(qdq)
+    kept = keep_float(qdq, onnx.load(small_bundle.file("model.onnx")), layers[:2])
+    onnx.checker.check_model(kept, full_check=True)
+    assert quantized_layers(kept) == layers[2:]
+    count = {op: sum(n.op_type == op for n in kept.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
+    assert 0 < count["DequantizeLinear"] < sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)
+
+
+def test_auto_exclude_passes_a_gate_the_full_graph_misses(bundle_dir: Path, photos: Path, monkeypatch) -> None:
+    first = quantize_bundle(request(bundle_dir, photos))
+    start = first.accuracy.agreement.cosine_mean
+    assert start < 0.9999
+    # a gate halfway from the all-int8 figure to 1: missed by the full graph, met by the float16 one
+    gate = round(start + (1 - start) / 2, 6)
+    monkeypatch.setitem(accuracy.GATES, "int8", accuracy.Gate(min_cosine=gate))
+    before = (bundle_dir / "model.int8.onnx").read_bytes()
+    refused = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--images", str(photos),
+                                  "--calib-size", "12", "--holdout-size", "12"])
+    assert refused.exit_code == 1 and "misses its accuracy gate" in refused.output
+    assert (bundle_dir / "model.int8.onnx").read_bytes() == before
+    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--images", str(photos),
+                                 "--calib-size", "12", "--holdout-size", "12", "--auto-exclude"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    record = manifest["stages"]["precision"]["model.int8.onnx"]
+    search = record["auto_exclude"]
+    assert search["passed"] and record["accuracy"]["passed"] and record["accuracy"]["cosine_mean"] >= gate
+    assert search["start"]["cosine_mean"] == pytest.approx(start, abs=1e-6)
+    excluded = [e["node"] for e in search["excluded"]]
+    assert 0 < len(excluded) < search["candidates"]
+    assert search["evaluations"] < search["every_layer_evaluations"] == search["candidates"]
+    assert any(e["cosine_after"] is not None for e in search["excluded"])
+    # the layers reported are the ones the written graph left unquantized
+    written = onnx.load(bundle_dir / "model.int8.onnx")
+    assert set(excluded).isdisjoint(quantized_layers(written)) and len(quantized_layers(written)) > 0
+    assert f"{len(excluded)} of {search['candidates']} quantized layers kept float" in result.output
+    assert excluded[0] in result.output
