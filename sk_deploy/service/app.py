@@ -25,7 +25,7 @@ from sk_deploy.service import routes_health, routes_v1, routes_v2
 from sk_deploy.service.bodies import BODY_MODELS
 from sk_deploy.service.errors import ApiError, error_response
 from sk_deploy.service.middleware import Guard
-from sk_deploy.service.served import Service, ServiceConfig, log
+from sk_deploy.service.served import VERSION, Service, ServiceConfig, log
 
 __all__ = ["Service", "ServiceConfig", "create_app"]
 
@@ -71,9 +71,9 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, problems)
 
 
-def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """The OpenAPI document with the request bodies' models in its components, and 400 (not FastAPI's 422)
-    for invalid parameters, as the handlers answer."""
+def _openapi(app: FastAPI, service: Service) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document with the request bodies' models in its components, 400 (not FastAPI's 422) for
+    invalid parameters, as the handlers answer, and the served model's name and version in the v2 paths."""
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
@@ -84,9 +84,13 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 schemas[model.__name__] = schema
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)
+            served = {"name": service.model, "version": VERSION}
             for path in document["paths"].values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
+                    for parameter in operation.get("parameters", []):
+                        if parameter["in"] == "path" and parameter["name"] in served:
+                            parameter["schema"] = {"type": "string", "enum": [served[parameter["name"]]]}
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -107,5 +111,5 @@ def create_app(config: ServiceConfig, service: Service | None = None,
     app.add_exception_handler(RequestValidationError, validation_error)
     for router in (routes_v1.router, routes_v2.router, routes_health.router):
         app.include_router(router)
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.openapi = _openapi(app, service)  # type: ignore[method-assign]
     return app

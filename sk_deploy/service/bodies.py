@@ -23,8 +23,8 @@ from sk_deploy.service.errors import ApiError
 
 # --- /v1/classify and /v1/classify/batch -------------------------------------------------------------------
 
-Base64Picture = Annotated[str, Field(description="A picture's bytes (JPEG, PNG, WebP, ...) in base64; a data: URL "
-                                                 "is accepted too")]
+Base64Picture = Annotated[str, Field(min_length=1, description="A picture's bytes (JPEG, PNG, WebP, ...) in base64; a "
+                                                               "data: URL is accepted too")]
 
 
 class ClassifyJson(BaseModel):

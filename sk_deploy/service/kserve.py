@@ -32,6 +32,10 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 assert set(DATATYPES) == set(get_args(Datatype)), "the declared datatypes are those the protocol decodes"
 
 
+MAX_ELEMENTS = 2**31 - 1
+"""The most elements one tensor may declare (the body limit keeps real ones far below)."""
+
+
 class ProtocolError(ValueError):
     """A v2 request that does not follow the protocol or does not fit the model."""
 
@@ -104,6 +108,8 @@ def _tensor_array(tensor: InputTensor, where: str, binary: memoryview) -> tuple[
     """(array, binary bytes consumed) of one validated input tensor."""
     dtype = DATATYPES[tensor.datatype]
     count = math.prod(tensor.shape)  # a Python int: no overflow, however large the shape
+    if count > MAX_ELEMENTS:
+        raise ProtocolError(f"input {tensor.name!r}: shape {tensor.shape} has more than {MAX_ELEMENTS} elements")
     size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is not None:
         if size != count * dtype.itemsize:

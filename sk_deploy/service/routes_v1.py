@@ -20,9 +20,12 @@ from sk_deploy.service.served import Service, current_service, deadline_for, unl
 
 router = APIRouter(tags=["v1"])
 
-TopK = Annotated[int, Query(description="How many classes to answer, best first")]
-TimeoutMs = Annotated[float | None, Query(allow_inf_nan=False, description="A deadline shorter than the server's "
-                                                                            "--timeout-ms, in milliseconds")]
+TopK = Annotated[int, Query(ge=1, description="How many classes to answer, best first (at most the model's "
+                                             "classes)")]
+MIN_TIMEOUT_MS = 50
+TimeoutMs = Annotated[float, Query(ge=MIN_TIMEOUT_MS, allow_inf_nan=False, description=(
+    "A deadline shorter than the server's --timeout-ms, in milliseconds; shorter than 50 ms is refused: decoding "
+    "and batching alone may take that"))]
 ServiceDep = Annotated[Service, Depends(current_service)]
 _ERRORS = error_responses(400, 408, 413, 415, 422, 429, 499, 500, 503, 504)
 
@@ -81,15 +84,15 @@ async def classify_request(service: Service, request: Request, many: bool, k: in
 
 @router.post("/v1/classify", summary="Classify one picture (raw image body, multipart 'file', or JSON base64)",
              responses=_ERRORS, openapi_extra=picture_body(ClassifyJson, ClassifyForm, raw=True))
-async def classify(request: Request, service: ServiceDep, top_k: TopK = 5, timeout_ms: TimeoutMs = None
-                   ) -> JSONResponse:
+async def classify(request: Request, service: ServiceDep, top_k: TopK = 5,
+                   timeout_ms: TimeoutMs = None) -> JSONResponse:  # type: ignore[assignment]
     """Classify one picture."""
     return await classify_request(service, request, False, top_k, timeout_ms)
 
 
 @router.post("/v1/classify/batch", summary="Classify several pictures (multipart 'files' or JSON base64 list)",
              responses=_ERRORS, openapi_extra=picture_body(BatchJson, BatchForm, raw=False))
-async def classify_batch(request: Request, service: ServiceDep, top_k: TopK = 5, timeout_ms: TimeoutMs = None
-                         ) -> JSONResponse:
+async def classify_batch(request: Request, service: ServiceDep, top_k: TopK = 5,
+                         timeout_ms: TimeoutMs = None) -> JSONResponse:  # type: ignore[assignment]
     """Classify several pictures, answered in the order sent."""
     return await classify_request(service, request, True, top_k, timeout_ms)

@@ -64,11 +64,8 @@ async def v2_ready(service: ServiceDep) -> Response:
     return Response(status_code=200 if service.ready else 503)
 
 
-@router.get(MODEL_PATHS[0], summary="KServe v2 model metadata", responses=error_responses(404))
-@router.get(MODEL_PATHS[1], summary="KServe v2 model metadata", responses=error_responses(404))
-async def model_metadata(service: ServiceDep, name: str, version: str | None = None) -> dict[str, Any]:
+async def model_metadata(service: ServiceDep) -> dict[str, Any]:
     """The model's versions, platform, inputs and outputs."""
-    check_model(service, name, version)
     datatype, input_shape, output_shape = _shapes(service)
     backend = service.predictor.backend if service.predictor else service.config.backend
     return {"name": service.model, "versions": [VERSION], "platform": f"sk-deploy_{backend}",
@@ -76,21 +73,13 @@ async def model_metadata(service: ServiceDep, name: str, version: str | None = N
             "outputs": [{"name": service.output_name, "datatype": "FP32", "shape": output_shape}]}
 
 
-@router.get(MODEL_PATHS[0] + "/ready", summary="KServe v2 model readiness", response_class=Response,
-            responses={200: _EMPTY, 503: _EMPTY, **error_responses(404)})
-@router.get(MODEL_PATHS[1] + "/ready", summary="KServe v2 model readiness", response_class=Response,
-            responses={200: _EMPTY, 503: _EMPTY, **error_responses(404)})
-async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> Response:
+async def model_ready(service: ServiceDep) -> Response:
     """200 once the model is loaded and warm."""
-    check_model(service, name, version)
     return Response(status_code=200 if service.ready else 503)
 
 
-@router.get(MODEL_PATHS[0] + "/config", summary="Triton-style model config", responses=error_responses(404))
-@router.get(MODEL_PATHS[1] + "/config", summary="Triton-style model config", responses=error_responses(404))
-async def model_config(service: ServiceDep, name: str, version: str | None = None) -> dict[str, Any]:
+async def model_config(service: ServiceDep) -> dict[str, Any]:
     """The model's configuration as Triton describes one (batching, inputs, outputs)."""
-    check_model(service, name, version)
     datatype, _, _ = _shapes(service)
     spec = service.input_spec
     return {"name": service.model, "max_batch_size": service.config.max_batch,
@@ -99,19 +88,13 @@ async def model_config(service: ServiceDep, name: str, version: str | None = Non
             "dynamic_batching": {"max_queue_delay_microseconds": int(service.config.max_delay_ms * 1e3)}}
 
 
-HeaderLength = Annotated[int | None, Header(alias=HEADER_LENGTH, ge=0, le=2**40, description=(
+HeaderLength = Annotated[int, Header(alias=HEADER_LENGTH, ge=0, le=2**40, description=(
     "The binary tensor extension: the JSON inference header's length in bytes; the tensors' bytes follow it"))]
 
 
-@router.post(MODEL_PATHS[0] + "/infer", summary="KServe v2 inference (JSON or binary)", openapi_extra=infer_body(),
-             responses=error_responses(400, 404, 408, 413, 422, 429, 499, 500, 503, 504))
-@router.post(MODEL_PATHS[1] + "/infer", summary="KServe v2 inference (JSON or binary)", openapi_extra=infer_body(),
-             responses=error_responses(400, 404, 408, 413, 422, 429, 499, 500, 503, 504))
-async def infer(request: Request, service: ServiceDep, name: str, version: str | None = None,
-                header_length: HeaderLength = None) -> Response:
+async def infer(request: Request, service: ServiceDep, header_length: HeaderLength = None) -> Response:  # type: ignore[assignment]
     """Run the model on the request's input tensor; outputs as JSON, binary, or top-k classifications."""
     start = time.monotonic()
-    check_model(service, name, version)
     try:
         service.require_ready()
         parsed = parse_infer(await read_body(request, service.config.max_body_bytes), header_length)
@@ -134,6 +117,31 @@ async def infer(request: Request, service: ServiceDep, name: str, version: str |
     if length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type=BINARY_CONTENT_TYPE, headers={HEADER_LENGTH: str(length)})
+
+
+def served_model(service: ServiceDep, name: str) -> None:
+    """The route's model check (a dependency): 404 unless ``name`` is served."""
+    check_model(service, name)
+
+
+def served_version(service: ServiceDep, name: str, version: str) -> None:
+    """The route's model check (a dependency): 404 unless ``name`` at ``version`` is served."""
+    check_model(service, name, version)
+
+
+_NOT_FOUND = error_responses(404)
+for _path, _check in zip(MODEL_PATHS, (served_model, served_version), strict=True):
+    _served = [Depends(_check)]
+    router.add_api_route(_path, model_metadata, methods=["GET"], dependencies=_served, responses=_NOT_FOUND,
+                         summary="KServe v2 model metadata")
+    router.add_api_route(_path + "/ready", model_ready, methods=["GET"], dependencies=_served,
+                         response_class=Response, responses={200: _EMPTY, 503: _EMPTY, **_NOT_FOUND},
+                         summary="KServe v2 model readiness")
+    router.add_api_route(_path + "/config", model_config, methods=["GET"], dependencies=_served,
+                         responses=_NOT_FOUND, summary="Triton-style model config")
+    router.add_api_route(_path + "/infer", infer, methods=["POST"], dependencies=_served, openapi_extra=infer_body(),
+                         responses=error_responses(400, 404, 408, 413, 422, 429, 499, 500, 503, 504),
+                         summary="KServe v2 inference (JSON or binary)")
 
 
 def _model_input(service: Service, inputs: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
