@@ -71,6 +71,12 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, problems)
 
 
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A fault of the server's own (a bug): still a JSON answer, the traceback in the log."""
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return error_response(500, f"internal error ({type(exc).__name__}); the server's log has the details")
+
+
 def _openapi(app: FastAPI, service: Service) -> Callable[[], dict[str, Any]]:
     """The OpenAPI document with the request bodies' models in its components, 400 (not FastAPI's 422) for
     invalid parameters, as the handlers answer, and the served model's name and version in the v2 paths."""
@@ -91,6 +97,8 @@ def _openapi(app: FastAPI, service: Service) -> Callable[[], dict[str, Any]]:
                     for parameter in operation.get("parameters", []):
                         if parameter["in"] == "path" and parameter["name"] in served:
                             parameter["schema"] = {"type": "string", "enum": [served[parameter["name"]]]}
+                        if parameter["name"] == "top_k":
+                            parameter["schema"]["maximum"] = service.classes
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -109,6 +117,7 @@ def create_app(config: ServiceConfig, service: Service | None = None,
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
     for router in (routes_v1.router, routes_v2.router, routes_health.router):
         app.include_router(router)
     app.openapi = _openapi(app, service)  # type: ignore[method-assign]

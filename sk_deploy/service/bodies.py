@@ -23,8 +23,11 @@ from sk_deploy.service.errors import ApiError
 
 # --- /v1/classify and /v1/classify/batch -------------------------------------------------------------------
 
-Base64Picture = Annotated[str, Field(min_length=1, description="A picture's bytes (JPEG, PNG, WebP, ...) in base64; a "
-                                                               "data: URL is accepted too")]
+BASE64 = r"^(data:[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+"""What ``_b64`` accepts, for the OpenAPI document (the message of a refusal is ours, not a regex's)."""
+Base64Picture = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": BASE64}, description=(
+    "A picture's bytes (JPEG, PNG, WebP, ...) in base64; a data: URL is accepted too"))]
+PictureFile = Annotated[bytes, Field(min_length=1)]
 
 
 class ClassifyJson(BaseModel):
@@ -36,7 +39,7 @@ class ClassifyJson(BaseModel):
 class ClassifyForm(BaseModel):
     """/v1/classify as multipart/form-data: one file part."""
 
-    file: bytes = Field(description="The picture (any file part is taken)")
+    file: PictureFile = Field(description="The picture (any file part is taken)")
 
 
 class BatchJson(BaseModel):
@@ -48,7 +51,7 @@ class BatchJson(BaseModel):
 class BatchForm(BaseModel):
     """/v1/classify/batch as multipart/form-data: several file parts."""
 
-    files: list[bytes] = Field(min_length=1, description="The pictures (every file part is taken)")
+    files: list[PictureFile] = Field(min_length=1, description="The pictures (every file part is taken)")
 
 
 RAW_PICTURE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/octet-stream")
@@ -56,7 +59,7 @@ RAW_PICTURE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/octet
 
 def picture_body(json_model: type[BaseModel], form_model: type[BaseModel], raw: bool) -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of a classify route: raw picture bytes (when ``raw``), multipart, JSON."""
-    content: dict[str, Any] = {kind: {"schema": {"type": "string", "format": "binary"}}
+    content: dict[str, Any] = {kind: {"schema": {"type": "string", "format": "binary", "minLength": 1}}
                                for kind in (RAW_PICTURE_TYPES if raw else ())}
     content["multipart/form-data"] = {"schema": {"$ref": f"#/components/schemas/{form_model.__name__}"}}
     content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}}
@@ -79,14 +82,14 @@ class _Open(BaseModel):
 class TensorParameters(_Open):
     """An input tensor's parameters: ``binary_data_size`` when its data follows the JSON header as bytes."""
 
-    binary_data_size: int | None = Field(None, ge=0, strict=True)
+    binary_data_size: int | None = Field(None, ge=0)
 
 
 class OutputParameters(_Open):
     """A requested output's parameters: binary or JSON data, and Triton's classification extension (top k)."""
 
     binary_data: StrictBool | None = None
-    classification: int = Field(0, ge=0, le=1_000_000, strict=True)
+    classification: int = Field(0, ge=0, le=1_000_000)
 
 
 class RequestParameters(_Open):
@@ -101,7 +104,7 @@ class InputTensor(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     name: str
-    shape: list[Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]] = Field(max_length=MAX_DIMS)
+    shape: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(max_length=MAX_DIMS)
     datatype: Datatype
     parameters: TensorParameters | None = None
     data: list[float] | None = None

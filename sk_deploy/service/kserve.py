@@ -108,7 +108,7 @@ def _tensor_array(tensor: InputTensor, where: str, binary: memoryview) -> tuple[
     """(array, binary bytes consumed) of one validated input tensor."""
     dtype = DATATYPES[tensor.datatype]
     count = math.prod(tensor.shape)  # a Python int: no overflow, however large the shape
-    if count > MAX_ELEMENTS:
+    if math.prod(d for d in tensor.shape if d) > MAX_ELEMENTS:  # numpy refuses such a shape even when one is 0
         raise ProtocolError(f"input {tensor.name!r}: shape {tensor.shape} has more than {MAX_ELEMENTS} elements")
     size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is not None:
