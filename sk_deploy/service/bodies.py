@@ -9,6 +9,7 @@ field (``problems``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator
@@ -225,12 +226,7 @@ async def read_pictures(request: Request, limit: int, many: bool, max_pictures: 
         pictures = await _multipart_files(request, limit, max_pictures)
     elif content_type == "application/json":
         body = await read_body(request, limit)
-        if many:
-            values = parse_json(BatchJson, body).images
-            count_pictures(len(values), many, max_pictures)
-            pictures = [_b64(v, f"images[{i}]") for i, v in enumerate(values)]
-        else:
-            pictures = [_b64(parse_json(ClassifyJson, body).image, "image")]
+        pictures = await asyncio.to_thread(json_pictures, body, many, max_pictures)  # not on the event loop
     else:
         shown = content_type or "none"
         raise ApiError(415, f"unsupported Content-Type {shown!r}: send the picture as a raw image/jpeg, image/png "
@@ -242,6 +238,15 @@ async def read_pictures(request: Request, limit: int, many: bool, max_pictures: 
             raise ApiError(400, "empty body: no picture to classify" if len(pictures) == 1
                            else f"picture {i} is empty")
     return pictures
+
+
+def json_pictures(body: bytes, many: bool, max_pictures: int) -> list[bytes]:
+    """The pictures of a JSON classify body, counted before any is decoded from base64."""
+    if not many:
+        return [_b64(parse_json(ClassifyJson, body).image, "image")]
+    values = parse_json(BatchJson, body).images
+    count_pictures(len(values), many, max_pictures)
+    return [_b64(v, f"images[{i}]") for i, v in enumerate(values)]
 
 
 async def _multipart_files(request: Request, limit: int, max_pictures: int) -> list[bytes]:

@@ -25,6 +25,16 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC = _glibc()
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_blocks(threshold: int = 1 << 20) -> bool:
+    """Serve every allocation of ``threshold`` bytes or more from its own mapping, returned to the system on
+    free (glibc ``mallopt(M_MMAP_THRESHOLD)``; fixing it also stops glibc raising it after each large free, which
+    would put picture-sized buffers back on the heap); False where there is no glibc."""
+    return bool(_LIBC is not None and _LIBC.mallopt(M_MMAP_THRESHOLD, threshold))
+
+
 def trim() -> bool:
     """Return the heap's free pages to the system (glibc ``malloc_trim(0)``); False where there is no glibc."""
     return bool(_LIBC is not None and _LIBC.malloc_trim(0))
@@ -42,20 +52,22 @@ def resident_bytes(pid: int | str = "self") -> int:
 
 
 class Trimmer:
-    """``trim()`` on a worker thread after large requests: at most once per ``interval`` seconds, and always
-    once after the last of a burst (a request that comes too soon after a trim schedules the next one)."""
+    """``trim()`` on a worker thread after large requests: ``delay`` seconds after one (the threads that
+    decoded and ran its pictures have let go of them by then), at most once per ``interval`` seconds, and
+    always once after the last of a burst (a request that comes while none is scheduled schedules one)."""
 
-    def __init__(self, interval: float = 0.5) -> None:
-        self.interval = interval
+    def __init__(self, interval: float = 0.5, delay: float = 0.2) -> None:
+        self.interval, self.delay = interval, delay
         self._last = 0.0
         self._scheduled = False
 
     def soon(self) -> None:
-        """Trim once ``interval`` has passed since the last trim (called from the event loop)."""
+        """Schedule a trim (called from the event loop)."""
         if _LIBC is None or self._scheduled:
             return
         self._scheduled = True
-        asyncio.get_running_loop().call_later(max(0.0, self._last + self.interval - time.monotonic()), self._run)
+        wait = max(self.delay, self._last + self.interval - time.monotonic())
+        asyncio.get_running_loop().call_later(wait, self._run)
 
     def _run(self) -> None:
         self._scheduled, self._last = False, time.monotonic()

@@ -20,8 +20,9 @@ log = logging.getLogger("uvicorn.error")
 
 GONE = 499
 """The status counted for a client that went away before its answer (nginx's "client closed request")."""
-TRIM_AFTER_BYTES = 256 * 1024
-"""Bodies at least this large are followed by a ``malloc_trim``: their pictures and arrays were large too."""
+TRIM_AFTER_BYTES = 64 * 1024
+"""Bodies at least this large are followed by a ``malloc_trim`` (throttled): their pictures and arrays were
+large too."""
 
 _KNOWN_PATHS = {"/", "/v1/classify", "/v1/classify/batch", "/healthz", "/readyz", "/metrics", "/v2",
                 "/v2/health/live", "/v2/health/ready"}

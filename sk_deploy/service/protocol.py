@@ -1,7 +1,8 @@
 """The HTTP connection itself, before the app sees a request: a cap on open connections and a deadline (and a
 size cap) on the request headers, so a handful of stalled sockets cannot hold the server.
 
-uvicorn's own httptools protocol with three checks added. The app never sees these requests, so the answers
+uvicorn's own httptools protocol with three checks added, and its answer to a request the HTTP parser
+rejects written as JSON. The app never sees these requests, so the answers
 are written here: JSON like every other answer, then the connection is closed. The deadline on the *body* is
 the app's (``middleware.Guard``), since the body is read there.
 """
@@ -15,7 +16,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._partial = False
         self._header_bytes = 0
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser rejects (a malformed request line, header or length) is a JSON 400 too."""
+        self._refuse(400, f"malformed HTTP request ({msg.rstrip('.')})")
 
     def _arm(self) -> None:
         if self._header_timer is None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -97,7 +98,8 @@ async def infer(request: Request, service: ServiceDep, header_length: HeaderLeng
     start = time.monotonic()
     try:
         service.require_ready()
-        parsed = parse_infer(await read_body(request, service.config.max_body_bytes), header_length)
+        body = await read_body(request, service.config.max_body_bytes)
+        parsed = await asyncio.to_thread(parse_infer, body, header_length)  # validation off the event loop
         array = _model_input(service, parsed.inputs)
         wanted = parsed.outputs or [RequestedOutput(service.output_name, parsed.binary_output_default)]
         for out in wanted:

@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from sk_deploy.service.app import Service, ServiceConfig, create_app
+from sk_deploy.service.memory import map_large_blocks
 from sk_deploy.service.protocol import ConnectionLimits, GuardedProtocol
 
 
@@ -48,6 +49,7 @@ class DrainingServer(uvicorn.Server):
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 1.0,
           log_level: str = "info", access_log: bool = True) -> str | None:
     """Serve ``config`` until stopped; the model's load error, if it could not be served, else None."""
+    map_large_blocks()  # large buffers (bodies, pictures, batches) go back to the system when freed
     service = Service(config)
     holder: dict[str, DrainingServer] = {}
     app = create_app(config, service, on_load_error=lambda message: holder["server"].stop_for(message))

@@ -120,3 +120,12 @@ def test_oversized_headers_are_431(guarded: ServerProcess, generated_jpeg: Path)
         status, headers, body, _ = answer(sock)
     assert (status, headers["connection"]) == (431, "close") and "headers" in body["error"]
     assert classifies(guarded, generated_jpeg.read_bytes())
+
+
+def test_a_request_the_http_parser_rejects_is_a_json_400(guarded: ServerProcess, generated_jpeg: Path) -> None:
+    with connect(guarded) as sock:
+        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1\xb2\r\n\r\n")
+        status, headers, body, after = answer(sock)
+    assert (status, headers["connection"], after) == (400, "close", b"")
+    assert "malformed HTTP request" in body["error"]
+    assert classifies(guarded, generated_jpeg.read_bytes())
