@@ -155,11 +155,13 @@ class Tally:
     disconnects: int = 0
     statuses: Counter[tuple[str, int | str]] = field(default_factory=Counter)
     good_ms: list[float] = field(default_factory=list)
+    ms: dict[tuple[str, int | str], list[float]] = field(default_factory=dict)
     measuring: bool = False
 
     def record(self, kind: Kind, status: int | str, ms: float) -> None:
         """One outcome of a request sent while measuring (an HTTP status, or a transport error's name)."""
         self.statuses[(kind.name, status)] += 1
+        self.ms.setdefault((kind.name, status), []).append(ms)
         if isinstance(status, int):
             self.answered += 1
             if kind.good and status == 200:
@@ -233,8 +235,9 @@ async def soak(url: str, pid: int, mix: list[Kind], warmup: float, duration: flo
     return {
         "seconds": seconds, "sent": tally.sent, "answered": tally.answered, "disconnects": tally.disconnects,
         "server_errors": server_errors, "transport_errors": transport,
-        "statuses": [{"kind": k, "status": s, "count": v} for (k, s), v in sorted(tally.statuses.items(),
-                                                                                   key=lambda x: str(x[0]))],
+        "statuses": [{"kind": k, "status": s, "count": v, "p50_ms": float(np.median(tally.ms[(k, s)])),
+                      "max_ms": max(tally.ms[(k, s)])}
+                     for (k, s), v in sorted(tally.statuses.items(), key=lambda x: str(x[0]))],
         "good_requests": len(tally.good_ms), "good_per_s": len(tally.good_ms) / seconds,
         "good_latency_ms": latency.__dict__ if latency else None,
         "rss_mb": {"after_warmup": rss_warm / 2**20, "end": rss_end / 2**20, "peak_sampled": max(samples) / 2**20,
@@ -260,9 +263,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"({rss['end_over_warmup'] - 1:+.1%}), {rss['peak_sampled']:.0f} MB at the highest sample",
         f"- good requests: {s['good_requests']} ({s['good_per_s']:.1f}/s), latency p50 {lat.get('p50', 0):.0f} ms, "
         f"p90 {lat.get('p90', 0):.0f} ms, **p99 {lat.get('p99', 0):.0f} ms**, max {lat.get('max', 0):.0f} ms", "",
-        "| kind | status | count |", "| --- | ---: | ---: |",
+        "| kind | status | count | p50 ms | max ms |", "| --- | ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {row['kind']} | {row['status']} | {row['count']} |" for row in s["statuses"]]
+    lines += [f"| {row['kind']} | {row['status']} | {row['count']} | {row['p50_ms']:.0f} | {row['max_ms']:.0f} |"
+              for row in s["statuses"]]
     libs = {**result["machine"]["libraries"], **result["service_libraries"]}
     lines += ["", "Libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()) + ".", "", "Reproduce:", "",
               f"    {result['command']}", ""]

@@ -2,7 +2,7 @@
 ``/proc/PID/status`` VmHWM, reset through ``clear_refs`` before each measurement): a 1x4000 or 4000x1 picture
 is answered in well under 64 MB (only its crop is resampled); 1000 tiny pictures in one JSON batch are
 refused in under 32 MB (counted before any is decoded); after a burst of large requests the resident size
-comes back near where it was (malloc_trim)."""
+comes back near where it was (large buffers mapped on their own, malloc_trim)."""
 
 from __future__ import annotations
 
