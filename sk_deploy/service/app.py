@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import sk_deploy
@@ -105,6 +106,16 @@ def _openapi(app: FastAPI, service: Service) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
+def _include(app: FastAPI, router: APIRouter) -> None:
+    """``router``'s routes added to the app itself, as they are: FastAPI's ``include_router`` adds a router as
+    one opaque entry, and ``app.routes`` should list every path the app serves."""
+    for route in router.routes:
+        assert isinstance(route, APIRoute)
+        app.add_api_route(route.path, route.endpoint, methods=sorted(route.methods), name=route.name,
+                          dependencies=route.dependencies, responses=route.responses, summary=route.summary,
+                          openapi_extra=route.openapi_extra, response_class=route.response_class, tags=route.tags)
+
+
 def create_app(config: ServiceConfig, service: Service | None = None,
                on_load_error: Callable[[str], None] | None = None) -> FastAPI:
     """The service's FastAPI app for ``config`` (a prepared ``service`` may be passed in). ``on_load_error`` is
@@ -119,6 +130,6 @@ def create_app(config: ServiceConfig, service: Service | None = None,
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)
     for router in (routes_v1.router, routes_v2.router, routes_health.router):
-        app.include_router(router)
+        _include(app, router)
     app.openapi = _openapi(app, service)  # type: ignore[method-assign]
     return app
