@@ -29,6 +29,14 @@ class ImageError(SkDeployError, ValueError):
     """An input that is not a decodable image (missing, empty, truncated, not an image, too many pixels)."""
 
 
+class ImageLimitError(ImageError):
+    """A picture refused from its header for passing a limit: ``limit`` is ``"max_pixels"`` or ``"max_aspect"``."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How a network wants its pictures: short side resized to ``resize``, centre crop ``crop`` x ``crop``,
@@ -67,13 +75,15 @@ def find_images(folder: str | Path) -> list[Path]:
     return found
 
 
-def open_image(source: str | Path | bytes, min_size: int | None = None, max_pixels: int | None = None) -> Image.Image:
+def open_image(source: str | Path | bytes, min_size: int | None = None, max_pixels: int | None = None,
+               max_aspect: float | None = None) -> Image.Image:
     """Decode a JPEG/PNG/WebP/... file or bytes into an upright RGB image.
 
     EXIF orientation is applied; greyscale, palette, CMYK and alpha images become RGB. With ``min_size``,
     large JPEGs are decoded in draft mode at the smallest scale whose short side is still >= 2 * min_size,
     which keeps the resize's result while decoding far fewer pixels. With ``max_pixels``, a picture whose
-    header declares more pixels is refused before any of it is decoded (a decompression bomb costs nothing).
+    header declares more pixels is refused before any of it is decoded (a decompression bomb costs nothing);
+    with ``max_aspect``, so is one whose long side is more than ``max_aspect`` times its short side.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
@@ -89,9 +99,7 @@ def open_image(source: str | Path | bytes, min_size: int | None = None, max_pixe
         stream = path
     try:
         with Image.open(stream) as img:
-            if max_pixels and img.width * img.height > max_pixels:
-                raise ImageError(f"{name}: too many pixels ({img.width}x{img.height} = {img.width * img.height}, "
-                                 f"the limit is {max_pixels})")
+            _check_limits(name, img.width, img.height, max_pixels, max_aspect)
             if min_size and img.format == "JPEG":
                 img.draft("RGB", (2 * min_size, 2 * min_size))
             img = ImageOps.exif_transpose(img)
@@ -107,6 +115,16 @@ def open_image(source: str | Path | bytes, min_size: int | None = None, max_pixe
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
 
 
+def _check_limits(name: str, width: int, height: int, max_pixels: int | None, max_aspect: float | None) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise ImageLimitError(f"{name}: too many pixels ({width}x{height} = {width * height}, the limit is "
+                              f"{max_pixels})", "max_pixels")
+    if max_aspect and max(width, height) > max_aspect * max(1, min(width, height)):
+        raise ImageLimitError(f"{name}: aspect ratio too large ({width}x{height}, "
+                              f"{max(width, height) / max(1, min(width, height)):g}:1, the limit is {max_aspect:g}:1)",
+                              "max_aspect")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
@@ -118,18 +136,41 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _resized_size(width: int, height: int, spec: Preprocess) -> tuple[int, int]:
+    """The size after resizing the short side to ``spec.resize`` (torchvision's Resize(int) rounding)."""
+    if width <= height:
+        return spec.resize, int(spec.resize * height / width)
+    return int(spec.resize * width / height), spec.resize
+
+
+def crop_box(width: int, height: int, spec: Preprocess) -> tuple[float, float, float, float]:
+    """The region of a ``width`` x ``height`` picture that survives ``spec``'s resize and centre crop, in the
+    picture's own pixel coordinates (planned from the size alone, before any pixel is touched)."""
+    new_w, new_h = _resized_size(width, height, spec)
+    left, top = round((new_w - spec.crop) / 2.0), round((new_h - spec.crop) / 2.0)
+    sx, sy = width / new_w, height / new_h
+    return left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy
+
+
 def resize_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
-    """Resize the short side to ``spec.resize`` (as torchvision's Resize(int)), then centre crop."""
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = spec.resize, int(spec.resize * long / short)
-    size = (new_short, new_long) if w <= h else (new_long, new_short)
-    if size != img.size:
-        img = img.resize(size, _RESAMPLE[spec.interpolation])
-    w, h = img.size
-    left = round((w - spec.crop) / 2.0)
-    top = round((h - spec.crop) / 2.0)
+    """Resize the short side to ``spec.resize`` (as torchvision's Resize(int)), then centre crop.
+
+    A long, thin picture is not resized whole: only the region that survives the crop is resampled
+    (``resize(box=...)``, the same filter taps to within float rounding), so the memory is bounded by
+    ``_WHOLE_RESIZE_LIMIT`` times the resize's square, whatever the aspect ratio. Ordinary pictures take the
+    exact resize-then-crop path.
+    """
+    new_w, new_h = _resized_size(*img.size, spec)
+    if new_w * new_h > _WHOLE_RESIZE_LIMIT * spec.resize * spec.resize:
+        return img.resize((spec.crop, spec.crop), _RESAMPLE[spec.interpolation], box=crop_box(*img.size, spec))
+    if (new_w, new_h) != img.size:
+        img = img.resize((new_w, new_h), _RESAMPLE[spec.interpolation])
+    left, top = round((new_w - spec.crop) / 2.0), round((new_h - spec.crop) / 2.0)
     return img.crop((left, top, left + spec.crop, top + spec.crop))
+
+
+_WHOLE_RESIZE_LIMIT = 4
+"""Pictures whose resized whole would exceed this many ``resize`` x ``resize`` squares resample only the crop."""
 
 
 def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
@@ -140,10 +181,10 @@ def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
 
 
 def load_picture(source: str | Path | bytes, spec: Preprocess, uint8_nhwc: bool = False,
-                 max_pixels: int | None = None) -> np.ndarray:
+                 max_pixels: int | None = None, max_aspect: float | None = None) -> np.ndarray:
     """Decode and preprocess one image: float32 (3, H, W) normalised, or (``uint8_nhwc``) the uint8 (H, W, 3)
-    crop that a graph with fused preprocessing takes. ``max_pixels`` as in ``open_image``."""
-    crop = resize_crop(open_image(source, spec.resize, max_pixels), spec)
+    crop that a graph with fused preprocessing takes. ``max_pixels`` and ``max_aspect`` as in ``open_image``."""
+    crop = resize_crop(open_image(source, spec.resize, max_pixels, max_aspect), spec)
     return np.asarray(crop, dtype=np.uint8) if uint8_nhwc else to_tensor(crop, spec)
 
 

@@ -25,6 +25,9 @@ OTHER = {
                       "ONNX Runtime CUDA on one GPU"),
     "service": ("benchmarks/service/run.py", "HTTP throughput of sk-deploy serve against the Predictor's own, same "
                 "bundle and batch"),
+    "soak": ("benchmarks/service_soak/run.py", "a 2-minute soak of sk-deploy serve: 32 loopback clients, half good "
+             "and half malformed requests; sent vs answered, server errors, RSS after warm-up vs at the end, "
+             "good-request p99"),
 }
 
 

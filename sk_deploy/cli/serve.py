@@ -28,8 +28,17 @@ def serve_command(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body; beyond, 413.")] = 16.0,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest picture, in pixels, decoded (decompression "
                                             "bombs are refused before decoding).")] = 40_000_000,
+    max_aspect_ratio: Annotated[float, typer.Option(min=1, help="Longest over shortest side of a picture decoded "
+                                                    "(checked from its header; beyond, 400).")] = 32.0,
     decode_threads: Annotated[int, typer.Option(min=0, help="Threads decoding pictures (0: one per CPU, at most "
                                                 "4).")] = 0,
+    header_timeout_ms: Annotated[float, typer.Option(min=1, help="A request's headers must arrive within this "
+                                                     "long; beyond, 408 and the connection closed.")] = 10_000.0,
+    body_timeout_ms: Annotated[float, typer.Option(min=1, help="A request's body must arrive within this long "
+                                                   "after its headers; beyond, 408 and the connection closed.")]
+    = 30_000.0,
+    max_connections: Annotated[int, typer.Option(min=1, help="Open connections allowed; beyond, 503 and closed.")]
+    = 1024,
     drain_ms: Annotated[float, typer.Option(min=0, help="On SIGTERM/Ctrl-C, answer 503 to new requests this long "
                                             "before stopping; in-flight ones finish.")] = 1000.0,
     weights: Annotated[Path | None, typer.Option(help="With a model name: checkpoint to export.")] = None,
@@ -62,7 +71,9 @@ def serve_command(
                       f"{choice.reason}", highlight=False, soft_wrap=True)
     config = ServiceConfig(bundle=bundle_dir, backend=backend, precision=precision, max_batch=max_batch,
                            max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,
-                           max_body_mb=max_body_mb, max_pixels=max_pixels, decode_threads=decode_threads)
+                           max_body_mb=max_body_mb, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
+                           decode_threads=decode_threads, header_timeout_ms=header_timeout_ms,
+                           body_timeout_ms=body_timeout_ms, max_connections=max_connections)
     error = serve(config, host=host, port=port, drain_seconds=drain_ms / 1000, log_level=log_level,
                   access_log=access_log)
     if error:

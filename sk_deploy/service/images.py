@@ -2,7 +2,8 @@
 
 Decoding itself is ``sk_deploy.images.load_picture`` (Pillow, draft mode for large JPEGs, EXIF orientation, greyscale /
 CMYK / palette / alpha to RGB, the bundle's resize and centre crop); this module adds what a server needs: a
-pixel limit checked before decoding, and a pool of threads so the event loop never decodes.
+pixel and aspect-ratio limits checked from the header, before decoding (the refusal names the option that
+sets the limit), and a pool of threads so the event loop never decodes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sk_deploy.images import Preprocess, load_picture
+from sk_deploy.images import ImageLimitError, Preprocess, load_picture
+
+_OPTIONS = {"max_pixels": "--max-pixels", "max_aspect": "--max-aspect-ratio"}
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,14 @@ class PictureForm:
     preprocess: Preprocess
     uint8_nhwc: bool
     max_pixels: int
+    max_aspect: float
 
     def decode(self, data: bytes) -> np.ndarray:
         """One picture's bytes as the model's input item (no batch axis); an ImageError if it is not one."""
-        return load_picture(data, self.preprocess, self.uint8_nhwc, self.max_pixels)
+        try:
+            return load_picture(data, self.preprocess, self.uint8_nhwc, self.max_pixels, self.max_aspect)
+        except ImageLimitError as exc:
+            raise ImageLimitError(f"{exc} (sk-deploy serve {_OPTIONS[exc.limit]})", exc.limit) from None
 
 
 class Decoder:

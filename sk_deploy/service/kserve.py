@@ -10,11 +10,15 @@ expected; the app answers it with 400.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
+
+from sk_deploy.service.bodies import Datatype, InferBody, InputTensor, OutputParameters, parse_json
+from sk_deploy.service.errors import ApiError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -25,6 +29,11 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
     "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
 }
+assert set(DATATYPES) == set(get_args(Datatype)), "the declared datatypes are those the protocol decodes"
+
+
+MAX_ELEMENTS = 2**31 - 1
+"""The most elements one tensor may declare (the body limit keeps real ones far below)."""
 
 
 class ProtocolError(ValueError):
@@ -59,77 +68,80 @@ class InferRequest:
     binary_output_default: bool = False
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"{what} is not valid JSON ({exc})") from None
-    if not isinstance(document, dict):
-        raise ProtocolError(f"{what} must be a JSON object")
-    return document
-
-
 def parse_infer(body: bytes, header_length: int | None) -> InferRequest:
-    """A v2 infer request from its body; ``header_length`` is the Inference-Header-Content-Length, if sent."""
+    """A v2 infer request from its body; ``header_length`` is the Inference-Header-Content-Length, if sent.
+
+    The JSON is validated by ``InferBody`` (a wrong type anywhere names the field); shapes are checked against
+    the data before any array is made, and float inputs must be finite.
+    """
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} is {header_length} but the body has {len(body)} bytes")
-        header, binary = _json_object(body[:header_length], "the inference header"), memoryview(body)[header_length:]
+        header, binary = memoryview(body)[:header_length], memoryview(body)[header_length:]
+        what = "the inference header"
     else:
-        header, binary = _json_object(body, "the request body"), memoryview(b"")
-    raw_inputs = header.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise ProtocolError('the request has no "inputs" list')
+        header, binary, what = memoryview(body), memoryview(b""), "the request body"
+    try:
+        document = parse_json(InferBody, header, what)
+    except ApiError as exc:
+        raise ProtocolError(exc.message) from None
     inputs: dict[str, tuple[str, np.ndarray]] = {}
     offset = 0
-    for tensor in raw_inputs:
-        name, datatype, array, used = _parse_tensor(tensor, binary[offset:])
-        inputs[name] = (datatype, array)
+    for i, tensor in enumerate(document.inputs):
+        array, used = _tensor_array(tensor, f"inputs[{i}] ({tensor.name!r})", binary[offset:])
+        if tensor.name in inputs:
+            raise ProtocolError(f"inputs[{i}]: input {tensor.name!r} is given twice")
+        inputs[tensor.name] = (tensor.datatype, array)
         offset += used
     if offset != len(binary):
         raise ProtocolError(f"{len(binary) - offset} bytes of binary data follow the inputs unclaimed")
-    request_params = header.get("parameters") or {}
-    binary_default = bool(request_params.get("binary_data_output", False))
+    binary_default = document.parameters.binary_data_output if document.parameters else False
     outputs = []
-    for out in header.get("outputs") or []:
-        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-            raise ProtocolError('each requested output needs a "name"')
-        params = out.get("parameters") or {}
-        outputs.append(RequestedOutput(out["name"], bool(params.get("binary_data", binary_default)),
-                                       int(params.get("classification", 0))))
-    request_id = header.get("id")
-    return InferRequest(str(request_id) if request_id is not None else None, inputs, outputs, binary_default)
+    for out in document.outputs or []:
+        params = out.parameters or OutputParameters()
+        binary_out = params.binary_data if params.binary_data is not None else binary_default
+        outputs.append(RequestedOutput(out.name, binary_out, params.classification))
+    return InferRequest(document.id, inputs, outputs, binary_default)
 
 
-def _parse_tensor(tensor: Any, binary: memoryview) -> tuple[str, str, np.ndarray, int]:
-    """(name, datatype, array, binary bytes consumed) of one input tensor."""
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-        raise ProtocolError('each input needs a "name", "shape", "datatype" and "data"')
-    name, datatype, shape = tensor["name"], tensor.get("datatype"), tensor.get("shape")
-    if datatype not in DATATYPES:
-        raise ProtocolError(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers")
-    dtype = DATATYPES[datatype]
-    count = int(np.prod(shape)) if shape else 1
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+def _tensor_array(tensor: InputTensor, where: str, binary: memoryview) -> tuple[np.ndarray, int]:
+    """(array, binary bytes consumed) of one validated input tensor."""
+    dtype = DATATYPES[tensor.datatype]
+    count = math.prod(tensor.shape)  # a Python int: no overflow, however large the shape
+    if math.prod(d for d in tensor.shape if d) > MAX_ELEMENTS:  # numpy refuses such a shape even when one is 0
+        raise ProtocolError(f"input {tensor.name!r}: shape {tensor.shape} has more than {MAX_ELEMENTS} elements")
+    size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is not None:
         if size != count * dtype.itemsize:
-            raise ProtocolError(f"input {name!r}: binary_data_size {size} does not fit {datatype} {shape} "
-                                f"({count * dtype.itemsize} bytes)")
+            raise ProtocolError(f"input {tensor.name!r}: binary_data_size {size} does not fit {tensor.datatype} "
+                                f"{tensor.shape} ({count * dtype.itemsize} bytes)")
         if size > len(binary):
-            raise ProtocolError(f"input {name!r}: {size} bytes of binary data announced, {len(binary)} sent")
+            raise ProtocolError(f"input {tensor.name!r}: {size} bytes of binary data announced, {len(binary)} sent")
         array = np.frombuffer(binary[:size], dtype=dtype.newbyteorder("<")).astype(dtype, copy=True)
-        return name, datatype, array.reshape(shape), int(size)
-    if "data" not in tensor:
-        raise ProtocolError(f'input {name!r} has neither "data" nor binary_data_size')
-    try:
-        array = np.asarray(tensor["data"], dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"input {name!r}: data is not {datatype} ({exc})") from None
-    if array.size != count:
-        raise ProtocolError(f"input {name!r}: {array.size} values for shape {shape} ({count} expected)")
-    return name, datatype, array.reshape(shape), 0
+        used = size
+    elif tensor.data is None:
+        raise ProtocolError(f'input {tensor.name!r} has neither "data" nor binary_data_size')
+    elif len(tensor.data) != count:
+        raise ProtocolError(f"input {tensor.name!r}: {len(tensor.data)} values for shape {tensor.shape} "
+                            f"({count} expected)")
+    else:
+        array, used = _json_array(tensor, dtype), 0
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise ProtocolError(f"{where}: {bad} values are not finite (NaN, infinity, or out of the "
+                            f"{tensor.datatype} range); inputs must be finite numbers")
+    return array.reshape(tensor.shape), used
+
+
+def _json_array(tensor: InputTensor, dtype: np.dtype[Any]) -> np.ndarray:
+    values = np.asarray(tensor.data, dtype=np.float64)
+    if dtype.kind in "iub":
+        low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+        if values.size and (not np.all(values == np.round(values)) or values.min() < low or values.max() > high):
+            raise ProtocolError(f"input {tensor.name!r}: data is not {tensor.datatype} (whole numbers from {low} "
+                                f"to {high})")
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range floats become infinite: refused after
+        return values.astype(dtype)
 
 
 def classification(logits: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
@@ -166,7 +178,7 @@ def encode_response(
     document: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": described}
     if request_id is not None:
         document["id"] = request_id
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()  # strict JSON, always
     if not buffers:
         return header, None
     return header + b"".join(buffers), len(header)

@@ -1,4 +1,5 @@
-"""Running the app under uvicorn: one process, one inference thread per device, graceful shutdown.
+"""Running the app under uvicorn: one process, one inference thread per device, graceful shutdown; the
+connections guarded (``protocol.GuardedProtocol``: a cap on open connections, a deadline on headers).
 
 On SIGTERM or Ctrl-C the server first drains: ``/readyz`` turns 503 and new inference requests are answered
 503 while load balancers notice, for ``drain_seconds``; then uvicorn stops accepting connections, waits for the
@@ -8,12 +9,15 @@ skips the drain.
 
 from __future__ import annotations
 
+import functools
 import threading
 from types import FrameType
 
 import uvicorn
 
 from sk_deploy.service.app import Service, ServiceConfig, create_app
+from sk_deploy.service.memory import map_large_blocks
+from sk_deploy.service.protocol import ConnectionLimits, GuardedProtocol
 
 
 class DrainingServer(uvicorn.Server):
@@ -45,12 +49,14 @@ class DrainingServer(uvicorn.Server):
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 1.0,
           log_level: str = "info", access_log: bool = True) -> str | None:
     """Serve ``config`` until stopped; the model's load error, if it could not be served, else None."""
+    map_large_blocks()  # large buffers (bodies, pictures, batches) go back to the system when freed
     service = Service(config)
     holder: dict[str, DrainingServer] = {}
     app = create_app(config, service, on_load_error=lambda message: holder["server"].stop_for(message))
+    limits = ConnectionLimits(max_connections=config.max_connections, header_timeout=config.header_timeout_ms / 1e3)
     uv_config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=access_log,
-                               timeout_graceful_shutdown=int(config.timeout_ms / 1e3) + 5,
-                               timeout_keep_alive=30)
+                               timeout_graceful_shutdown=int(config.timeout_ms / 1e3) + 5, timeout_keep_alive=30,
+                               http=functools.partial(GuardedProtocol, limits=limits))  # type: ignore[arg-type]
     server = holder["server"] = DrainingServer(uv_config, service, drain_seconds)
     server.run()
     return server.load_error

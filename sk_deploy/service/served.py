@@ -1,0 +1,177 @@
+"""The served model: the command's options (``ServiceConfig``) and what is built from them (``Service``): the
+bundle, the picture decoder, and once loaded in the app's lifespan the Predictor and the batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from sk_deploy.bundle import Bundle
+from sk_deploy.labels import imagenet_labels
+from sk_deploy.runtime.predictor import Predictor
+from sk_deploy.service.batcher import Batcher, BatchResult, DeadlineExceeded, QueueFull, ShuttingDown
+from sk_deploy.service.bodies import count_pictures
+from sk_deploy.service.errors import ApiError
+from sk_deploy.service.images import Decoder, PictureForm
+from sk_deploy.service.metrics import ServiceMetrics
+
+log = logging.getLogger("uvicorn.error")  # uvicorn configures it: our lines appear with the server's own
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How ``sk-deploy serve`` serves a bundle (the command's options, with the same defaults)."""
+
+    bundle: Path
+    backend: str = "auto"
+    precision: str = "fp32"
+    max_batch: int = 32
+    max_delay_ms: float = 2.0
+    max_queue: int = 256
+    timeout_ms: float = 5000.0
+    max_body_mb: float = 16.0
+    max_pixels: int = 40_000_000
+    max_aspect_ratio: float = 32.0
+    """Longest side over shortest side of a picture accepted (checked from its header, before decoding)."""
+    decode_threads: int = 0
+    """Threads decoding pictures; 0: one per CPU, at most 4."""
+    warmup: bool = True
+    header_timeout_ms: float = 10_000.0
+    """A request's headers must arrive within this long (else 408 and the connection closed)."""
+    body_timeout_ms: float = 30_000.0
+    """A request's body must arrive within this long after its headers (else 408 and the connection closed)."""
+    max_connections: int = 1024
+    """Open connections beyond this are answered 503 and closed at once."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The body limit in bytes."""
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+class Service:
+    """The served model and everything around it; built before the server starts, loaded in its lifespan."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.bundle = Bundle.open(config.bundle)
+        self.model = self.bundle.model_name
+        self.input_spec = self.bundle.input_spec
+        self.output_name = self.bundle.output_name
+        self.classes = self.bundle.classes
+        self.labels = imagenet_labels()
+        self.metrics = ServiceMetrics(self.model, VERSION)
+        threads = config.decode_threads or min(4, os.cpu_count() or 1)
+        form = PictureForm(self.bundle.preprocess, self.input_spec.dtype == "uint8", config.max_pixels,
+                           config.max_aspect_ratio)
+        self.decoder = Decoder(form, threads)
+        self.predictor: Predictor | None = None
+        self.batcher: Batcher | None = None
+        self.error: str | None = None
+        self.draining = False
+
+    @property
+    def ready(self) -> bool:
+        """Warm and taking requests."""
+        return self.batcher is not None and not self.draining
+
+    def load(self) -> None:
+        """Open the Predictor, warm it up at batch 1 and at the largest batch, start the batcher (blocking)."""
+        started = time.perf_counter()
+        config = self.config
+        predictor = Predictor(self.bundle, config.backend, config.precision)
+        log.info("model %s on %s (%s), loading took %.1f s", self.model, predictor.description, predictor.reason,
+                 time.perf_counter() - started)
+        if config.warmup:
+            seconds = predictor.warmup((1,), repeats=2) + predictor.warmup((config.max_batch,), repeats=1)
+            log.info("warm-up at batch 1 and %d took %.1f s", config.max_batch, seconds)
+        self.predictor = predictor
+        self.batcher = Batcher(predictor.predict, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1e3,
+                               max_queue=config.max_queue, metrics=self.metrics)
+        log.info("ready: %s", self.model)
+
+    def close(self) -> None:
+        """Finish queued requests, then release the decoder threads and the backend."""
+        if self.batcher is not None:
+            self.batcher.close()
+        self.decoder.close()
+        if self.predictor is not None:
+            self.predictor.close()
+
+    def require_ready(self) -> Batcher:
+        """The batcher, or a 503 saying why the server cannot take inference now."""
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", {"Retry-After": "1"})
+        if self.error:
+            raise ApiError(503, f"the model failed to load: {self.error}")
+        if self.batcher is None:
+            raise ApiError(503, "the model is still loading and warming up; retry shortly", {"Retry-After": "1"})
+        return self.batcher
+
+    async def infer(self, array: np.ndarray, deadline: float) -> tuple[np.ndarray, list[BatchResult]]:
+        """Logits of ``array`` (N, ...) through the batcher, in pieces of at most ``max_batch`` rows."""
+        batcher = self.require_ready()
+        step = self.config.max_batch
+        count_pictures(len(array), True, self.config.max_queue)  # the v2 path; v1 counted before decoding
+        try:
+            results = await asyncio.gather(*(batcher.submit(array[i:i + step], deadline)
+                                             for i in range(0, len(array), step)))
+        except QueueFull as exc:
+            self.metrics.reject("queue_full")
+            raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        except DeadlineExceeded as exc:
+            raise ApiError(504, str(exc)) from None
+        except ShuttingDown as exc:
+            raise ApiError(503, str(exc)) from None
+        except RuntimeError as exc:
+            raise ApiError(500, str(exc)) from None
+        logits = np.concatenate([r.logits for r in results])
+        if not np.isfinite(logits).all():  # never a bare NaN in a response: strict JSON only
+            raise ApiError(422, "the model's output for this input is not finite (NaN or infinity); inputs far "
+                                "outside the range the model was trained on do that")
+        return logits, list(results)
+
+
+def current_service(request: Request) -> Service:
+    """The app's Service (a FastAPI dependency of every route)."""
+    return request.app.state.service
+
+
+def deadline_for(service: Service, timeout_ms: float | None, start: float) -> float:
+    """The request's deadline: the server's timeout, or a shorter one the client asked for."""
+    limit = service.config.timeout_ms
+    if timeout_ms is not None:
+        if timeout_ms <= 0:
+            raise ApiError(400, "timeout_ms must be positive")
+        limit = min(limit, timeout_ms)
+    return start + limit / 1e3
+
+
+async def until_disconnected(request: Request) -> None:
+    """Return once the client has gone away (the body must have been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """Await ``work``; if the client disconnects first, cancel it (the batcher then skips its pictures)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ApiError(499, "client closed the request")
+    return task.result()
