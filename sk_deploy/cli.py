@@ -61,9 +61,10 @@ def predict_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Registered model name (default sknet50); "
                                                "runs it in PyTorch.")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Bundle directory: run its graph or engine instead.")] = None,
-    backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu "
-                                         "or torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16 or int8.")] = "fp32",
+    backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, "
+                                         "openvino or torch.")] = "auto",
+    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16, int8 or bf16 (openvino, on a CPU "
+                                           "with native bfloat16).")] = "fp32",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
     pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per image.")] = 5,
@@ -158,9 +159,19 @@ def _predict_bundle(
     if backend == "auto":
         err_console.print(f"[dim]backend {predictor.backend}: {predictor.reason}[/]", highlight=False,
                           soft_wrap=True)
+    _print_tip(manifest, predictor.backend, precision, predictor.machine)
     info = {"model": manifest["model"]["name"], "backend": predictor.backend, "precision": predictor.precision,
             "bundle": str(bundle_dir), "file": predictor.file or "(PyTorch network)"}
     return logits, info, not is_trained(manifest["model"]["weights"])
+
+
+def _print_tip(manifest: dict, backend: str, precision: str, machine: object) -> None:
+    """One line naming a faster precision that passed its gate in the bundle and runs here, if there is one."""
+    from sk_deploy.runtime.cpu_choice import faster_tip
+
+    tip = faster_tip(manifest, backend, precision, machine)  # type: ignore[arg-type]
+    if tip:
+        err_console.print(f"[cyan]{tip}[/]", highlight=False, soft_wrap=True)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -391,7 +402,9 @@ def inspect_command(
 @app.command("quantize")
 def quantize_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
-    precision: Annotated[str, typer.Option(help="fp16 or int8.")] = "int8",
+    precision: Annotated[str, typer.Option(help="fp16, int8, or bf16 (no file: the float32 graph in bf16 on "
+                                           "OpenVINO, measured and gated; needs a CPU with native bfloat16).")]
+    = "int8",
     target: Annotated[str, typer.Option(help="int8 form: tensorrt (QDQ, symmetric int8) or cpu (U8S8).")]
     = "tensorrt",
     calib: Annotated[Path | None, typer.Option(help="Folder of calibration photos (JPEG/PNG); int8 needs it.")]
@@ -403,7 +416,8 @@ def quantize_command(
     = None,
     gate: Annotated[bool, typer.Option(help="Refuse a graph that misses its accuracy gate.")] = True,
 ) -> None:
-    """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
+    """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32; or
+    measure bf16 against float32 (no file) and record its figures in the manifest."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
@@ -431,6 +445,10 @@ def quantize_command(
     if not a.passed:
         kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
         raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
+    if precision == "bf16":
+        console.print(f"[green]recorded[/] the bf16 figures in {bundle / 'manifest.json'} (stages.precision.bf16); "
+                      "no file is needed: serve or predict with --precision bf16", highlight=False, soft_wrap=True)
+        return
     console.print(f"[green]wrote[/] {bundle / result.file}")
 
 
@@ -473,8 +491,10 @@ def build_command(
 def serve_command(
     target: Annotated[str, typer.Argument(metavar="BUNDLE|MODEL", help="A bundle directory, or a registered model "
                                           "name to export first (into ~/.cache/sk-deploy/bundles, reused).")],
-    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (the bundle must hold that graph).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino or "
+                                         "torch.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (the bundle must hold that graph) or bf16 "
+                                           "(openvino, on a CPU with native bfloat16).")] = "fp32",
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8000,
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the batcher forms.")] = 32,
@@ -509,7 +529,8 @@ def serve_command(
         with err_console.status(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, weights, pretrained,
                                               progress=lambda message: status.update(f"{message}..."))
-            choice = plan(bundle.manifest, backend, precision, probe_machine())  # a backend it lacks: one line now
+            machine = probe_machine()
+            choice = plan(bundle.manifest, backend, precision, machine)  # a backend it lacks: one line now
     except _user_errors() as exc:
         raise fail(str(exc)) from None
     bundle_dir = bundle.path
@@ -517,6 +538,7 @@ def serve_command(
         err_console.print(f"exported {target} to {bundle_dir}", highlight=False)
     err_console.print(f"serving {bundle.model_name} from {bundle_dir} on {choice.backend} {precision}: "
                       f"{choice.reason}", highlight=False, soft_wrap=True)
+    _print_tip(bundle.manifest, choice.backend, precision, machine)
     config = ServiceConfig(bundle=bundle_dir, backend=backend, precision=precision, max_batch=max_batch,
                            max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,
                            max_body_mb=max_body_mb, max_pixels=max_pixels, decode_threads=decode_threads)
@@ -538,13 +560,15 @@ def _split(text: str, what: str, cast: type = str) -> tuple:
 @app.command("bench")
 def bench_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
-    backends: Annotated[str, typer.Option(help="Comma-separated: torch, ort-cpu, ort-cuda, ort-tensorrt, tensorrt "
-                                          "(the default: all of these), and the opt-in torch-compile, ort-cpu-raw "
-                                          "(the exporter's graph before cleanup), ort-cuda-graph, tensorrt-graph. "
-                                          "PyTorch eager fp32 is always measured first as the baseline.")]
-    = "torch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt",
-    precisions: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8 (rows the bundle or machine "
-                                            "cannot run are skipped with the reason).")] = "fp32,fp16,int8",
+    backends: Annotated[str, typer.Option(help="Comma-separated: torch, ort-cpu, openvino, ort-cuda, ort-tensorrt, "
+                                          "tensorrt (the default: all of these), and the opt-in torch-compile, "
+                                          "ort-cpu-raw and openvino-raw (the exporter's graph before cleanup), "
+                                          "ort-cuda-graph, tensorrt-graph. PyTorch eager fp32 is always measured "
+                                          "first as the baseline.")]
+    = "torch,ort-cpu,openvino,ort-cuda,ort-tensorrt,tensorrt",
+    precisions: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8, bf16 (rows the bundle or "
+                                            "machine cannot run are skipped with the reason).")]
+    = "fp32,fp16,int8,bf16",
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
     warmup: Annotated[float, typer.Option(min=0, help="Seconds of warm-up runs per row (after a first run).")]
     = 1.0,

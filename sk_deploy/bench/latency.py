@@ -44,6 +44,7 @@ class Variant:
     cuda_graph: bool = False
     file: str | None = None
     opt_in: bool = False
+    file_precisions: tuple[str, ...] = ("fp32",)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -53,6 +54,10 @@ VARIANTS: dict[str, Variant] = {
     "ort-cpu": Variant("ort-cpu", "ONNX Runtime CPU on the graph of that precision (model.int8-cpu.onnx for int8)"),
     "ort-cpu-raw": Variant("ort-cpu", "ONNX Runtime CPU on model.raw.onnx, the exporter's graph before cleanup",
                            file="model.raw.onnx", opt_in=True),
+    "openvino": Variant("openvino", "OpenVINO on the CPU: fp32 pinned to f32, bf16 (CPUs with native bfloat16), int8 "
+                        "(model.int8.onnx first)"),
+    "openvino-raw": Variant("openvino", "OpenVINO on model.raw.onnx, the graph before cleanup (fp32 or bf16)",
+                            file="model.raw.onnx", opt_in=True, file_precisions=("fp32", "bf16")),
     "ort-cuda": Variant("ort-cuda", "ONNX Runtime CUDA with IO binding"),
     "ort-cuda-graph": Variant("ort-cuda", "ONNX Runtime CUDA replaying a captured CUDA graph per batch size",
                               cuda_graph=True, opt_in=True),
@@ -193,26 +198,29 @@ def example_batch(spec: InputSpec, size: int, seed: int = 0) -> np.ndarray:
 def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, threads: int = 0) -> Runner:
     """Open ``backend`` (a name in VARIANTS) at ``precision`` on ``bundle``; a BackendUnavailable (or the
     backend's own error) when this machine or bundle cannot run it."""
-    from sk_deploy.runtime.ort_backend import OrtBackend, OrtOptions
+    from sk_deploy.runtime.openvino_backend import OpenVinoOptions
+    from sk_deploy.runtime.ort_backend import OrtOptions
     from sk_deploy.runtime.torch_backend import TorchOptions
 
     variant = VARIANTS[backend]
     if variant.file is not None:
-        if precision != "fp32":
-            raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs fp32 only")
+        if precision not in variant.file_precisions:
+            raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs "
+                                     f"{' and '.join(variant.file_precisions)} only")
         entry = bundle.manifest["files"].get(variant.file)
         if entry is None:
             raise BackendUnavailable(f"the bundle has no {variant.file}")
         shape = entry.get("input", bundle.manifest["input"])
         spec = InputSpec(str(shape["name"]), str(shape["dtype"]), "NCHW" if shape["shape"][1] == 3 else "NHWC",
                          tuple(int(d) for d in shape["shape"][1:]))
-        runner = OrtBackend(bundle.check_file(variant.file), variant.predictor, OrtOptions(threads=threads))
+        runner = file_backend(bundle, variant, precision, machine, threads)
         return Runner(backend, precision, variant.file, "cpu", runner.run, lambda n: example_batch(spec, n),
                       runner.close, split_note="not applicable: runs on the CPU")
     predictor = Predictor(
         bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph,
         ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16"),
         torch=TorchOptions(fp16=precision == "fp16", compile=variant.compile),
+        openvino=OpenVinoOptions(threads=threads),
     )
     on_gpu = variant.predictor in GPU_PREDICTORS or (variant.predictor == "torch" and machine.cuda)
     runner = Runner(backend, precision, predictor.file, "cuda" if on_gpu else "cpu", predictor.predict,
@@ -224,6 +232,19 @@ def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, 
     else:
         runner.split_note = "not exposed: ONNX Runtime copies and computes inside one run call"
     return runner
+
+
+def file_backend(bundle: Bundle, variant: Variant, precision: str, machine: Machine, threads: int = 0) -> Any:
+    """The backend of a variant that runs one fixed bundle file (the raw export) on the CPU."""
+    path = bundle.check_file(variant.file or "")
+    if variant.predictor == "openvino":
+        from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
+
+        return OpenVinoBackend(path, bundle, precision=precision, options=OpenVinoOptions(threads=threads),
+                               cpu=machine.cpu)
+    from sk_deploy.runtime.ort_backend import OrtBackend, OrtOptions
+
+    return OrtBackend(path, variant.predictor, OrtOptions(threads=threads))
 
 
 class BenchRun:

@@ -1,14 +1,17 @@
 """What this machine can run, and the one line a person reads when something is missing.
 
-Every optional heavy package (tensorrt, onnxruntime-gpu) is imported here, lazily, and its absence becomes a
+Every optional heavy package (tensorrt, onnxruntime-gpu, openvino) is imported here, lazily, and its absence becomes a
 ``BackendUnavailable`` whose message says what to install; nothing else in ``runtime/`` imports them directly.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from types import ModuleType
+
+from sk_deploy.runtime.cpu_features import CpuFeatures, detect_cpu
 
 TENSORRT_INSTALL = (
     "install it from NVIDIA's package index (pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13, "
@@ -18,6 +21,9 @@ ORT_GPU_INSTALL = (
     "install onnxruntime-gpu in place of onnxruntime (pip uninstall -y onnxruntime && pip install onnxruntime-gpu; "
     "both provide the same module, so only one may be installed)"
 )
+
+
+OPENVINO_INSTALL = "pip install openvino (PyPI's wheel carries its own CPU plugin)"
 
 
 class BackendUnavailable(RuntimeError):
@@ -33,13 +39,16 @@ class Machine:
     compute_capability: tuple[int, int] | None
     ort_providers: tuple[str, ...]
     tensorrt_version: str | None
+    openvino_version: str | None = None
+    cpu: CpuFeatures = field(default_factory=lambda: CpuFeatures("unknown", frozenset()))
 
     def describe(self) -> str:
         """A short line: GPU or none, ONNX Runtime providers, TensorRT version."""
         gpu = f"{self.gpu_name} (sm {self.compute_capability[0]}.{self.compute_capability[1]})" \
             if self.gpu_name and self.compute_capability else "no CUDA GPU"
         providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.ort_providers) or "none"
-        return f"{gpu}; ONNX Runtime providers: {providers}; TensorRT: {self.tensorrt_version or 'not installed'}"
+        return (f"{gpu}; ONNX Runtime providers: {providers}; TensorRT: {self.tensorrt_version or 'not installed'}; "
+                f"OpenVINO: {self.openvino_version or 'not installed'}; CPU: {self.cpu.describe()}")
 
 
 def probe_machine() -> Machine:
@@ -55,7 +64,24 @@ def probe_machine() -> Machine:
         providers = tuple(ort.get_available_providers())
     except ImportError:
         providers = ()
-    return Machine(cuda, name, capability, providers, tensorrt_version())  # type: ignore[arg-type]
+    return Machine(cuda, name, capability, providers, tensorrt_version(),  # type: ignore[arg-type]
+                   openvino_version(), detect_cpu())
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's version (``2026.4.1``), or None (read from its metadata: no import)."""
+    try:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def import_openvino() -> ModuleType:
+    """The ``openvino`` module, or a BackendUnavailable saying how to install it."""
+    try:
+        return importlib.import_module("openvino")
+    except ImportError:
+        raise BackendUnavailable(f"OpenVINO is not installed: {OPENVINO_INSTALL}") from None
 
 
 def tensorrt_version() -> str | None:

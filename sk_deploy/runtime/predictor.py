@@ -1,8 +1,9 @@
 """One interface over every backend: ``Predictor(bundle, backend=..., precision=...).predict(batch) -> logits``.
 
 Backends: ``tensorrt`` (an engine built by ``sk-deploy build``), ``ort-tensorrt``, ``ort-cuda`` and ``ort-cpu``
-(ONNX Runtime with that provider, on the bundle's ONNX graph of the precision), and ``torch`` (the PyTorch
-network the bundle was exported from; the baseline). ``auto`` picks the fastest one this machine can run and
+(ONNX Runtime with that provider, on the bundle's ONNX graph of the precision), ``openvino`` (OpenVINO on the
+CPU: fp32, bf16 on a CPU with native bfloat16, int8), and ``torch`` (the PyTorch network the bundle was exported
+from; the baseline). ``auto`` picks the fastest one this machine can run and
 says why. The input is what the bundle's graph takes: float32 NCHW, or uint8 NHWC crops when preprocessing is
 fused into the graph; ``input_spec`` describes it, and a wrong array is a ``PredictorInputError`` naming it.
 """
@@ -20,13 +21,21 @@ import numpy as np
 from sk_deploy.bundle import Bundle
 from sk_deploy.engines.compat import EngineMismatch, check_engine, find_engine
 from sk_deploy.runtime.availability import BackendUnavailable, Machine, probe_machine
+from sk_deploy.runtime.cpu_choice import cpu_backend
+from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions, check_precision
 from sk_deploy.runtime.ort_backend import OrtBackend, OrtOptions
 from sk_deploy.runtime.torch_backend import TorchBackend, TorchOptions
 
-BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
-ONNX_FILES = {"fp32": ("model.onnx",), "fp16": ("model.fp16.onnx",), "int8": ("model.int8.onnx",)}
+BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "openvino", "torch")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+# bf16 has no file of its own: OpenVINO compiles the float32 graph with bf16 inference precision.
+ONNX_FILES = {"fp32": ("model.onnx",), "fp16": ("model.fp16.onnx",), "int8": ("model.int8.onnx",),
+              "bf16": ("model.onnx",)}
 CPU_ONNX_FILES = {**ONNX_FILES, "int8": ("model.int8-cpu.onnx", "model.int8.onnx")}
+# OpenVINO runs the TensorRT form faster than the CPU form, whose grouped convolutions stay float
+# (benchmarks/results/cpu-2core/openvino.md).
+OPENVINO_ONNX_FILES = {**ONNX_FILES, "int8": ("model.int8.onnx", "model.int8-cpu.onnx")}
+BACKEND_ONNX_FILES = {"ort-cpu": CPU_ONNX_FILES, "openvino": OPENVINO_ONNX_FILES}
 
 
 class PredictorInputError(ValueError):
@@ -87,7 +96,7 @@ class Choice:
 
 def onnx_file(manifest: dict[str, Any], backend: str, precision: str) -> str:
     """The bundle's ONNX file for ``backend`` at ``precision`` (the CPU INT8 form first on ort-cpu)."""
-    candidates = (CPU_ONNX_FILES if backend == "ort-cpu" else ONNX_FILES)[precision]
+    candidates = BACKEND_ONNX_FILES.get(backend, ONNX_FILES)[precision]
     for name in candidates:
         if name in manifest["files"]:
             return name
@@ -109,6 +118,16 @@ def plan(manifest: dict[str, Any], backend: str, precision: str, machine: Machin
         return _auto(manifest, precision, machine)
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    if precision == "bf16" and backend != "openvino":
+        raise BackendUnavailable(f"bf16 runs on the openvino backend only (a CPU with native bfloat16), not on "
+                                 f"{backend}: use --backend openvino")
+    if backend == "openvino":
+        if machine.openvino_version is None:
+            from sk_deploy.runtime.availability import import_openvino
+
+            import_openvino()  # raises the install message
+        check_precision(precision, machine.cpu)
+        return Choice("openvino", onnx_file(manifest, backend, precision), "asked for")
     if backend == "tensorrt":
         if machine.tensorrt_version is None:
             from sk_deploy.runtime.availability import import_tensorrt
@@ -129,6 +148,9 @@ def plan(manifest: dict[str, Any], backend: str, precision: str, machine: Machin
 
 
 def _auto(manifest: dict[str, Any], precision: str, machine: Machine) -> Choice:
+    if precision == "bf16":  # a CPU precision: no GPU backend runs it
+        backend, why = cpu_backend(precision, machine)
+        return Choice(backend, onnx_file(manifest, backend, precision), why)
     skipped = []
     if machine.cuda and machine.tensorrt_version:
         engine = find_engine(manifest, precision, machine.gpu_name, machine.tensorrt_version)
@@ -151,15 +173,16 @@ def _auto(manifest: dict[str, Any], precision: str, machine: Machine) -> Choice:
         return Choice("torch", None, "; ".join([*skipped, f"{machine.gpu_name} through PyTorch "
                                                 "(onnxruntime-gpu and TensorRT not available)"]))
     why = "no CUDA GPU here" if not machine.cuda else "no GPU backend can run this"
-    return Choice("ort-cpu", onnx_file(manifest, "ort-cpu", precision),
-                  "; ".join([*skipped, f"{why}: ONNX Runtime on the CPU, faster than PyTorch eager there"]))
+    backend, cpu_why = cpu_backend(precision, machine)
+    return Choice(backend, onnx_file(manifest, backend, precision), "; ".join([*skipped, f"{why}: {cpu_why}"]))
 
 
 class Predictor:
     """A bundle's model on one backend. ``predict(batch) -> logits (N, classes) float32``; ``warmup()`` first.
 
-    ``backend``: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or torch. ``precision``: fp32, fp16 or int8
-    (the bundle must hold that graph, or engine for tensorrt). ``ort`` and ``torch`` tune those backends;
+    ``backend``: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino or torch. ``precision``: fp32, fp16,
+    int8 (the bundle must hold that graph, or engine for tensorrt) or bf16 (openvino on a CPU with native
+    bfloat16). ``ort``, ``openvino`` and ``torch`` tune those backends;
     ``cuda_graph`` replays one captured CUDA graph per batch size on tensorrt and ort-cuda.
     """
 
@@ -173,6 +196,7 @@ class Predictor:
         torch: TorchOptions | None = None,
         cuda_graph: bool = False,
         machine: Machine | None = None,
+        openvino: OpenVinoOptions | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         manifest = self.bundle.manifest
@@ -182,6 +206,7 @@ class Predictor:
         self.precision = precision
         self.input_spec = InputSpec.from_manifest(manifest)
         self.max_batch: int | None = None
+        self._openvino = openvino
         self._runner = self._open(choice, ort, torch, cuda_graph)
 
     def _open(self, choice: Choice, ort: OrtOptions | None, torch: TorchOptions | None, cuda_graph: bool) -> Backend:
@@ -196,13 +221,18 @@ class Predictor:
             runner = TensorRTBackend(path, self.bundle.manifest["files"][choice.file], cuda_graph=cuda_graph)
             self.max_batch = runner.max_batch
             return runner
+        if choice.backend == "openvino":
+            return OpenVinoBackend(path, self.bundle, precision=self.precision, options=self._openvino,
+                                   cpu=self.machine.cpu)
         options = ort or OrtOptions(cuda_graph=cuda_graph, trt_fp16=self.precision == "fp16")
         return OrtBackend(path, choice.backend, options)
 
     @property
     def description(self) -> str:
-        """``ort-cpu fp32 (model.onnx)``."""
-        return f"{self.backend} {self.precision}" + (f" ({self.file})" if self.file else "")
+        """``ort-cpu fp32 (model.onnx)``; ``openvino bf16 (model.onnx; compiled bf16)``: what ran, read back."""
+        compiled = getattr(self._runner, "compiled_precision", None)
+        detail = "; ".join(part for part in (self.file, compiled and f"compiled {compiled}") if part)
+        return f"{self.backend} {self.precision}" + (f" ({detail})" if detail else "")
 
     def predict(self, batch: Any) -> np.ndarray:
         """Logits (N, classes) float32 of ``batch`` (or of one picture, without the batch axis)."""
