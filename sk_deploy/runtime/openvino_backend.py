@@ -109,6 +109,7 @@ class OpenVinoBackend(Backend):
                                      f"{wanted} asked for")
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.hint = str(self.compiled.get_property("PERFORMANCE_HINT"))
         self._request = self.compiled.create_infer_request()
 
     @property
@@ -116,7 +117,7 @@ class OpenVinoBackend(Backend):
         """``OpenVINO 2026.4.1, bf16 compiled, 2 threads, 1 stream, LATENCY``."""
         return (f"OpenVINO {openvino_version()}, {self.compiled_precision} compiled"
                 f"{' (int8 graph)' if self.precision == 'int8' else ''}, {self.threads} threads, "
-                f"{self.streams} stream(s), {self.config['PERFORMANCE_HINT']}")
+                f"{self.streams} stream(s), {self.hint}")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) of ``batch``."""
