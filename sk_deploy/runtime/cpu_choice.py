@@ -5,7 +5,7 @@ The rules follow benchmarks/results/cpu-2core/openvino.md (SKNet-50 at 224, one 
 on an AVX-512 CPU OpenVINO beats ONNX Runtime at every precision it runs (fp32 pinned to f32 included), bf16
 runs only on OpenVINO and only where the CPU computes bfloat16 natively, and OpenVINO runs the bundle's int8
 graph faster than ONNX Runtime runs its CPU form. Where OpenVINO is not installed, or on a CPU without AVX-512
-for fp32 (not measured there), ONNX Runtime stays the CPU backend.
+(fp32) or int8 dot products (int8), where that lead was not measured, ONNX Runtime stays the CPU backend.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ def cpu_backend(precision: str, machine: Machine) -> tuple[str, str]:
     if machine.openvino_version is None:
         return "ort-cpu", (f"ONNX Runtime on the CPU, faster than PyTorch eager there (OpenVINO, faster still on "
                            f"AVX-512 CPUs, is not installed: {OPENVINO_INSTALL})")
-    if precision == "int8":
+    if precision == "int8" and cpu.int8_dot:
         return "openvino", (f"OpenVINO {machine.openvino_version} runs the bundle's int8 graph faster than ONNX "
                             f"Runtime on this CPU ({flags}; {RESULTS})")
     if precision == "fp32" and "avx512f" in cpu.flags:
         return "openvino", (f"OpenVINO {machine.openvino_version} with f32 pinned is faster than ONNX Runtime on "
                             f"AVX-512 CPUs ({flags}; {RESULTS})")
-    return "ort-cpu", (f"ONNX Runtime on the CPU: this CPU has no AVX-512 ({flags}), where OpenVINO's fp32 lead was "
-                       "not measured")
+    lacks = "int8 dot products (VNNI, AMX)" if precision == "int8" else "AVX-512"
+    return "ort-cpu", (f"ONNX Runtime on the CPU: this CPU has no {lacks} ({flags}), where OpenVINO's lead was not "
+                       "measured")
 
 
 def gate_passed(manifest: dict[str, Any], key: str) -> dict[str, Any] | None:
