@@ -52,6 +52,11 @@ def headline(suite: dict[str, Any]) -> list[str]:
             int8 = _p50(rows, "ort-cpu", "int8", batch)
             if cleaned and int8:
                 text += f"; INT8 (CPU form) vs float32 on ONNX Runtime CPU {cleaned / int8:.2f}x"
+            for precision in ("fp32", "bf16"):
+                ov_cleaned, ov_raw = _p50(rows, "openvino", precision, batch), _p50(rows, "openvino-raw", precision,
+                                                                                    batch)
+                if ov_cleaned and ov_raw:
+                    text += f"; cleaned graph vs raw export on OpenVINO {precision} {ov_raw / ov_cleaned:.2f}x"
             lines.append(text)
     service = suite.get("service", {})
     for step in service.get("steps", []):

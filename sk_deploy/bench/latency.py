@@ -184,6 +184,8 @@ class Runner:
     close: Callable[[], None]
     timed: Callable[[np.ndarray], dict[str, float]] | None = None
     split_note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """figures every row of this runner carries (``ran``: what ran, the compiled precision read back)"""
 
 
 def example_batch(spec: InputSpec, size: int, seed: int = 0) -> np.ndarray:
@@ -215,7 +217,10 @@ def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, 
                          tuple(int(d) for d in shape["shape"][1:]))
         runner = file_backend(bundle, variant, precision, machine, threads)
         return Runner(backend, precision, variant.file, "cpu", runner.run, lambda n: example_batch(spec, n),
-                      runner.close, split_note="not applicable: runs on the CPU")
+                      runner.close, split_note="not applicable: runs on the CPU",
+                      extra={"ran": f"{backend} {precision} ({variant.file}"
+                             + (f"; compiled {runner.compiled_precision})" if hasattr(runner, "compiled_precision")
+                                else ")")})
     predictor = Predictor(
         bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph,
         ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16"),
@@ -224,7 +229,8 @@ def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, 
     )
     on_gpu = variant.predictor in GPU_PREDICTORS or (variant.predictor == "torch" and machine.cuda)
     runner = Runner(backend, precision, predictor.file, "cuda" if on_gpu else "cpu", predictor.predict,
-                    lambda n: example_batch(predictor.input_spec, n), predictor.close)
+                    lambda n: example_batch(predictor.input_spec, n), predictor.close,
+                    extra={"ran": predictor.description})
     if predictor.device_timing:
         runner.timed = lambda batch: predictor.predict_timed(batch)[1]
     elif not on_gpu:
@@ -297,7 +303,7 @@ class BenchRun:
 
     def _measure(self, runner: Runner, batch: int, is_baseline: bool) -> Row:
         row = Row(runner.backend, runner.precision, batch, baseline=is_baseline, file=runner.file,
-                  device=runner.device, split_note=runner.split_note)
+                  device=runner.device, split_note=runner.split_note, extra=dict(runner.extra))
         try:
             self._time(runner, batch, row)
         except Exception as exc:  # a backend failing on this batch (torch.compile, out of memory): skipped, said why
