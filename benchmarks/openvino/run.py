@@ -58,14 +58,13 @@ ROWS = {
 }
 
 
-def prepare_bundle(args: argparse.Namespace, folder: Path) -> Bundle:
-    """SKNet-50 at 224 with realistic activations, its two INT8 graphs and the bf16 gate (where it can run)."""
+def prepare_bundle(args: argparse.Namespace, out: Path) -> Bundle:
+    """SKNet-50 at 224 with realistic activations and its two INT8 graphs, exported into ``out``."""
     from sk_deploy.graph.pipeline import ExportRequest, export_bundle
     from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
 
     print("exporting sknet50 (BatchNorm statistics on photos)...", flush=True)
-    bundle, _ = export_bundle(ExportRequest(model="sknet50", out=folder / "sknet50", calibrate_bn=args.bn_images,
-                                            verify=False))
+    bundle, _ = export_bundle(ExportRequest(model="sknet50", out=out, calibrate_bn=args.bn_images, verify=False))
     for target in ("cpu", "tensorrt"):
         print(f"int8 graph for {target}...", flush=True)
         quantize_bundle(QuantizeRequest(bundle=bundle.path, precision="int8", target=target, calib=args.calib,
@@ -193,8 +192,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"Load average before / after: {result['load_before']} / {result['load_after']} (the machine is shared: "
              "every row runs once per round, rounds interleaved, so load hits them alike; medians over rounds).", ""]
     if not cpu["native_bf16"]:
-        lines += [f"**This CPU has no native bfloat16** ({cpu['refusal']}): the bf16 rows were not run, and "
-                  "OpenVINO's default runs f32 here.", ""]
+        default = result["compiled"].get(OV_DEFAULT, {}).get("compiled_precision") or "not run"
+        lines += [f"**This CPU has no native bfloat16** ({cpu['refusal']}): the bf16 rows were not run; OpenVINO's "
+                  f"default on the raw export compiled to {default} here.", ""]
     batches = sorted(result["batches"], key=int)
     head = "| row | " + " | ".join(f"batch {b} median ms (p10-p90)" for b in batches) + " | compiled |"
     lines += [head, "| --- | " + " | ".join("---:" for _ in batches) + " | --- |"]
@@ -239,7 +239,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, help="an SKNet-50 bundle with both INT8 graphs (default: made here)")
+    parser.add_argument("--bundle", type=Path, help="an SKNet-50 bundle with both INT8 graphs to reuse, or where to "
+                        "make one (default: a temporary one)")
     parser.add_argument("--bn-images", type=Path, default=SHARED / "imagenet-samples")
     parser.add_argument("--calib", type=Path, default=SHARED / "imagenet-val-1300")
     parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds at batch 1 (a third at batch 8)")
@@ -251,7 +252,10 @@ def main() -> None:
     cpu = detect_cpu()
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="sk-openvino-") as tmp:
-        bundle = Bundle.open(args.bundle) if args.bundle else prepare_bundle(args, Path(tmp))
+        if args.bundle and (args.bundle / "manifest.json").is_file():
+            bundle = Bundle.open(args.bundle)
+        else:
+            bundle = prepare_bundle(args, args.bundle or Path(tmp) / "sknet50")
         add_bf16_gate(bundle, args.calib if args.calib.is_dir() else None)
         bundle = Bundle.open(bundle.path)
         runners, skipped, compiled = open_rows(bundle, args.threads)
