@@ -25,6 +25,8 @@ OTHER = {
                       "ONNX Runtime CUDA on one GPU"),
     "service": ("benchmarks/service/run.py", "HTTP throughput of sk-deploy serve against the Predictor's own, same "
                 "bundle and batch"),
+    "openvino": ("benchmarks/openvino/run.py", "the CPU path: SKNet-50 on PyTorch, ONNX Runtime and OpenVINO (f32, "
+                 "its default on the raw export, bf16 raw and cleaned, both int8 graphs) side by side, interleaved"),
 }
 
 
@@ -122,7 +124,7 @@ def render(results: Path) -> str:
         lines += ["", *[f"- {n}" for n in suite["notes"]], ""]
     lines += ["## The other benchmarks", "", "| script | what | results |", "| --- | --- | --- |"]
     for stem, (script, what) in OTHER.items():
-        found = sorted(results.glob(f"*/{stem}.md"))
+        found = sorted(results.glob(f"*/{stem}.md")) + sorted(results.glob(f"*/{stem}-*.md"))
         links = ", ".join(f"[{p.parent.name}/{p.name}](results/{p.parent.name}/{p.name})" for p in found) or "-"
         lines.append(f"| `{script}` | {what} | {links} |")
     lines += ["", "Each result file names its machine and the command that reproduces it. Benchmarks assert "
