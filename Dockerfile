@@ -2,7 +2,7 @@
 # sk-deploy's serving image: `sk-deploy serve` on a bundle mounted at /models/bundle, port 8000.
 #
 #   docker build -t sk-deploy:gpu .                            # NVIDIA TensorRT base: TensorRT, CUDA, cuDNN
-#   docker build --build-arg VARIANT=cpu -t sk-deploy:cpu .    # python slim base, CPU-only PyTorch
+#   docker build --build-arg VARIANT=cpu -t sk-deploy:cpu .    # python slim base, CPU-only PyTorch, OpenVINO
 #   docker run --gpus all -p 8000:8000 -v "$PWD/bundles/sknet50:/models/bundle:ro" \
 #     -v sk-engines:/var/lib/sk-deploy -e SK_PRECISION=fp16 sk-deploy:gpu
 #
@@ -47,8 +47,11 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/sk 
     && mkdir -p /models/bundle /var/lib/sk-deploy \
     && chown sk:sk /var/lib/sk-deploy
 
+# SK_DEPLOY_CACHE on the volume: OpenVINO's compiled models (CACHE_DIR) survive a restart, so the second start
+# imports instead of compiling.
 ENV SK_BUNDLE=/models/bundle \
     SK_WORK_DIR=/var/lib/sk-deploy \
+    SK_DEPLOY_CACHE=/var/lib/sk-deploy/cache \
     SK_PRECISION=fp32 \
     SK_BUILD_ENGINE=auto \
     SK_HOST=0.0.0.0 \

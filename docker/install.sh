@@ -5,7 +5,7 @@
 #   install.sh cpu|gpu WHEEL_DIR
 #
 # cpu: PyTorch's CPU build from PyTorch's CPU index (PyPI's default Linux torch is a CUDA build of several GB),
-#      then the wheel with its dependencies (onnxruntime, the CPU build).
+#      then the wheel with its dependencies (onnxruntime, the CPU build, and openvino, the fastest CPU path).
 # gpu: runs on NVIDIA's TensorRT image, whose TensorRT, CUDA and cuDNN the engines and ONNX Runtime use:
 #      PyTorch's CUDA build from PyTorch's index for the image's CUDA, the wheel, then onnxruntime-gpu in place of
 #      onnxruntime (both install the same module, so only one may be present).
@@ -52,12 +52,14 @@ fi
 import sys
 
 import onnxruntime
+import openvino
 import torch
 
 import sk_deploy.cli  # noqa: F401  (the command line imports)
 
 providers = onnxruntime.get_available_providers()
-print(f"installed: torch {torch.__version__}, onnxruntime {onnxruntime.__version__} ({', '.join(providers)})")
+print(f"installed: torch {torch.__version__}, onnxruntime {onnxruntime.__version__} ({', '.join(providers)}), "
+      f"openvino {openvino.__version__} ({', '.join(openvino.Core().available_devices)})")
 if sys.argv[1] == "gpu" and "CUDAExecutionProvider" not in providers:
     sys.exit("install.sh: onnxruntime-gpu did not install its CUDA provider")
 PY

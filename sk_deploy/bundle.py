@@ -79,6 +79,8 @@ GRAPH_FORMS: tuple[GraphForm, ...] = (
               "--calib PHOTOS"),
     GraphForm("model.int8.onnx", "int8", "tensorrt", "sk-deploy quantize BUNDLE --precision int8 --target tensorrt "
               "--calib PHOTOS"),
+    # bf16 has no file of its own: OpenVINO compiles the float32 graph with bf16 inference precision, on CPUs.
+    GraphForm("model.onnx", "bf16", "cpu", "sk-deploy export MODEL --out BUNDLE"),
 )
 PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(form.precision for form in GRAPH_FORMS))
 RAW_FILE = "model.raw.onnx"
@@ -381,10 +383,13 @@ class Bundle:
         """Whether the manifest records file ``name``."""
         return name in self.manifest["files"]
 
-    def graph(self, precision: str, device: str = "cpu", where: str = "") -> str:
-        """The bundle's ONNX file that runs ``precision`` on ``device`` (cpu or gpu), preferred first; a
-        MissingGraph saying which file would do and how to make it. ``where`` ends its first clause."""
+    def graph(self, precision: str, device: str = "cpu", where: str = "", prefer: str | None = None) -> str:
+        """The bundle's ONNX file that runs ``precision`` on ``device`` (cpu or gpu), preferred first (the form
+        whose target is ``prefer`` before the others); a MissingGraph saying which file would do and how to make
+        it. ``where`` ends its first clause."""
         forms = graph_forms(precision, device)
+        if prefer is not None:
+            forms = tuple(sorted(forms, key=lambda form: form.target != prefer))
         for form in forms:
             if self.has(form.file):
                 return form.file

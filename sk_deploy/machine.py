@@ -2,7 +2,7 @@
 instruction-set features; and the one line a person reads when something a backend needs is missing.
 
 It sits below ``runtime/`` and ``engines/`` (both read it; it imports neither). Every optional heavy package
-(tensorrt, onnxruntime-gpu) is imported here, lazily, and its absence becomes a ``BackendUnavailable`` whose
+(tensorrt, onnxruntime-gpu, openvino) is imported here, lazily, and its absence becomes a ``BackendUnavailable`` whose
 message says what to install.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +21,11 @@ from sk_deploy.errors import SkDeployError
 #: CPU flags (as /proc/cpuinfo spells them) that decide which ONNX Runtime / OpenVINO kernels are fast:
 #: AVX2 and AVX-512 float, VNNI int8 dot products, AVX-512 BF16 and AMX tiles.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+#: native bfloat16 (AVX-512 BF16 dot products or AMX tiles); int8 dot products (VNNI or AMX int8)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: the flags a benchmark or a refusal names, widest first
+REPORTED_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 _CPUINFO = Path("/proc/cpuinfo")
 
 TENSORRT_INSTALL = (
@@ -30,10 +36,40 @@ ORT_GPU_INSTALL = (
     "install onnxruntime-gpu in place of onnxruntime (pip uninstall -y onnxruntime && pip install onnxruntime-gpu; "
     "both provide the same module, so only one may be installed)"
 )
+OPENVINO_INSTALL = "pip install openvino (PyPI's wheel carries its own CPU plugin)"
 
 
 class BackendUnavailable(SkDeployError, RuntimeError):
     """A backend this machine cannot run (no GPU, a package missing); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The CPU's model name and its instruction-set flags (lower case, as /proc/cpuinfo spells them)."""
+
+    name: str
+    flags: frozenset[str]
+
+    @property
+    def native_bf16(self) -> bool:
+        """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX)."""
+        return any(flag in self.flags for flag in BF16_FLAGS)
+
+    @property
+    def int8_dot(self) -> bool:
+        """Whether the CPU has int8 dot-product instructions (VNNI or AMX int8)."""
+        return any(flag in self.flags for flag in INT8_FLAGS)
+
+    def reported(self) -> list[str]:
+        """The flags that decide CPU precisions, those present, widest first."""
+        return [flag for flag in REPORTED_FLAGS if flag in self.flags]
+
+    def describe(self) -> str:
+        """``Intel(R) Xeon(R) Processor (amx_bf16, avx512_bf16, ...)``."""
+        return f"{self.name} ({', '.join(self.reported()) or 'none of ' + ', '.join(REPORTED_FLAGS)})"
+
+
+NO_CPU_FACTS = CpuFeatures("unknown", frozenset())
 
 
 @dataclass(frozen=True)
@@ -45,21 +81,22 @@ class Machine:
     compute_capability: tuple[int, int] | None
     ort_providers: tuple[str, ...]
     tensorrt_version: str | None
-    cpu_features: tuple[str, ...] = ()
-    """The CPU's instruction-set extensions that decide which kernels run fast (see CPU_FEATURES)."""
+    openvino_version: str | None = None
+    cpu: CpuFeatures = field(default=NO_CPU_FACTS)
+    """The CPU's model and instruction-set flags (see CPU_FEATURES, BF16_FLAGS, INT8_FLAGS)."""
 
-    def has_cpu(self, feature: str) -> bool:
-        """Whether the CPU has ``feature`` (``avx512_vnni``, ``amx_bf16``, ...)."""
-        return feature in self.cpu_features
+    @property
+    def cpu_features(self) -> tuple[str, ...]:
+        """Which of CPU_FEATURES the CPU has."""
+        return tuple(f for f in CPU_FEATURES if f in self.cpu.flags)
 
     def describe(self) -> str:
-        """A short line: GPU or none, ONNX Runtime providers, TensorRT version."""
+        """A short line: GPU or none, ONNX Runtime providers, TensorRT and OpenVINO versions, the CPU."""
         gpu = f"{self.gpu_name} (sm {self.compute_capability[0]}.{self.compute_capability[1]})" \
             if self.gpu_name and self.compute_capability else "no CUDA GPU"
         providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self.ort_providers) or "none"
-        cpu = ", ".join(self.cpu_features) or "none of " + ", ".join(CPU_FEATURES)
         return (f"{gpu}; ONNX Runtime providers: {providers}; TensorRT: {self.tensorrt_version or 'not installed'}; "
-                f"CPU: {cpu}")
+                f"OpenVINO: {self.openvino_version or 'not installed'}; CPU: {self.cpu.describe()}")
 
 
 def probe_machine() -> Machine:
@@ -76,7 +113,24 @@ def probe_machine() -> Machine:
         providers = tuple(ort.get_available_providers())
     except ImportError:
         providers = ()
-    return Machine(cuda, name, capability, providers, tensorrt_version(), cpu_features())  # type: ignore[arg-type]
+    return Machine(cuda, name, capability, providers, tensorrt_version(),  # type: ignore[arg-type]
+                   openvino_version(), detect_cpu())
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's version (``2026.4.1``), or None (read from its metadata: no import)."""
+    try:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def import_openvino() -> ModuleType:
+    """The ``openvino`` module, or a BackendUnavailable saying how to install it."""
+    try:
+        return importlib.import_module("openvino")
+    except ImportError:
+        raise BackendUnavailable(f"OpenVINO is not installed: {OPENVINO_INSTALL}") from None
 
 
 def tensorrt_version() -> str | None:
@@ -130,24 +184,36 @@ def _cpuinfo() -> str:
     return ""
 
 
+def parse_cpuinfo(text: str) -> CpuFeatures:
+    """The features of the first processor described in ``text`` (the format of /proc/cpuinfo; ARM's
+    ``Features`` line counts as its flags)."""
+    name, flags = "unknown", frozenset[str]()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and name == "unknown":
+            name = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = frozenset(value.split())
+    return CpuFeatures(name, flags)
+
+
+def detect_cpu() -> CpuFeatures:
+    """This machine's CPU features; no flags where the kernel does not list them (so nothing is claimed)."""
+    found = parse_cpuinfo(_cpuinfo())
+    return found if found.name != "unknown" else CpuFeatures(platform.processor() or "unknown", found.flags)
+
+
 def cpu_features(cpuinfo: str | None = None) -> tuple[str, ...]:
     """Which of CPU_FEATURES the CPU has, from the ``flags`` line of /proc/cpuinfo (``cpuinfo``: its text);
     empty where there is no such file (the backends then assume none)."""
-    text = _cpuinfo() if cpuinfo is None else cpuinfo
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-            break
+    flags = (detect_cpu() if cpuinfo is None else parse_cpuinfo(cpuinfo)).flags
     return tuple(f for f in CPU_FEATURES if f in flags)
 
 
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (or platform's guess elsewhere)."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return detect_cpu().name
 
 
 def physical_cores() -> int | None:

@@ -9,6 +9,7 @@ The load generator runs on the same cores as the server, so its own cost counts 
 ``service.json`` and ``service.md`` to ``--out``.
 
     python benchmarks/service/run.py --images ../shared/data/imagenet-val-1300 --out benchmarks/results/cpu-2core
+    python benchmarks/service/run.py --backend openvino --precision bf16     # -> service-openvino-bf16.{json,md}
 
 A benchmark, not a test: it asserts nothing; the ratio and the percentiles are what it reports.
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sk_deploy.bench.http_load import LoadConfig, load_payloads, run_sweep  # noqa: E402
 from sk_deploy.bench.local_server import LocalServer  # noqa: E402
-from sk_deploy.bench.machine import describe_machine  # noqa: E402
+from sk_deploy.bench.machine import describe_machine, load_average  # noqa: E402
 from sk_deploy.bench.stats import summarize  # noqa: E402
 from sk_deploy.bench.timing import timed_loop  # noqa: E402
 from sk_deploy.bundle import Bundle, atomic_write_bytes, atomic_write_json  # noqa: E402
@@ -61,9 +62,11 @@ def markdown(result: dict[str, Any]) -> str:
     best, b = result["best_concurrency"], result["max_batch"]
     each = ", ".join(f"{r['ratio']:.0%}" for r in result["repeats"])
     lines = [
-        "# Service overhead: HTTP vs the Predictor (ONNX Runtime CPU)", "",
+        f"# Service overhead: HTTP vs the Predictor ({result['backend']} {result.get('precision', 'fp32')})", "",
         f"Machine: {result['machine']['cpu']} ({result['machine'].get('cores')} cores), {result['date']}. "
-        f"Model: {result['model']} at {result['input']}, {result['weights']} weights, backend {result['backend']}. "
+        f"Model: {result['model']} at {result['input']}, {result['weights']} weights, backend "
+        f"{result.get('ran', result['backend'])}. Load average before / after: {result.get('load_before')} / "
+        f"{result.get('load_after')}. "
         f"Photos: {result['pictures']} real JPEGs as raw bodies.", "",
         f"**HTTP reaches {result['ratio_median']:.0%} of the Predictor's throughput at batch {b}** (median of "
         f"{len(result['repeats'])} alternating repeats at concurrency {best}; each repeat: "
@@ -100,8 +103,13 @@ def main() -> None:
     parser.add_argument("--concurrency", default="8,32,64")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per step")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", default="ort-cpu", help="the Predictor backend served and measured")
+    parser.add_argument("--precision", default="fp32")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/cpu-2core")
     args = parser.parse_args()
+    stem = "service" if (args.backend, args.precision) == ("ort-cpu", "fp32") else \
+        f"service-{args.backend}-{args.precision}"
+    load_before = load_average()
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO_ROOT)), *sys.argv[1:]])
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,9 +122,10 @@ def main() -> None:
         photos = find_images(args.images)[: args.max_batch]
         batch = load_batch(photos, bundle.preprocess,
                            uint8_nhwc=bundle.manifest["input"]["dtype"] == "uint8")
-        predictor = Predictor(bundle, "ort-cpu")
+        predictor = Predictor(bundle, args.backend, args.precision)
         predictor.warmup((1, args.max_batch))
-        server = LocalServer(bundle.path, "--backend", "ort-cpu", "--max-batch", str(args.max_batch), "--timeout-ms",
+        server = LocalServer(bundle.path, "--backend", args.backend, "--precision", args.precision, "--max-batch",
+                             str(args.max_batch), "--timeout-ms",
                              "120000", "--max-queue", "4096", "--no-access-log")
         try:
             server.wait_ready(300)
@@ -139,13 +148,15 @@ def main() -> None:
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
             "machine": describe_machine(),
             "model": bundle.model_name, "input": "x".join(map(str, bundle.manifest["input"]["shape"][1:])),
-            "weights": bundle.manifest["model"]["weights"]["source"], "backend": "ort-cpu",
+            "weights": bundle.manifest["model"]["weights"]["source"], "backend": args.backend,
+            "precision": args.precision, "ran": predictor.description, "load_before": load_before,
+            "load_after": load_average(),
             "max_batch": args.max_batch, "pictures": len(payloads), "sweep": sweep, "best_concurrency": best,
             "repeats": repeats, "ratio_median": statistics.median(r["ratio"] for r in repeats),
         }
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "service.json", result)
-    atomic_write_bytes(args.out / "service.md", markdown(result).encode())
+    atomic_write_json(args.out / f"{stem}.json", result)
+    atomic_write_bytes(args.out / f"{stem}.md", markdown(result).encode())
     print(markdown(result))
 
 

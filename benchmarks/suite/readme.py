@@ -28,6 +28,8 @@ OTHER = {
     "soak": ("benchmarks/service_soak/run.py", "a 2-minute soak of sk-deploy serve: 32 loopback clients, half good "
              "and half malformed requests; sent vs answered, server errors, RSS after warm-up vs at the end, "
              "good-request p99"),
+    "openvino": ("benchmarks/openvino/run.py", "the CPU path: SKNet-50 on PyTorch, ONNX Runtime and OpenVINO (f32, "
+                 "its default on the raw export, bf16 raw and cleaned, both int8 graphs) side by side, interleaved"),
 }
 
 
@@ -55,6 +57,11 @@ def headline(suite: dict[str, Any]) -> list[str]:
             int8 = _p50(rows, "ort-cpu", "int8", batch)
             if cleaned and int8:
                 text += f"; INT8 (CPU form) vs float32 on ONNX Runtime CPU {cleaned / int8:.2f}x"
+            for precision in ("fp32", "bf16"):
+                ov_cleaned, ov_raw = _p50(rows, "openvino", precision, batch), _p50(rows, "openvino-raw", precision,
+                                                                                    batch)
+                if ov_cleaned and ov_raw:
+                    text += f"; cleaned graph vs raw export on OpenVINO {precision} {ov_raw / ov_cleaned:.2f}x"
             lines.append(text)
     service = suite.get("service", {})
     for step in service.get("steps", []):
@@ -120,7 +127,7 @@ def render(results: Path) -> str:
         lines += ["", *[f"- {n}" for n in suite["notes"]], ""]
     lines += ["## The other benchmarks", "", "| script | what | results |", "| --- | --- | --- |"]
     for stem, (script, what) in OTHER.items():
-        found = sorted(results.glob(f"*/{stem}.md"))
+        found = sorted(results.glob(f"*/{stem}.md")) + sorted(results.glob(f"*/{stem}-*.md"))
         links = ", ".join(f"[{p.parent.name}/{p.name}](results/{p.parent.name}/{p.name})" for p in found) or "-"
         lines.append(f"| `{script}` | {what} | {links} |")
     lines += ["", "Each result file names its machine and the command that reproduces it. Benchmarks assert "

@@ -4,9 +4,10 @@ For each model (sknet50, skresnet18, seresnet50 at 224x224): export a bundle wit
 weights, BatchNorm statistics recomputed on photos), add its INT8 graph for ONNX Runtime CPU (calibrated on
 photos; its accuracy against float32 on held-out photos is recorded beside its speed), and on a machine with a
 GPU and TensorRT its FP16 and INT8 graphs and engines; then ``sk-deploy bench`` it: PyTorch eager float32 (the
-baseline), torch.compile, ONNX Runtime CPU on the cleaned graph and on the raw export, float32 and INT8, and
-the GPU backends where there is a GPU. Last, the service under load: ``sk-deploy serve`` on 127.0.0.1, the
-``bench-http`` concurrency sweep, stop (skipped with a note where the service is not installed).
+baseline), torch.compile, ONNX Runtime CPU and OpenVINO on the cleaned graph and on the raw export, float32,
+INT8 and (OpenVINO, on a CPU with native bfloat16) bf16, and the GPU backends where there is a GPU. Last, the
+service under load: ``sk-deploy serve`` on 127.0.0.1, the ``bench-http`` concurrency sweep, stop (skipped with a
+note where the service is not installed).
 
 Writes ``benchmarks/results/<machine>/suite.json``, ``suite.md`` and PNG plots, then regenerates
 ``benchmarks/README.md`` from every machine's results.
@@ -42,7 +43,8 @@ from sk_deploy.bench.machine import describe_machine, describe_short, machine_sl
 from sk_deploy.bench.plots import PlotsUnavailable, write_plots  # noqa: E402
 from sk_deploy.bench.report import build_http_report, build_report, http_markdown, to_markdown  # noqa: E402
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json  # noqa: E402
-from sk_deploy.runtime.availability import probe_machine  # noqa: E402
+from sk_deploy.runtime.availability import openvino_version, probe_machine  # noqa: E402
+from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 MODES = {
@@ -78,7 +80,13 @@ def prepare_bundle(model: str, folder: Path, mode: dict[str, Any], args: argpars
     started = time.perf_counter()
     bundle, _ = export_bundle(ExportRequest(model=model, out=folder / model, calibrate_bn=photos, verify=False))
     info["export_s"] = round(time.perf_counter() - started, 1)
-    wanted = [("int8", "cpu")] + ([("fp16", "tensorrt"), ("int8", "tensorrt")] if gpu_trt else [])
+    wanted = [("int8", "cpu")]
+    if gpu_trt:
+        wanted += [("fp16", "tensorrt"), ("int8", "tensorrt")]
+    elif openvino_version():  # OpenVINO runs the TensorRT form of INT8 faster than the CPU form
+        wanted.append(("int8", "tensorrt"))
+    if openvino_version() and bf16_refusal(detect_cpu()) is None:
+        wanted.append(("bf16", "cpu"))  # no file: the gate's figures, recorded in the manifest
     info["precision"] = {}
     for precision, target in wanted:
         if precision == "int8" and not args.calib.is_dir():
@@ -87,11 +95,12 @@ def prepare_bundle(model: str, folder: Path, mode: dict[str, Any], args: argpars
         log(f"{model}: {precision} graph for {target}")
         started = time.perf_counter()
         result = quantize_bundle(QuantizeRequest(
-            bundle=bundle.path, precision=precision, target=target, calib=args.calib if precision == "int8" else None,
+            bundle=bundle.path, precision=precision, target=target,
+            calib=args.calib if precision != "fp16" and args.calib.is_dir() else None,
             calib_size=mode["calib"], holdout_size=mode["holdout"], gate=False))
-        info["precision"][result.file] = {"seconds": round(time.perf_counter() - started, 1),
-                                          "gate_passed": result.accuracy.passed,
-                                          **result.accuracy.agreement.to_dict()}
+        key = "bf16" if precision == "bf16" else result.file
+        info["precision"][key] = {"seconds": round(time.perf_counter() - started, 1),
+                                  "gate_passed": result.accuracy.passed, **result.accuracy.agreement.to_dict()}
     if gpu_trt:
         from sk_deploy.engines.tensorrt import BuildRequest, build_engine
 
@@ -110,12 +119,15 @@ def prepare_bundle(model: str, folder: Path, mode: dict[str, Any], args: argpars
 def bench_model(bundle: Any, mode: dict[str, Any], compile_rows: bool, gpu: bool,
                 out: Path) -> tuple[dict[str, Any], list[str]]:
     """``sk-deploy bench`` of one bundle (in this process); the report and the PNG names written."""
-    backends = ["torch", "ort-cpu", "ort-cpu-raw"]
+    backends = ["torch", "ort-cpu", "ort-cpu-raw"] + (["openvino", "openvino-raw"] if openvino_version() else [])
     if compile_rows:
         backends.append("torch-compile")
     if gpu:
         backends += ["ort-cuda", "ort-cuda-graph", "tensorrt", "tensorrt-graph"]
-    config = BenchConfig(backends=tuple(backends), precisions=("fp32", "fp16", "int8") if gpu else ("fp32", "int8"),
+    precisions = ("fp32", "fp16", "int8") if gpu else ("fp32", "int8")
+    if openvino_version():
+        precisions += ("bf16",)  # skipped with the reason on a CPU without native bfloat16
+    config = BenchConfig(backends=tuple(backends), precisions=precisions,
                          batches=(1, 8, 32) if gpu else mode["batches"], warmup_s=mode["warmup"],
                          duration_s=mode["duration"], min_runs=mode["min_runs"])
     run = BenchRun(bundle, config)

@@ -45,6 +45,7 @@ class Variant:
     cuda_graph: bool = False
     compile: str | None = None
     file: str | None = None
+    file_precisions: tuple[str, ...] = ("fp32",)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -54,6 +55,10 @@ VARIANTS: dict[str, Variant] = {
     "ort-cpu": Variant("ort-cpu", "ONNX Runtime CPU on the graph of that precision (model.int8-cpu.onnx for int8)"),
     "ort-cpu-raw": Variant("ort-cpu", "ONNX Runtime CPU on model.raw.onnx, the exporter's graph before cleanup",
                            file="model.raw.onnx", opt_in=True),
+    "openvino": Variant("openvino", "OpenVINO on the CPU: fp32 pinned to f32, bf16 (CPUs with native bfloat16), int8 "
+                        "(model.int8.onnx first)"),
+    "openvino-raw": Variant("openvino", "OpenVINO on model.raw.onnx, the graph before cleanup (fp32 or bf16)",
+                            file="model.raw.onnx", opt_in=True, file_precisions=("fp32", "bf16")),
     "ort-cuda": Variant("ort-cuda", "ONNX Runtime CUDA with IO binding"),
     "ort-cuda-graph": Variant("ort-cuda", "ONNX Runtime CUDA replaying a captured CUDA graph per batch size",
                               cuda_graph=True, opt_in=True),
@@ -180,25 +185,31 @@ class Runner:
     close: Callable[[], None]
     timed: Callable[[np.ndarray], dict[str, float]] | None = None
     split_note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """figures every row of this runner carries (``ran``: what ran, the compiled precision read back)"""
 
 
 def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, threads: int = 0) -> Runner:
     """Open ``backend`` (a name in VARIANTS) at ``precision`` on ``bundle`` through the Predictor; a
     BackendUnavailable (or the backend's own error) when this machine or bundle cannot run it."""
+    from sk_deploy.runtime.openvino_backend import OpenVinoOptions
     from sk_deploy.runtime.ort_backend import OrtOptions
     from sk_deploy.runtime.torch_backend import TorchOptions
 
     variant = VARIANTS[backend]
-    if variant.file is not None and precision != "fp32":
-        raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs fp32 only")
+    if variant.file is not None and precision not in variant.file_precisions:
+        raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs "
+                                 f"{' and '.join(variant.file_precisions)} only")
     predictor = Predictor(
         bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph, file=variant.file,
         ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16"),
         torch=TorchOptions(fp16=precision == "fp16", compile=variant.compile),
+        openvino=OpenVinoOptions(threads=threads),
     )
     on_gpu = variant.predictor in GPU_PREDICTORS or (variant.predictor == "torch" and machine.cuda)
     runner = Runner(backend, precision, predictor.file, "cuda" if on_gpu else "cpu", predictor.predict,
-                    predictor.example, predictor.close)
+                    predictor.example, predictor.close,
+                    extra={"ran": backend + predictor.description.removeprefix(predictor.backend)})
     if predictor.device_timing:
         runner.timed = lambda batch: predictor.predict_timed(batch)[1]
     elif not on_gpu:
@@ -258,7 +269,7 @@ class BenchRun:
 
     def _measure(self, runner: Runner, batch: int, is_baseline: bool) -> Row:
         row = Row(runner.backend, runner.precision, batch, baseline=is_baseline, file=runner.file,
-                  device=runner.device, split_note=runner.split_note)
+                  device=runner.device, split_note=runner.split_note, extra=dict(runner.extra))
         try:
             self._time(runner, batch, row)
         except Exception as exc:  # a backend failing on this batch (torch.compile, out of memory): skipped, said why

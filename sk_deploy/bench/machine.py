@@ -15,7 +15,7 @@ from typing import Any
 from sk_deploy.bundle import tool_versions
 from sk_deploy.machine import cpu_name, memory_gb, physical_cores, probe_machine
 
-_EXTRA_TOOLS = ("onnxruntime-gpu", "tensorrt", "matplotlib", "httpx", "fastapi", "uvicorn")
+_EXTRA_TOOLS = ("onnxruntime-gpu", "tensorrt", "openvino", "matplotlib", "httpx", "fastapi", "uvicorn")
 
 
 def load_average() -> list[float] | None:
@@ -102,5 +102,5 @@ def describe_short(machine: dict[str, Any]) -> str:
 def machine_libraries(machine: dict[str, Any]) -> str:
     """The versions that decide the figures: ``torch 2.13.0, onnxruntime 1.32.0, ...`` (those installed)."""
     libs = machine.get("libraries", {})
-    names = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")
+    names = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "openvino")
     return ", ".join(f"{k} {libs[k]}" for k in names if k in libs) or "no library versions recorded"

@@ -85,16 +85,27 @@ def interleaved(sessions: Mapping[str, Any], feeds: Mapping[str, dict[str, Any]]
                 warmup: int) -> dict[str, list[float]]:
     """Seconds per run of each ONNX Runtime session on its feed, interleaved round by round in a rotating
     order, so drift and background load hit every variant alike."""
-    names = list(sessions)
+    return interleaved_calls({name: _session_call(session, feeds[name]) for name, session in sessions.items()},
+                             rounds, warmup)
+
+
+def _session_call(session: Any, feed: dict[str, Any]) -> Callable[[], object]:
+    return lambda: session.run(None, feed)
+
+
+def interleaved_calls(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each variant, ``warmup`` untimed calls each, then ``rounds`` rounds that call every
+    variant once in a rotating order, so drift and background load hit every variant alike."""
+    names = list(calls)
     for name in names:
         for _ in range(warmup):
-            sessions[name].run(None, feeds[name])
+            calls[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             start = time.perf_counter()
-            sessions[name].run(None, feeds[name])
+            calls[name]()
             times[name].append(time.perf_counter() - start)
     return times
 

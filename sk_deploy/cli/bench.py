@@ -15,11 +15,11 @@ from sk_deploy.cli.common import UserError, app, console, err_console, fail, ite
 def bench_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
     backends: Annotated[list[str] | None, typer.Option(
-        help="Comma-separated: torch, ort-cpu, ort-cuda, ort-tensorrt, tensorrt (the default: all of these), and the "
-        "opt-in torch-compile, ort-cpu-raw (the exporter's graph before cleanup), ort-cuda-graph, tensorrt-graph. "
-        "PyTorch eager fp32 is always measured first as the baseline.")] = None,
+        help="Comma-separated: torch, ort-cpu, openvino, ort-cuda, ort-tensorrt, tensorrt (the default: all of "
+        "these), and the opt-in torch-compile, ort-cpu-raw and openvino-raw (the exporter's graph before cleanup), "
+        "ort-cuda-graph, tensorrt-graph. PyTorch eager fp32 is always measured first as the baseline.")] = None,
     precisions: Annotated[list[str] | None, typer.Option(
-        help="Comma-separated: fp32, fp16, int8 (the default: all; rows the bundle or machine cannot run are "
+        help="Comma-separated: fp32, fp16, int8, bf16 (the default: all; rows the bundle or machine cannot run are "
         "skipped with the reason).")] = None,
     batch_sizes: Annotated[list[str] | None, typer.Option(help="Comma-separated batch sizes (default 1,8,32).")]
     = None,

@@ -16,13 +16,15 @@ def triton_repo_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model repository directory; the model goes into "
                                       "OUT/<model>/ (other models there are left alone).")],
-    backend: Annotated[str, typer.Option(help="onnxruntime (platform onnxruntime_onnx, the bundle's ONNX graph) or "
-                                         "tensorrt (tensorrt_plan, an engine from `sk-deploy build`).")]
+    backend: Annotated[str, typer.Option(help="onnxruntime (platform onnxruntime_onnx, the bundle's ONNX graph), "
+                                         "tensorrt (tensorrt_plan, an engine from `sk-deploy build`) or openvino "
+                                         "(Triton's OpenVINO backend on the CPU, the bundle's ONNX graph).")]
     = "onnxruntime",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which graph or engine of the bundle.")]
-    = "fp32",
-    instance_kind: Annotated[str, typer.Option(help="Triton instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); int8 on "
-                                               "cpu takes model.int8-cpu.onnx first.")] = "gpu",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which graph or engine of the bundle; bf16 with "
+                                           "--backend openvino.")] = "fp32",
+    instance_kind: Annotated[str | None, typer.Option(help="Triton instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); "
+                                                      "int8 on cpu takes model.int8-cpu.onnx first (default: cpu "
+                                                      "for openvino, else gpu).")] = None,
     max_batch: Annotated[int | None, typer.Option(help="max_batch_size (default and upper bound: the bundle's "
                                                   "batch profile maximum, or the engine's).")] = None,
     preferred_batch_sizes: Annotated[list[str] | None, typer.Option(help="Preferred batch sizes for the dynamic "

@@ -38,9 +38,10 @@ def predict_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Registered model name (default sknet50); "
                                                "runs it in PyTorch.")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Bundle directory: run its graph or engine instead.")] = None,
-    backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu "
-                                         "or torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16 or int8.")] = "fp32",
+    backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, "
+                                         "openvino or torch.")] = "auto",
+    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16, int8 or bf16 (openvino, on a CPU "
+                                           "with native bfloat16).")] = "fp32",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
     pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per image.")] = 5,
@@ -115,6 +116,7 @@ def _predict_bundle(
     if backend == "auto":
         err_console.print(f"[dim]backend {predictor.backend}: {predictor.reason}[/]", highlight=False,
                           soft_wrap=True)
+    render.faster_tip(opened, predictor.backend, precision, predictor.machine)
     info = {"model": opened.model_name, "backend": predictor.backend, "precision": predictor.precision,
             "bundle": str(bundle_dir), "file": predictor.file or "(PyTorch network)"}
     return logits, info, not is_trained(opened.weights)

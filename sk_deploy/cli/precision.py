@@ -15,7 +15,8 @@ from sk_deploy.cli.common import UserError, app, console, err_console, fail, ite
 def quantize_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
     precision: Annotated[str, typer.Option(help="The graph to add: fp16 or int8 (required: fp32 is the bundle's "
-                                           "own).")],
+                                           "own); or bf16 (no file: the float32 graph in bf16 on OpenVINO, "
+                                           "measured and gated; needs a CPU with native bfloat16).")],
     target: Annotated[str, typer.Option(help="int8 form: tensorrt (QDQ, symmetric int8) or cpu (U8S8).")]
     = "tensorrt",
     images: Annotated[Path | None, typer.Option(help="Folder of photos to calibrate on and measure accuracy on "
@@ -33,7 +34,8 @@ def quantize_command(
                                                "layers float until it passes (reported, recorded).")] = False,
     calib: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated: --images.")] = None,
 ) -> None:
-    """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
+    """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32; or
+    measure bf16 against float32 (no file) and record its figures in the manifest."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
@@ -68,6 +70,10 @@ def quantize_command(
     if not a.passed:
         kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
         raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
+    if precision == "bf16":
+        console.print(f"[green]recorded[/] the bf16 figures in {bundle / 'manifest.json'} (stages.precision.bf16); "
+                      "no file is needed: serve or predict with --precision bf16", highlight=False, soft_wrap=True)
+        return
     console.print(f"[green]wrote[/] {bundle / result.file}")
 
 

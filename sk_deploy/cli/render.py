@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from sk_deploy.cli.common import console
+from sk_deploy.cli.common import console, err_console
 
 if TYPE_CHECKING:
     from sk_deploy.bundle import Bundle
     from sk_deploy.deploy.triton import TritonResult
     from sk_deploy.graph.verify import VerifyReport
+    from sk_deploy.machine import Machine
     from sk_deploy.precision.accuracy import AccuracyReport
     from sk_deploy.runtime.classify import Prediction
 
@@ -19,6 +20,15 @@ if TYPE_CHECKING:
 def plain(text: str) -> None:
     """One line on stdout, no markup guessing, no wrapping."""
     console.print(text, highlight=False, soft_wrap=True)
+
+
+def faster_tip(bundle: Bundle, backend: str, precision: str, machine: Machine) -> None:
+    """One line (on stderr) naming a faster precision that passed its gate in the bundle and runs here, if any."""
+    from sk_deploy.runtime.cpu_choice import faster_tip as tip_for
+
+    tip = tip_for(bundle, backend, precision, machine)
+    if tip:
+        err_console.print(f"[cyan]{tip}[/]", highlight=False, soft_wrap=True)
 
 
 def models_table(rows: list[tuple[str, ...]]) -> None:

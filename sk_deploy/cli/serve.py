@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, err_console, fail, renamed
 
 
@@ -14,8 +15,10 @@ from sk_deploy.cli.common import UserError, app, err_console, fail, renamed
 def serve_command(
     target: Annotated[str, typer.Argument(metavar="BUNDLE|MODEL", help="A bundle directory, or a registered model "
                                           "name to export first (into ~/.cache/sk-deploy/bundles, reused).")],
-    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (the bundle must hold that graph).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino or "
+                                         "torch.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (the bundle must hold that graph) or bf16 "
+                                           "(openvino, on a CPU with native bfloat16).")] = "fp32",
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8000,
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the batcher forms.")] = 32,
@@ -61,7 +64,8 @@ def serve_command(
         with err_console.status(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, weights, pretrained,
                                               progress=lambda message: status.update(f"{message}..."))
-            choice = plan(bundle, backend, precision, probe_machine())  # a backend it lacks: one line now
+            machine = probe_machine()
+            choice = plan(bundle, backend, precision, machine)  # a backend it lacks: one line now
     except UserError as exc:
         raise fail(str(exc)) from None
     bundle_dir = bundle.path
@@ -69,6 +73,7 @@ def serve_command(
         err_console.print(f"exported {target} to {bundle_dir}", highlight=False)
     err_console.print(f"serving {bundle.model_name} from {bundle_dir} on {choice.backend} {precision}: "
                       f"{choice.reason}", highlight=False, soft_wrap=True)
+    render.faster_tip(bundle, choice.backend, precision, machine)
     config = ServiceConfig(bundle=bundle_dir, backend=backend, precision=precision, max_batch=max_batch,
                            max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,
                            max_body_mb=max_body_mb, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,

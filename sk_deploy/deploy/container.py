@@ -98,6 +98,9 @@ def prepare(
     bundle = check_bundle(Path(request.bundle))
     if request.build == "never":
         return Prepared(bundle.path, None, False, "engine builds are off (never): the server uses what the bundle has")
+    if request.precision == "bf16":
+        return Prepared(bundle.path, None, False, "bf16 is a CPU precision (OpenVINO on a CPU with native bfloat16): "
+                        "no engine to build")
     machine = machine or probe_machine()
     if not machine.cuda:
         return Prepared(bundle.path, None, False, "no CUDA GPU: no engine to build, the server runs ONNX Runtime on "

@@ -13,6 +13,9 @@ read with onnx) and from the bundle's manifest (batch profile, labels, engines).
 - ``--backend tensorrt`` (platform ``tensorrt_plan``): an engine from ``sk-deploy build`` in the bundle. A plan
   runs only with the TensorRT version that built it, on the GPU model it was built for: Triton's container must
   ship that TensorRT version.
+- ``--backend openvino`` (``backend: "openvino"``, Triton's OpenVINO backend, ``KIND_CPU``): the ONNX graph the
+  Predictor's openvino backend runs (``model.onnx`` for fp32 and bf16, ``model.int8.onnx`` first for int8),
+  read by ``default_model_filename``; bf16 is its ``HINT_BF16`` parameter.
 
 The model directory is built in a staging directory beside its target and renamed into place, like a bundle.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,14 @@ import onnx
 from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, atomic_write_bytes, graph_form, staging
 from sk_deploy.engines.compat import find_engine
 from sk_deploy.errors import SkDeployError
+from sk_deploy.runtime.predictor import BACKEND_SPECS
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "tensorrt", "openvino")
+# Triton's OpenVINO backend has no platform string: it is named by `backend:` and loads the file that
+# default_model_filename names. Its CPU parameters are INFERENCE_NUM_THREADS, NUM_STREAMS, PERFORMANCE_HINT and
+# HINT_BF16; it has none that pins f32 (OpenVINO's own default is bf16 on a CPU with native bfloat16).
+TRITON_BACKENDS = {"openvino": "openvino"}
+OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
 DEVICES = ("gpu", "cpu")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # the file names Triton looks for
@@ -64,7 +73,8 @@ class TritonRequest:
     out: Path
     backend: str = "onnxruntime"
     precision: str = "fp32"
-    device: str = "gpu"
+    device: str | None = None
+    """gpu or cpu; None: cpu for openvino, gpu otherwise"""
     max_batch: int | None = None
     preferred_batch: tuple[int, ...] = ()
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
@@ -107,6 +117,9 @@ class TritonPlan:
     kind: str
     accelerator: dict[str, str] | None = None
     warnings: list[str] = field(default_factory=list)
+    triton_backend: str | None = None
+    """``backend:`` for a backend with no platform string (openvino)"""
+    parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_file(self) -> str:
@@ -120,6 +133,14 @@ def _check_options(request: TritonRequest) -> None:
                                  (request.precision, PRECISIONS, "precision")):
         if value not in allowed:
             raise TritonRepoError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+    if request.backend == "openvino" and request.device != "cpu":
+        raise TritonRepoError("Triton's OpenVINO backend runs on the CPU: use --instance-kind cpu (the default for "
+                              "openvino)")
+    if request.backend == "openvino" and request.precision == "fp16":
+        raise TritonRepoError("the openvino backend serves fp32, bf16 or int8, not fp16")
+    if request.precision == "bf16" and request.backend != "openvino":
+        raise TritonRepoError("bf16 is served by Triton's OpenVINO backend on a CPU with native bfloat16: use "
+                              "--backend openvino")
     if request.backend == "tensorrt" and request.device == "cpu":
         raise TritonRepoError("a TensorRT plan runs on a GPU only: use --instance-kind gpu, or --backend onnxruntime "
                               "for CPU")
@@ -229,7 +250,10 @@ def _batching(request: TritonRequest, limit: int, limit_hint: str) -> tuple[int,
 
 def plan_repository(request: TritonRequest) -> TritonPlan:
     """Check everything and work out the configuration; writes nothing."""
+    if request.device is None:
+        request = replace(request, device="cpu" if request.backend == "openvino" else "gpu")
     _check_options(request)
+    assert request.device is not None
     bundle = Bundle.open(request.bundle)
     warnings: list[str] = []
     if request.backend == "tensorrt":
@@ -249,13 +273,20 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
                         "TensorRT matches, or rebuild the engine inside that release's nvcr.io/nvidia/tensorrt "
                         "container on the serving GPU)")
     else:
-        source = graph = bundle.graph(request.precision, request.device, f" for a {request.device.upper()} instance")
+        # the Predictor's choice too: OpenVINO takes the TensorRT INT8 form first
+        prefer = BACKEND_SPECS["openvino"].prefers if request.backend == "openvino" else None
+        source = graph = bundle.graph(request.precision, request.device, f" for a {request.device.upper()} instance",
+                                      prefer=prefer)
         limit = bundle.batch_profile[2]
         limit_hint = "export again with a larger profile: sk-deploy export MODEL --batch 1:OPT:MAX"
+        if request.backend == "openvino" and request.precision != "bf16":
+            warnings.append("Triton's OpenVINO backend has no parameter pinning f32: on a CPU with native bfloat16 "
+                            "OpenVINO computes this graph's float parts in bf16, as `sk-deploy serve --backend "
+                            "openvino --precision bf16` does (measure it: sk-deploy quantize BUNDLE --precision bf16)")
         if request.device == "cpu" and request.precision == "fp16":
             warnings.append("ONNX Runtime's CPU provider has few float16 kernels and casts around the rest: a float16 "
                             "graph on KIND_CPU is usually slower than fp32")
-        if request.device == "cpu" and source == graph_form("int8", "tensorrt").file:
+        if request.device == "cpu" and source == graph_form("int8", "tensorrt").file and request.backend != "openvino":
             warnings.append("model.int8.onnx is the TensorRT form (symmetric int8 Q/DQ), slow on ONNX Runtime's CPU "
                             "provider; make the CPU form: " + graph_form("int8", "cpu").make)
         if request.device == "gpu" and request.precision == "int8" and not request.ort_tensorrt:
@@ -270,8 +301,13 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
     if request.ort_tensorrt:
         accelerator = {"precision_mode": ORT_TRT_PRECISION[request.precision],
                        "max_workspace_size_bytes": str(4 << 30)}
+    parameters = {}
+    if request.backend == "openvino":
+        parameters = {**OPENVINO_PARAMETERS, **({"HINT_BF16": "YES"} if request.precision == "bf16" else {})}
     return TritonPlan(
-        bundle=bundle, name=request.name or bundle.model_name, platform=PLATFORMS[request.backend], source=source,
+        bundle=bundle, name=request.name or bundle.model_name, source=source,
+        platform=PLATFORMS.get(request.backend, ""), triton_backend=TRITON_BACKENDS.get(request.backend),
+        parameters=parameters,
         graph=graph, max_batch=max_batch, batch_limit=limit, input=model_input, output=model_output,
         labels=_labels(bundle, model_output.dims[-1]), preferred_batch=preferred,
         max_queue_delay_us=request.max_queue_delay_us, instances=request.instances,
@@ -289,7 +325,8 @@ def render_config(plan: TritonPlan) -> str:
     lines = [
         f"# Written by sk-deploy triton-repo from {plan.bundle.path.name}/{plan.source} (sha256 {sha[:16]}...).",
         f'name: "{plan.name}"',
-        f'platform: "{plan.platform}"',
+        *([f'backend: "{plan.triton_backend}"', f'default_model_filename: "{plan.model_file}"']
+          if plan.triton_backend else [f'platform: "{plan.platform}"']),
         f"max_batch_size: {plan.max_batch}",
         "input [",
         "  {",
@@ -318,6 +355,8 @@ def render_config(plan: TritonPlan) -> str:
         "  }",
         "]",
     ]
+    lines += [f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}'
+              for key, value in plan.parameters.items()]
     if plan.accelerator:
         lines += [
             "optimization {",

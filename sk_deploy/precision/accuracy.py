@@ -52,6 +52,7 @@ class AppliedGate:
 
 GATES = {
     "fp16": Gate(min_cosine=0.999, min_top1=0.98),
+    "bf16": Gate(min_cosine=0.999, min_top1=0.98),  # the float32 graph compiled in bf16 (OpenVINO)
     "int8": Gate(min_cosine=0.99, min_top1=0.90),
     "int8-cpu": Gate(min_cosine=0.99, min_top1=0.90),
 }

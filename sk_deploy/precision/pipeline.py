@@ -1,9 +1,10 @@
-"""``sk-deploy quantize``: a bundle's float32 graph -> its FP16 or INT8 graph, calibrated and gated.
+"""``sk-deploy quantize``: a bundle's float32 graph -> its FP16 or INT8 graph, calibrated and gated; or the
+bf16 gate, which needs no file (OpenVINO compiles the float32 graph in bf16 on a CPU with native bfloat16).
 
 Order: check the bundle, the options and the image folder (before any heavy work); build the precision graph
 into a temporary file in the bundle; measure it against the float32 graph on held-out pictures; if it passes
 its gate, rename it into place and record file and figures in the manifest. On any error or a failed gate the
-bundle is left as it was.
+bundle is left as it was. bf16 measures the float32 graph run in bf16 the same way and records only figures.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from sk_deploy.precision.mixed import check_high_precision, to_mixed
 from sk_deploy.precision.sensitivity import search_exclusions
 
 SOURCE_FILE = MODEL_FILE
-PRECISIONS = ("fp16", "int8")
+PRECISIONS = ("fp16", "int8", "bf16")
+BF16_KEY = "bf16"  # stages.precision entry of the bf16 gate (no file of its own)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
     if SOURCE_FILE not in bundle.files:
         raise BundleError(f"{bundle.path}: bundle has no {SOURCE_FILE}; run `sk-deploy export` first")
     bundle.check_file(SOURCE_FILE)
+    if request.precision == "bf16":
+        _check_bf16(request)
     if request.precision == "int8" and request.calib is None:
         raise PrecisionError("int8 needs calibration pictures: pass --images DIR (a folder of JPEG/PNG photos)")
     files = list_images(request.calib) if request.calib is not None else []
@@ -116,16 +120,14 @@ def quantize_bundle(
     input_name = model.graph.input[0].name
     uint8 = model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     trained = is_trained(bundle.weights)
-    key = "int8-cpu" if graph_form(request.precision, request.target).target == "cpu" else request.precision
+    key = "int8-cpu" if name == graph_form("int8", "cpu").file else request.precision
+    calibration, holdout = _split(request, files)
+    if request.precision == "bf16":
+        return _gate_bf16(request, bundle, holdout, trained, (input_name, spec, uint8), progress, advance)
 
     # Work in a hidden folder inside the bundle, so the finished file is renamed (never copied) into place.
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=bundle.path) as tmp:
         out = Path(tmp) / name
-        if files:
-            split = split_images(files, min(request.calib_size, max(1, len(files) - 1)), request.holdout_size)
-            calibration, holdout = split.calibration, split.holdout
-        else:
-            calibration, holdout = [], generated_images(min(request.holdout_size, 16))
         details: dict[str, Any] = {"source": SOURCE_FILE}
         if request.precision == "fp16":
             progress("converting to float16", 0)
@@ -143,10 +145,7 @@ def quantize_bundle(
             details["high_precision"] = asdict(mixed_report)
             details["calibration"] = {"folder": str(request.calib), "images": int8.calibration_images,
                                       "skipped": len(int8.skipped_images)}
-        progress(f"measuring against float32 on {len(holdout)} held-out pictures", len(holdout))
-        pictures = ImageBatches(holdout, input_name, spec, request.batch_size, uint8, on_batch=advance)
-        inputs = np.concatenate(list(pictures.arrays()))
-        reference = ort_logits(source, lambda dtype: inputs)
+        inputs, reference = _holdout_reference(request, source, holdout, (input_name, spec, uint8), progress, advance)
         accuracy = judge(name, key, reference, ort_logits(out, lambda dtype: inputs), trained)
         if request.auto_exclude and not accuracy.passed:
             progress("searching for the layers to keep float (--auto-exclude)", 0)
@@ -154,8 +153,7 @@ def quantize_bundle(
                 onnx.load(qdq_path), model, inputs, out, lambda graph: judge(name, key, reference, graph, trained),
                 request.high, request.exclude, accuracy,
             )
-        details["holdout"] = {"images": len(inputs),
-                              "source": str(request.calib) if files else "generated pictures"}
+        details["holdout"] = _holdout_details(request, inputs)
         result = QuantizeResult(name, written=accuracy.passed or not request.gate, accuracy=accuracy, details=details)
         if not result.written:
             return result  # the gate failed: the bundle stays as it was
@@ -163,4 +161,72 @@ def quantize_bundle(
     bundle.add_file(name, role=key, source=SOURCE_FILE, nodes=len(onnx.load(bundle.path / name).graph.node))
     bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=name)
     bundle.save()
+    return result
+
+
+def _check_bf16(request: QuantizeRequest) -> None:
+    """The bf16 refusals that need no file: OpenVINO missing, a CPU without native bfloat16, --exclude."""
+    from sk_deploy.machine import BackendUnavailable, import_openvino
+    from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+
+    if request.exclude:
+        raise PrecisionError("--exclude keeps nodes float32 in an fp16 or int8 graph; bf16 has no graph of its own")
+    try:
+        import_openvino()
+    except BackendUnavailable as exc:
+        raise PrecisionError(f"bf16 is measured on OpenVINO: {exc}") from None
+    refusal = bf16_refusal(detect_cpu())
+    if refusal:
+        raise PrecisionError(refusal)
+
+
+def _split(request: QuantizeRequest, files: list[Path]) -> tuple[list[Path], list[Any]]:
+    """Calibration and held-out pictures: a fixed-seed split of the folder, or generated pictures without one."""
+    if files:
+        split = split_images(files, min(request.calib_size, max(1, len(files) - 1)), request.holdout_size)
+        return split.calibration, split.holdout
+    return [], generated_images(min(request.holdout_size, 16))
+
+
+def _holdout_reference(request: QuantizeRequest, source: Path, holdout: list[Any], form: tuple[str, Any, bool],
+                       progress: Callable[[str, int], None], advance: Callable[[int], None]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out pictures as the graph's input, and the float32 graph's logits of them (ONNX Runtime)."""
+    input_name, spec, uint8 = form
+    progress(f"measuring against float32 on {len(holdout)} held-out pictures", len(holdout))
+    pictures = ImageBatches(holdout, input_name, spec, request.batch_size, uint8, on_batch=advance)
+    inputs = np.concatenate(list(pictures.arrays()))
+    return inputs, ort_logits(source, lambda dtype: inputs)
+
+
+def _holdout_details(request: QuantizeRequest, inputs: np.ndarray) -> dict[str, Any]:
+    return {"images": len(inputs), "source": str(request.calib) if request.calib is not None else "generated pictures"}
+
+
+def _gate_bf16(request: QuantizeRequest, bundle: Bundle, holdout: list[Any], trained: bool,
+               form: tuple[str, Any, bool], progress: Callable[[str, int], None],
+               advance: Callable[[int], None]) -> QuantizeResult:
+    """bf16 against float32 on the held-out pictures: the float32 graph compiled by OpenVINO in bf16 (refused in
+    one line on a CPU without native bfloat16); figures go to ``stages.precision.bf16`` if the gate passes."""
+    from sk_deploy.machine import BackendUnavailable
+    from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
+
+    source = bundle.file(SOURCE_FILE)
+    try:
+        backend = OpenVinoBackend(source, bundle, precision="bf16", options=OpenVinoOptions(cache_dir=""))
+    except BackendUnavailable as exc:
+        raise PrecisionError(str(exc)) from None
+    with backend:
+        inputs, reference = _holdout_reference(request, source, holdout, form, progress, advance)
+        step = request.batch_size
+        output = np.concatenate([backend.run(inputs[i:i + step]) for i in range(0, len(inputs), step)])
+        details: dict[str, Any] = {"source": SOURCE_FILE, "file": None, "bf16": {
+            "runtime": backend.description, "compiled_precision": backend.compiled_precision,
+            "cpu": backend.cpu.describe()}, "holdout": _holdout_details(request, inputs)}
+    accuracy = judge(f"{SOURCE_FILE} in bf16", BF16_KEY, reference, output, trained)
+    result = QuantizeResult(SOURCE_FILE, written=accuracy.passed or not request.gate, accuracy=accuracy,
+                            details=details)
+    if result.written:
+        bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=BF16_KEY)
+        bundle.save()
     return result

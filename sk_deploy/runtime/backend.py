@@ -35,6 +35,8 @@ class Backend(ABC):
     device_timing: bool = False
     #: the largest batch one ``run`` takes (an engine's profile), None for any.
     max_batch: int | None = None
+    #: the precision the runtime says it compiled the model in, where it reports one (OpenVINO), else None.
+    compiled_precision: str | None = None
 
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: Any = None) -> None:

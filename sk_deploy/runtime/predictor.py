@@ -1,8 +1,9 @@
 """One interface over every backend: ``Predictor(bundle, backend=..., precision=...).predict(batch) -> logits``.
 
 Backends: ``tensorrt`` (an engine built by ``sk-deploy build``), ``ort-tensorrt``, ``ort-cuda`` and ``ort-cpu``
-(ONNX Runtime with that provider, on the bundle's ONNX graph of the precision), and ``torch`` (the PyTorch
-network the bundle was exported from; the baseline). ``auto`` picks the fastest one this machine can run and
+(ONNX Runtime with that provider, on the bundle's ONNX graph of the precision), ``openvino`` (OpenVINO on the
+CPU: fp32, bf16 on a CPU with native bfloat16, int8), and ``torch`` (the PyTorch network the bundle was exported
+from; the baseline). ``auto`` picks the fastest one this machine can run and
 says why. The input is what the bundle's graph takes: float32 NCHW, or uint8 NHWC crops when preprocessing is
 fused into the graph; ``input_spec`` describes it, and a wrong array is a ``PredictorInputError`` naming it.
 """
@@ -21,8 +22,10 @@ import numpy as np
 from sk_deploy.bundle import PRECISIONS, Bundle, InputSpec, MissingGraph
 from sk_deploy.bundle import InputError as PredictorInputError
 from sk_deploy.engines.compat import find_engine, fitting_engine
-from sk_deploy.machine import BackendUnavailable, Machine, import_tensorrt, probe_machine
+from sk_deploy.machine import BackendUnavailable, Machine, import_openvino, import_tensorrt, probe_machine
 from sk_deploy.runtime.backend import Backend
+from sk_deploy.runtime.cpu_choice import cpu_backend
+from sk_deploy.runtime.openvino_backend import OpenVinoOptions, check_precision
 from sk_deploy.runtime.ort_backend import OrtOptions
 from sk_deploy.runtime.torch_backend import TorchOptions
 from sk_deploy.runtime.trt_backend import TensorRTOptions
@@ -31,26 +34,40 @@ __all__ = ["BACKENDS", "PRECISIONS", "BackendSpec", "Choice", "InputSpec", "Pred
            "onnx_file", "plan"]
 
 
+#: What every ONNX Runtime, TensorRT engine backend runs: a graph (or engine) of each of these precisions.
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """One backend the Predictor can open: its class (``module:Class``, imported when opened), what it runs
     (an ONNX graph, a TensorRT engine, or the bundle's own network), the device whose graph form it takes, the
-    precisions it runs (None: every one the bundle has a graph for), and the default options for a precision."""
+    precisions it runs, the default options for a precision, and what it needs of the machine beyond that."""
 
     name: str
     cls: str
     runs: str
     device: str
     options: Callable[[str, bool], Any]
-    precisions: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] = ONNX_PRECISIONS
     family: str = ""
     """The key of the Predictor's ``options`` this backend's options come from (``ort``, ``torch``, ...)."""
+    prefers: str | None = None
+    """The graph form (a GraphForm target) it runs best when the bundle has several of a precision."""
+    check: Callable[[str, Machine], None] | None = None
+    """Raises a BackendUnavailable when ``machine`` cannot run it at a precision (a package, a CPU feature)."""
 
     def open(self, path: Path | None, bundle: Bundle, precision: str, options: Any) -> Backend:
         """Construct the backend (one constructor shape for all)."""
         module, name = self.cls.split(":")
         backend_class = getattr(importlib.import_module(module), name)
         return backend_class(path, bundle, precision=precision, options=options)
+
+
+def _openvino_ready(precision: str, machine: Machine) -> None:
+    if machine.openvino_version is None:
+        import_openvino()  # raises the install message
+    check_precision(precision, machine.cpu)
 
 
 def _ort_options(precision: str, cuda_graph: bool) -> OrtOptions:
@@ -67,6 +84,10 @@ BACKEND_SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                 family="ort"),
     BackendSpec("ort-cpu", "sk_deploy.runtime.ort_backend:OrtCpuBackend", "onnx", "cpu", _ort_options,
                 family="ort"),
+    # OpenVINO runs the TensorRT INT8 form faster than the CPU form (benchmarks/results/cpu-2core/openvino.md).
+    BackendSpec("openvino", "sk_deploy.runtime.openvino_backend:OpenVinoBackend", "onnx", "cpu",
+                lambda precision, cuda_graph: OpenVinoOptions(), ("fp32", "bf16", "int8"), family="openvino",
+                prefers="tensorrt", check=_openvino_ready),
     BackendSpec("torch", "sk_deploy.runtime.torch_backend:TorchBackend", "network", "gpu",
                 lambda precision, cuda_graph: TorchOptions(fp16=precision == "fp16"), ("fp32", "fp16"),
                 family="torch"),
@@ -85,8 +106,9 @@ class Choice:
 
 def onnx_file(bundle: Bundle | dict[str, Any], backend: str, precision: str) -> str:
     """The bundle's ONNX file for ``backend`` at ``precision`` (the CPU INT8 form first on ort-cpu)."""
+    spec = BACKEND_SPECS[backend]
     try:
-        return Bundle.of(bundle).graph(precision, BACKEND_SPECS[backend].device)
+        return Bundle.of(bundle).graph(precision, spec.device, prefer=spec.prefers)
     except MissingGraph as exc:
         raise BackendUnavailable(str(exc)) from None
 
@@ -118,8 +140,13 @@ def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine:
     spec = BACKEND_SPECS.get(backend)
     if spec is None:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
-    if spec.precisions is not None and precision not in spec.precisions:
-        raise BackendUnavailable(f"the {backend} backend runs {' and '.join(spec.precisions)}, not {precision}")
+    if precision not in spec.precisions:
+        if precision == "bf16":
+            raise BackendUnavailable(f"bf16 runs on the openvino backend only (a CPU with native bfloat16), not on "
+                                     f"{backend}: use --backend openvino")
+        raise BackendUnavailable(f"the {backend} backend runs {', '.join(spec.precisions)}, not {precision}")
+    if spec.check is not None:
+        spec.check(precision, machine)
     if spec.runs == "engine":
         return Choice(backend, _engine(bundle, precision, machine), "asked for")
     if spec.runs == "network":
@@ -128,6 +155,9 @@ def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine:
 
 
 def _auto(bundle: Bundle, precision: str, machine: Machine) -> Choice:
+    if precision == "bf16":  # a CPU precision: no GPU backend runs it
+        backend, why = cpu_backend(precision, machine)
+        return Choice(backend, onnx_file(bundle, backend, precision), why)
     skipped = []
     if machine.cuda and machine.tensorrt_version:
         engine, why = fitting_engine(bundle, precision, machine)
@@ -144,17 +174,17 @@ def _auto(bundle: Bundle, precision: str, machine: Machine) -> Choice:
         return Choice("torch", None, "; ".join([*skipped, f"{machine.gpu_name} through PyTorch "
                                                 "(onnxruntime-gpu and TensorRT not available)"]))
     why = "no CUDA GPU here" if not machine.cuda else "no GPU backend can run this"
-    return Choice("ort-cpu", onnx_file(bundle, "ort-cpu", precision),
-                  "; ".join([*skipped, f"{why}: ONNX Runtime on the CPU, faster than PyTorch eager there"]))
+    backend, cpu_why = cpu_backend(precision, machine)
+    return Choice(backend, onnx_file(bundle, backend, precision), "; ".join([*skipped, f"{why}: {cpu_why}"]))
 
 
 class Predictor:
     """A bundle's model on one backend. ``predict(batch) -> logits (N, classes) float32``; ``warmup()`` first.
 
     ``backend``: auto or a name in BACKEND_SPECS. ``precision``: one of PRECISIONS (the bundle must hold that
-    graph, or engine for tensorrt). ``options`` maps a backend family (``ort``, ``torch``, ``tensorrt``) to its
-    options; ``ort`` and ``torch`` are shorthands for those two. ``cuda_graph`` replays one captured CUDA graph
-    per batch size on tensorrt and ort-cuda.
+    graph, or engine for tensorrt). ``options`` maps a backend family (``ort``, ``torch``, ``tensorrt``,
+    ``openvino``) to its options; ``ort``, ``torch`` and ``openvino`` are shorthands for those three.
+    ``cuda_graph`` replays one captured CUDA graph per batch size on tensorrt and ort-cuda.
     """
 
     def __init__(
@@ -169,6 +199,7 @@ class Predictor:
         machine: Machine | None = None,
         options: dict[str, Any] | None = None,
         file: str | None = None,
+        openvino: OpenVinoOptions | None = None,
     ) -> None:
         self.bundle = Bundle.of(bundle)
         self.machine = machine or probe_machine()
@@ -180,7 +211,8 @@ class Predictor:
             self.input_spec = InputSpec.from_description(self.bundle.entry(file).get("input") or
                                                          self.bundle.manifest_input())
         spec = BACKEND_SPECS[choice.backend]
-        given = {**(options or {}), **({"ort": ort} if ort else {}), **({"torch": torch} if torch else {})}
+        shorthands = {"ort": ort, "torch": torch, "openvino": openvino}
+        given = {**(options or {}), **{family: given for family, given in shorthands.items() if given}}
         chosen = given.get(spec.family) or spec.options(precision, cuda_graph)
         path = self.bundle.check_file(choice.file) if choice.file is not None else None
         self._runner: Backend = spec.open(path, self.bundle, precision, chosen)
@@ -200,8 +232,10 @@ class Predictor:
 
     @property
     def description(self) -> str:
-        """``ort-cpu fp32 (model.onnx)``."""
-        return f"{self.backend} {self.precision}" + (f" ({self.file})" if self.file else "")
+        """``ort-cpu fp32 (model.onnx)``; ``openvino bf16 (model.onnx; compiled bf16)``: what ran, read back."""
+        compiled = self._runner.compiled_precision
+        detail = "; ".join(part for part in (self.file, compiled and f"compiled {compiled}") if part)
+        return f"{self.backend} {self.precision}" + (f" ({detail})" if detail else "")
 
     def predict(self, batch: Any) -> np.ndarray:
         """Logits (N, classes) float32 of ``batch`` (or of one picture, without the batch axis)."""

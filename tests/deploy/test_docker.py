@@ -119,6 +119,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
 
 def test_install_script_installs_the_wheel(image: Image) -> None:
     assert "installed: torch" in image.install_output and "CPUExecutionProvider" in image.install_output
+    assert "openvino 2026" in image.install_output and "(CPU)" in image.install_output  # the CPU variant carries it
     names = zipfile.ZipFile(image.wheel).namelist()
     assert "sk_deploy/data/imagenet_synsets.txt" in names and "sk_deploy/deploy/container.py" in names
     where = run([str(image.venv / "bin" / "python"), "-c", "import sk_deploy; print(sk_deploy.__file__)"],

@@ -237,3 +237,35 @@ def test_engine_of_another_precision_and_changed_files_are_refused(full_bundle: 
         handle.write(b"\0")
     with pytest.raises(RuntimeError, match="sha256 differs from the manifest"):
         plan_repository(TritonRequest(copy, tmp_path / "repo", precision="fp16"))
+
+
+@pytest.mark.parametrize(("precision", "expected_file", "bf16"),
+                         [("fp32", "model.onnx", False), ("bf16", "model.onnx", True),
+                          ("int8", "model.int8.onnx", False)])
+def test_openvino_repository(full_bundle: Path, tmp_path: Path, precision: str, expected_file: str,
+                             bf16: bool) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--backend", "openvino", "--precision",
+                               precision)
+    assert code == 0, output
+    model_dir = tmp_path / "skresnet18"
+    config = parse(model_dir)  # backend, default_model_filename and parameters through Triton's own schema
+    assert config.backend == "openvino" and not config.platform
+    assert config.default_model_filename == "model.onnx"
+    assert sha256(model_dir / "1" / "model.onnx") == Bundle.open(full_bundle).manifest["files"][expected_file]["sha256"]
+    (group,) = config.instance_group
+    assert group.kind == mc.ModelInstanceGroup.KIND_CPU  # openvino's default device
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert parameters == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", **({"HINT_BF16": "YES"} if bf16 else {})}
+    assert ("no parameter pinning f32" in output) != bf16  # fp32 and int8 say what Triton's backend cannot pin
+    check_matches_graph(config, model_dir / "1" / "model.onnx")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--backend", "openvino", "--device", "gpu"), "Triton's OpenVINO backend runs on the CPU"),
+    (("--backend", "openvino", "--precision", "fp16"), "the openvino backend serves fp32, bf16 or int8"),
+    (("--precision", "bf16"), "bf16 is served by Triton's OpenVINO backend"),
+])
+def test_openvino_refusals_are_one_line(full_bundle: Path, tmp_path: Path, args: tuple[str, ...],
+                                        message: str) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path / "repo"), *args)
+    assert code == 1 and message in output and not (tmp_path / "repo").exists()

@@ -42,7 +42,8 @@ def test_predictor_reads_capabilities_and_closes_once(small_bundle: Bundle) -> N
 
 
 def test_every_backend_is_one_table_entry() -> None:
-    assert BACKENDS == tuple(BACKEND_SPECS) == ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "torch")
+    assert BACKENDS == tuple(BACKEND_SPECS) == ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "openvino",
+                                                "torch")
     assert {spec.runs for spec in BACKEND_SPECS.values()} == {"engine", "onnx", "network"}
 
 
@@ -53,7 +54,13 @@ def test_cpu_features_come_from_the_flags_line() -> None:
 
 
 def test_one_precision_to_file_table(small_bundle: Bundle) -> None:
-    assert PRECISIONS == ("fp32", "fp16", "int8") and len({f.file for f in GRAPH_FORMS}) == len(GRAPH_FORMS)
+    # one form per file, but for bf16, which OpenVINO compiles from the float32 graph on CPUs
+    assert PRECISIONS == ("fp32", "fp16", "int8", "bf16")
+    separate = [f for f in GRAPH_FORMS if f.precision != "bf16"]
+    assert len({f.file for f in separate}) == len(separate)
+    assert [(f.file, f.target) for f in graph_forms("bf16", "cpu")] == [("model.onnx", "cpu")]
+    assert graph_forms("bf16", "gpu") == ()
+    assert small_bundle.graph("bf16", "cpu") == "model.onnx"
     assert [f.file for f in graph_forms("int8", "cpu")] == ["model.int8-cpu.onnx", "model.int8.onnx"]
     assert [f.file for f in graph_forms("int8", "gpu")] == ["model.int8.onnx"]
     assert graph_form("int8", "cpu").file == "model.int8-cpu.onnx" and graph_form("fp16").file == "model.fp16.onnx"

@@ -13,8 +13,9 @@ import torch
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.images import load_batch
+from sk_deploy.runtime.availability import probe_machine
 from sk_deploy.runtime.classify import softmax
-from sk_deploy.runtime.predictor import Predictor
+from sk_deploy.runtime.predictor import Predictor, plan
 from tests.test_cli import sk_deploy
 
 
@@ -23,7 +24,9 @@ def test_predict_bundle_matches_the_predictor(small_bundle: Bundle, real_photo: 
     run = sk_deploy("predict", str(real_photo), "--bundle", str(small_bundle.path), "--backend", backend, "--json")
     assert run.returncode == 0, run.stderr
     [result] = json.loads(run.stdout)
-    expected_backend = "ort-cpu" if backend == "auto" and not torch.cuda.is_available() else result["backend"]
+    # auto on a CPU: the CPU rule for this machine's CPU and runtimes (tests/runtime/test_cpu_choice.py)
+    expected_backend = (plan(small_bundle.manifest, "auto", "fp32", probe_machine()).backend
+                        if backend == "auto" and not torch.cuda.is_available() else result["backend"])
     assert result["backend"] == expected_backend and result["model"] == "skresnet18"
     if backend == "auto":
         assert f"backend {result['backend']}:" in run.stderr  # auto says what it chose and why

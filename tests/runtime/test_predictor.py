@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.availability import BackendUnavailable, Machine, probe_machine
+from sk_deploy.runtime.availability import BackendUnavailable, Machine
 from sk_deploy.runtime.ort_backend import OrtOptions
 from sk_deploy.runtime.predictor import Predictor, PredictorInputError, onnx_file, plan
 
@@ -24,16 +24,6 @@ H100 = Machine(cuda=True, gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(
 def engine_entry(gpu: str = "NVIDIA H100 80GB HBM3", cc: tuple[int, int] = (9, 0), version: str = "11.4.0") -> dict:
     return {"role": "engine", "precision": "fp16", "tensorrt": {"version": version},
             "gpu": {"name": gpu, "compute_capability": list(cc)}, "hardware_compat": "none"}
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: auto picks a GPU backend")
-def test_auto_picks_ort_cpu_here_and_says_why(small_bundle: Bundle) -> None:
-    machine = probe_machine()
-    assert not machine.cuda and "CPUExecutionProvider" in machine.ort_providers
-    with Predictor(small_bundle.path) as predictor:
-        assert predictor.backend == "ort-cpu" and predictor.file == "model.onnx"
-        assert "no CUDA GPU" in predictor.reason and "ONNX Runtime" in predictor.reason
-        assert predictor.warmup((1, 2)) > 0
 
 
 def test_auto_order_on_other_machines(small_bundle: Bundle) -> None:

@@ -13,9 +13,10 @@ from tests.servers import ServerProcess, served
 
 @pytest.fixture(scope="session")
 def server(small_bundle: Bundle) -> Iterator[ServerProcess]:
-    """The small skresnet18 bundle served with default batching, a 1 MB body limit and a 1 megapixel limit
-    (so the size and decompression-bomb refusals are cheap to provoke)."""
-    with served(small_bundle.path, "--max-body-mb", "1", "--max-pixels", "1000000") as process:
+    """The small skresnet18 bundle on ort-cpu (what the tests compare against; openvino has its own server in
+    test_openvino_serve.py) with default batching, a 1 MB body limit and a 1 megapixel limit (so the size and
+    decompression-bomb refusals are cheap to provoke)."""
+    with served(small_bundle.path, "--backend", "ort-cpu", "--max-body-mb", "1", "--max-pixels", "1000000") as process:
         yield process
 
 

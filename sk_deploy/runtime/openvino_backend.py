@@ -1,0 +1,129 @@
+"""OpenVINO on the CPU: the bundle's ONNX graph compiled with the precision asked for and nothing else.
+
+OpenVINO picks its own inference precision per CPU: bf16 wherever the CPU has native bfloat16, whatever the
+graph says. Here the precision is pinned instead: ``fp32`` compiles with ``INFERENCE_PRECISION_HINT`` f32,
+``bf16`` with bf16 (only on a CPU with native bf16, refused in one line elsewhere), ``int8`` runs a Q/DQ graph
+(its float parts in f32). The precision the compiled model actually uses is read back from it
+(``compiled_precision``), so what is reported is what ran. Compiled models are cached (``CACHE_DIR``) so the
+second start of the same graph on the same machine imports instead of compiling.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from sk_deploy.runtime.availability import BackendUnavailable, import_openvino, openvino_version
+from sk_deploy.runtime.backend import Backend
+from sk_deploy.runtime.cpu_features import CpuFeatures, bf16_refusal, detect_cpu
+
+if TYPE_CHECKING:
+    from sk_deploy.bundle import Bundle
+
+#: the inference precision each sk-deploy precision pins (int8: the graph's float parts)
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+PRECISIONS = tuple(INFERENCE_PRECISION)
+HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+_TYPE_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
+
+
+def default_cache_dir() -> Path:
+    """Where compiled models are cached: ``$SK_DEPLOY_CACHE/openvino`` or ~/.cache/sk-deploy/openvino."""
+    return Path(os.environ.get("SK_DEPLOY_CACHE", Path.home() / ".cache" / "sk-deploy")) / "openvino"
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    """Compile settings: ``threads`` (INFERENCE_NUM_THREADS, 0: one per core), ``streams`` (NUM_STREAMS, 0:
+    what the hint implies), ``hint`` (PERFORMANCE_HINT: LATENCY for one request at a time, as the Predictor and
+    the service's single inference thread run; THROUGHPUT for many in parallel), ``cache_dir`` (CACHE_DIR;
+    None: ``default_cache_dir()``, "" turns caching off)."""
+
+    threads: int = 0
+    streams: int = 0
+    hint: str = "LATENCY"
+    cache_dir: str | None = None
+
+    def config(self, precision: str) -> dict[str, str]:
+        """The OpenVINO compile configuration for ``precision``."""
+        if self.hint not in HINTS:
+            raise BackendUnavailable(f"unknown OpenVINO performance hint {self.hint!r}; use one of: {', '.join(HINTS)}")
+        if self.threads < 0 or self.streams < 0:
+            raise BackendUnavailable("OpenVINO threads and streams are 0 (its default) or more")
+        config = {"PERFORMANCE_HINT": self.hint, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = str(self.threads)
+        if self.streams:
+            config["NUM_STREAMS"] = str(self.streams)
+        cache = default_cache_dir() if self.cache_dir is None else self.cache_dir
+        if cache:
+            config["CACHE_DIR"] = os.fspath(cache)
+        return config
+
+
+def check_precision(precision: str, cpu: CpuFeatures | None = None) -> None:
+    """Raise a BackendUnavailable when OpenVINO cannot run ``precision`` on ``cpu`` (this machine's by default)."""
+    if precision not in INFERENCE_PRECISION:
+        raise BackendUnavailable(f"the openvino backend runs {', '.join(PRECISIONS)}, not {precision}")
+    if precision == "bf16":
+        refusal = bf16_refusal(cpu or detect_cpu())
+        if refusal:
+            raise BackendUnavailable(refusal)
+
+
+def precision_name(value: Any) -> str:
+    """OpenVINO's element type (``<Type: 'bfloat16'>``, ``bf16``) as a short name: f32, bf16 or f16."""
+    text = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    return _TYPE_NAMES.get(text, text)
+
+
+class OpenVinoBackend(Backend):
+    """One ONNX file of a bundle compiled by OpenVINO for the CPU. ``run(batch) -> logits`` float32."""
+
+    name: ClassVar[str] = "openvino"
+
+    def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
+                 options: OpenVinoOptions | None = None, cpu: CpuFeatures | None = None) -> None:
+        super().__init__(path, bundle, precision=precision, options=options or OpenVinoOptions())
+        if self.path is None:
+            raise BackendUnavailable("the openvino backend runs an ONNX file; none given")
+        self.cpu = cpu or detect_cpu()
+        check_precision(precision, self.cpu)
+        ov = import_openvino()
+        self.config = self.options.config(precision)
+        core = ov.Core()
+        try:
+            # From the path (not a read model) so that a cached blob is imported without reading the graph.
+            self.compiled = core.compile_model(os.fspath(self.path), "CPU", self.config)
+        except RuntimeError as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BackendUnavailable(f"{self.path}: OpenVINO cannot compile it ({message})") from None
+        self.compiled_precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        wanted = INFERENCE_PRECISION[precision]
+        if self.compiled_precision != wanted:
+            raise BackendUnavailable(f"OpenVINO compiled {self.path.name} in {self.compiled_precision}, not the "
+                                     f"{wanted} asked for")
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.hint = str(self.compiled.get_property("PERFORMANCE_HINT"))
+        self._request = self.compiled.create_infer_request()
+
+    @property
+    def description(self) -> str:
+        """``OpenVINO 2026.4.1, bf16 compiled, 2 threads, 1 stream, LATENCY``."""
+        return (f"OpenVINO {openvino_version()}, {self.compiled_precision} compiled"
+                f"{' (int8 graph)' if self.precision == 'int8' else ''}, {self.threads} threads, "
+                f"{self.streams} stream(s), {self.hint}")
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (float32) of ``batch``."""
+        self._request.infer({0: batch}, share_inputs=True)
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+
+    def _release(self) -> None:
+        self._request = None
+        self.compiled = None
