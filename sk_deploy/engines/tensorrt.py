@@ -146,6 +146,9 @@ def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda
         config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 is weakly typed: precision comes from flags
         if request.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is not None and request.precision != "tf32":
+        config.clear_flag(tf32)  # on by default: an fp32 engine is IEEE fp32, tf32 is asked for by name
     if request.hardware_compat != "none":
         level = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}[request.hardware_compat]
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)

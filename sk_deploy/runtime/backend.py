@@ -35,6 +35,9 @@ class Backend(ABC):
     device_timing: bool = False
     #: the largest batch one ``run`` takes (an engine's profile), None for any.
     max_batch: int | None = None
+    #: the backend captures a CUDA graph per batch shape (set per instance by those that can): a server pads
+    #: batches to a few sizes for it, so that few graphs are captured.
+    captures_graphs: bool = False
 
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: Any = None) -> None:

@@ -53,7 +53,7 @@ def test_cpu_features_come_from_the_flags_line() -> None:
 
 
 def test_one_precision_to_file_table(small_bundle: Bundle) -> None:
-    assert PRECISIONS == ("fp32", "fp16", "int8") and len({f.file for f in GRAPH_FORMS}) == len(GRAPH_FORMS)
+    assert PRECISIONS == ("fp32", "fp16", "int8", "tf32") and len({f.file for f in GRAPH_FORMS}) == len(GRAPH_FORMS)
     assert [f.file for f in graph_forms("int8", "cpu")] == ["model.int8-cpu.onnx", "model.int8.onnx"]
     assert [f.file for f in graph_forms("int8", "gpu")] == ["model.int8.onnx"]
     assert graph_form("int8", "cpu").file == "model.int8-cpu.onnx" and graph_form("fp16").file == "model.fp16.onnx"
