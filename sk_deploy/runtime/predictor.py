@@ -269,6 +269,15 @@ class Predictor:
         return Choice(backend, file, f"{file} asked for")
 
     @property
+    def runs_resident(self) -> bool:
+        """Whether ``resident`` can time a batch already on the device (GPU backends)."""
+        return self._runner.runs_resident
+
+    def resident(self, batch: Any) -> Callable[[], None]:
+        """A call running ``batch`` (copied to the device once, here) with no host copies: device-resident."""
+        return self._runner.resident(self.input_spec.check(batch))
+
+    @property
     def captures_graphs(self) -> bool:
         """Whether the backend captures a CUDA graph per batch shape (batches are best padded to a few sizes)."""
         return self._runner.captures_graphs

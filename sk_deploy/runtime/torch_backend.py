@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,7 @@ class TorchBackend(Backend):
         self._mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
         self._std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
         #: the GPU's clock splits a run only on a CUDA device
-        self.device_timing = self.device.type == "cuda"
+        self.device_timing = self.runs_resident = self.device.type == "cuda"
         #: reduce-overhead records a CUDA graph per input shape (and falls back to eager past its recompile
         #: limit): batches are best padded to a few sizes
         self.captures_graphs = self.options.compile == "reduce-overhead" and self.device.type == "cuda"
@@ -95,6 +96,19 @@ class TorchBackend(Backend):
         phases = CudaPhases()
         logits = self._run(batch, phases)
         return logits, phases.elapsed()
+
+    def resident(self, batch: np.ndarray) -> Callable[[], None]:
+        """A run on ``batch`` moved to the CUDA device once, its logits left there (synchronised)."""
+        if not self.runs_resident:
+            return super().resident(batch)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+
+        def run() -> None:
+            with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.options.fp16):
+                self.model(self._prepare(x))
+            torch.cuda.synchronize(self.device)
+
+        return run
 
     def _run(self, batch: np.ndarray, phases: CudaPhases | None) -> np.ndarray:
         def mark() -> None:
