@@ -29,7 +29,7 @@ import numpy as np
 from sk_deploy.bench.machine import load_average
 from sk_deploy.bench.stats import LatencyStats, per_second, summarize
 from sk_deploy.bench.timing import peak_rss_mb, reset_peak_rss, timed_loop, warm_up
-from sk_deploy.bundle import Bundle
+from sk_deploy.bundle import GPU_PRECISIONS, Bundle
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import BackendUnavailable, Machine, probe_machine
 from sk_deploy.runtime.predictor import PRECISIONS, Predictor
@@ -68,6 +68,9 @@ VARIANTS: dict[str, Variant] = {
 }
 DEFAULT_BACKENDS = tuple(name for name, v in VARIANTS.items() if not v.opt_in)
 BASELINE = ("torch", "fp32")
+#: measured unless asked otherwise: every precision with a graph of its own (tf32, the fp32 graph in TF32
+#: arithmetic on a GPU, is asked for: --precisions fp32,tf32)
+DEFAULT_PRECISIONS = tuple(p for p in PRECISIONS if p not in GPU_PRECISIONS)
 GPU_PREDICTORS = ("tensorrt", "ort-tensorrt", "ort-cuda")
 
 
@@ -76,7 +79,7 @@ class BenchConfig:
     """Which rows to measure and for how long (seconds per row, runs per row at least and at most)."""
 
     backends: tuple[str, ...] = DEFAULT_BACKENDS
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
     batches: tuple[int, ...] = (1, 8, 32)
     warmup_s: float = 1.0
     duration_s: float = 3.0
