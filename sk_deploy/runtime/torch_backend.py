@@ -149,6 +149,8 @@ def network_logits(images: list[Path], model: str, weights: Path | None = None, 
 
     spec = get_spec(model)
     target = resolve_device(device)
+    if target.type == "cuda":
+        set_tf32(False)  # the reference is IEEE fp32
     batch = load_batch(list(images), spec.preprocess)
     net = build_model(model, weights=weights, pretrained=pretrained).to(target)
     with torch.inference_mode():
