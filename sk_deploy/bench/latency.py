@@ -4,10 +4,14 @@ Each row is one (backend, precision, batch): a first run (lazy initialisation, c
 warm-up runs for ``warmup_s``, then timed runs for ``duration_s`` (at least ``min_runs``, at most
 ``max_runs``), each the wall time of one ``predict`` from host input to host logits. On a GPU, backends that
 expose it (torch on CUDA, tensorrt) also give the GPU's own times of the three phases of every timed run, from
-CUDA events: host-to-device copy, compute, device-to-host copy (trtexec's H2D / GPU compute / D2H). Peak
-process memory is the kernel's high-water mark of resident memory while the row ran; on a GPU also PyTorch's
-allocator peak and the device's used memory. A combination that cannot run here (no GPU, no graph of that
-precision in the bundle, a torch.compile that fails) is a skipped row that says why.
+CUDA events: host-to-device copy, compute, device-to-host copy (trtexec's H2D / GPU compute / D2H). Every row's
+``latency_ms`` is host-to-host (``timing``); on a GPU, a backend that can run on an input already on the device
+also gives ``device_resident_ms`` (no copies: the figure the stand-alone CUDA-graph baselines give), so graph
+rows carry both. Peak process memory is the kernel's high-water mark of resident memory while the row ran; on
+a GPU also the device's peak used memory during the row (``gpu_device_peak_mb``, sampled from NVML or
+cudaMemGetInfo: whole-device, every allocator) and, for torch rows, PyTorch's allocator peak. A combination
+that cannot run here (no GPU, no graph of that precision in the bundle, a torch.compile that fails) is a
+skipped row that says why.
 
 Rows run in order, one backend and precision at a time (its session opened once for every batch), the
 PyTorch eager float32 baseline first, so every later row's ratio to it comes from the same run.
@@ -25,7 +29,7 @@ import numpy as np
 from sk_deploy.bench.machine import load_average
 from sk_deploy.bench.stats import LatencyStats, per_second, summarize
 from sk_deploy.bench.timing import peak_rss_mb, reset_peak_rss, timed_loop, warm_up
-from sk_deploy.bundle import Bundle
+from sk_deploy.bundle import GPU_PRECISIONS, Bundle
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import BackendUnavailable, Machine, probe_machine
 from sk_deploy.runtime.predictor import PRECISIONS, Predictor
@@ -69,6 +73,9 @@ VARIANTS: dict[str, Variant] = {
 }
 DEFAULT_BACKENDS = tuple(name for name, v in VARIANTS.items() if not v.opt_in)
 BASELINE = ("torch", "fp32")
+#: measured unless asked otherwise: every precision with a graph of its own (tf32, the fp32 graph in TF32
+#: arithmetic on a GPU, is asked for: --precisions fp32,tf32)
+DEFAULT_PRECISIONS = tuple(p for p in PRECISIONS if p not in GPU_PRECISIONS)
 GPU_PREDICTORS = ("tensorrt", "ort-tensorrt", "ort-cuda")
 
 
@@ -77,7 +84,7 @@ class BenchConfig:
     """Which rows to measure and for how long (seconds per row, runs per row at least and at most)."""
 
     backends: tuple[str, ...] = DEFAULT_BACKENDS
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
     batches: tuple[int, ...] = (1, 8, 32)
     warmup_s: float = 1.0
     duration_s: float = 3.0
@@ -130,8 +137,11 @@ class Row:
     device_ms: dict[str, LatencyStats] | None = None
     split_note: str | None = None
     peak_rss_mb: float | None = None
-    gpu_peak_torch_mb: float | None = None
-    gpu_used_mb: float | None = None
+    timing: str = "host-to-host"
+    device_resident: LatencyStats | None = None
+    torch_allocator_peak_mb: float | None = None
+    gpu_device_peak_mb: float | None = None
+    gpu_memory_source: str | None = None
     vs_baseline: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -156,7 +166,10 @@ class Row:
             "images_per_s": _round(self.images_per_s), "batches_per_s": _round(self.batches_per_s),
             "device_ms": {k: v.to_dict() for k, v in self.device_ms.items()} if self.device_ms else None,
             "split_note": self.split_note, "peak_rss_mb": self.peak_rss_mb,
-            "gpu_peak_torch_mb": self.gpu_peak_torch_mb, "gpu_used_mb": self.gpu_used_mb,
+            "timing": self.timing,
+            "device_resident_ms": self.device_resident.to_dict() if self.device_resident else None,
+            "torch_allocator_peak_mb": self.torch_allocator_peak_mb, "gpu_device_peak_mb": self.gpu_device_peak_mb,
+            "gpu_memory_source": self.gpu_memory_source,
             "vs_baseline": self.vs_baseline, **self.extra,
         }
         return out
@@ -187,6 +200,9 @@ class Runner:
     split_note: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """figures every row of this runner carries (``ran``: what ran, the compiled precision read back)"""
+    resident: Callable[[np.ndarray], Callable[[], None]] | None = None
+    """``resident(batch)``: a call running ``batch`` already on the device (None where not offered)."""
+    torch_rows: bool = False
 
 
 def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, threads: int = 0) -> Runner:
@@ -202,14 +218,17 @@ def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, 
                                  f"{' and '.join(variant.file_precisions)} only")
     predictor = Predictor(
         bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph, file=variant.file,
-        ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16"),
-        torch=TorchOptions(fp16=precision == "fp16", compile=variant.compile),
+        ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16",
+                       tf32=precision == "tf32"),
+        torch=TorchOptions(fp16=precision == "fp16", compile=variant.compile, tf32=precision == "tf32"),
         openvino=OpenVinoOptions(threads=threads),
     )
     on_gpu = variant.predictor in GPU_PREDICTORS or (variant.predictor == "torch" and machine.cuda)
     runner = Runner(backend, precision, predictor.file, "cuda" if on_gpu else "cpu", predictor.predict,
-                    predictor.example, predictor.close,
+                    predictor.example, predictor.close, torch_rows=variant.predictor == "torch",
                     extra={"ran": backend + predictor.description.removeprefix(predictor.backend)})
+    if on_gpu and predictor.runs_resident:
+        runner.resident = predictor.resident
     if predictor.device_timing:
         runner.timed = lambda batch: predictor.predict_timed(batch)[1]
     elif not on_gpu:
@@ -282,10 +301,27 @@ class BenchRun:
         x = runner.example(batch)
         gpu = runner.device == "cuda"
         reset_peak_rss()
-        if gpu:
-            import torch
+        if not gpu:
+            self._timed_rows(runner, batch, row, x)
+            return
+        import torch
 
-            torch.cuda.reset_peak_memory_stats()
+        from sk_deploy.bench.device_memory import PeakSampler, used_bytes_reader
+
+        torch.cuda.reset_peak_memory_stats()
+        read, row.gpu_memory_source = used_bytes_reader()
+        with PeakSampler(read) as sampler:
+            self._timed_rows(runner, batch, row, x)
+        row.gpu_device_peak_mb = round(sampler.peak / 1e6, 1)
+        if runner.torch_rows:
+            row.torch_allocator_peak_mb = round(torch.cuda.max_memory_allocated() / 1e6, 1)
+        if runner.resident is not None:
+            replay = runner.resident(x)
+            loop = timed_loop(replay, config.duration_s, config.min_runs, config.max_runs)
+            row.device_resident = summarize(loop.ms)
+
+    def _timed_rows(self, runner: Runner, batch: int, row: Row, x: np.ndarray) -> None:
+        config = self.config
         start = time.perf_counter()
         runner.predict(x)
         row.first_run_ms = (time.perf_counter() - start) * 1000
@@ -312,12 +348,6 @@ class BenchRun:
             row.device_ms = device_phases(loop.extras)
             row.split_note = "CUDA events on the GPU (h2d, compute, d2h; latency = their sum)"
         row.peak_rss_mb = peak_rss_mb()
-        if gpu:
-            import torch
-
-            row.gpu_peak_torch_mb = round(torch.cuda.max_memory_allocated() / 1e6, 1)
-            free, total = torch.cuda.mem_get_info()
-            row.gpu_used_mb = round((total - free) / 1e6, 1)
 
 
 def device_phases(extras: Sequence[dict[str, float]]) -> dict[str, LatencyStats]:

@@ -78,7 +78,8 @@ def trtexec_fields(row: dict[str, Any]) -> dict[str, Any]:
 CSV_COLUMNS = ("backend", "precision", "batch", "status", "baseline", "file", "device", "runs",
                *(f"latency_{s}_ms" for s in STATS), "images_per_s", "batches_per_s", "speedup_p50_vs_baseline",
                "throughput_vs_baseline", "h2d_p50_ms", "compute_p50_ms", "d2h_p50_ms", "peak_rss_mb",
-               "gpu_peak_torch_mb", "gpu_used_mb", "first_run_ms", "reason")
+               "timing", "device_resident_p50_ms", "gpu_device_peak_mb", "gpu_memory_source",
+               "torch_allocator_peak_mb", "first_run_ms", "reason")
 
 
 def to_csv(report: dict[str, Any]) -> str:
@@ -93,10 +94,15 @@ def to_csv(report: dict[str, Any]) -> str:
         flat = {k: row.get(k) for k in CSV_COLUMNS if k in row}
         flat |= {f"latency_{s}_ms": latency.get(s) for s in STATS}
         flat |= {f"{phase}_p50_ms": device.get(phase, {}).get("p50") for phase in ("h2d", "compute", "d2h")}
+        flat["device_resident_p50_ms"] = (row.get("device_resident_ms") or {}).get("p50")
         flat |= {"speedup_p50_vs_baseline": ratios.get("speedup_p50"),
                  "throughput_vs_baseline": ratios.get("throughput")}
         writer.writerow({k: "" if v is None else v for k, v in flat.items()})
     return buffer.getvalue()
+
+
+def _resident(row: dict[str, Any]) -> str:
+    return _ms((row.get("device_resident_ms") or {}).get("p50"))
 
 
 def _ms(value: float | None) -> str:
@@ -145,16 +151,18 @@ def to_markdown(report: dict[str, Any], plots: list[str] | None = None, heading:
                      + " | ".join(_ms(lat[s]) for s in STATS)
                      + f" | {r['images_per_s']:.1f} | {_ratio(r, 'speedup_p50')} | {_ratio(r, 'throughput')} | "
                      f"{r.get('peak_rss_mb') or '-'} |")
-    gpu = [r for r in measured(report) if r.get("device_ms")]
+    gpu = [r for r in measured(report) if r.get("device_ms") or r.get("device_resident_ms")]
     if gpu:
-        lines += ["", f"{heading}# GPU phases (CUDA events, median ms)", "",
-                  "| backend | precision | batch | H2D | compute | D2H | latency (sum) | torch peak MB | GPU used MB |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += ["", f"{heading}# GPU phases (CUDA events, median ms; the rows' own latency is host-to-host)", "",
+                  "| backend | precision | batch | H2D | compute | D2H | latency (sum) | device-resident p50 | "
+                  "GPU peak used MB (device) | torch allocator peak MB |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in gpu:
-            d = r["device_ms"]
+            d = r.get("device_ms") or {phase: {"p50": None} for phase in ("h2d", "compute", "d2h", "latency")}
             lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {_ms(d['h2d']['p50'])} | "
                          f"{_ms(d['compute']['p50'])} | {_ms(d['d2h']['p50'])} | {_ms(d['latency']['p50'])} | "
-                         f"{r.get('gpu_peak_torch_mb') or '-'} | {r.get('gpu_used_mb') or '-'} |")
+                         f"{_resident(r)} | {r.get('gpu_device_peak_mb') or '-'} | "
+                         f"{r.get('torch_allocator_peak_mb') or '-'} |")
     trt = [r for r in measured(report) if r.get("trtexec")]
     if trt:
         lines += ["", f"{heading}# TensorRT rows in trtexec's terms", "",

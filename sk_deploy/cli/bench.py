@@ -43,17 +43,17 @@ def bench_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sk_deploy.bench.latency import DEFAULT_BACKENDS, BenchConfig, BenchRun, Row
+    from sk_deploy.bench.latency import DEFAULT_BACKENDS, DEFAULT_PRECISIONS, BenchConfig, BenchRun, Row
     from sk_deploy.bench.machine import describe_short, machine_libraries
     from sk_deploy.bench.report import build_report, rich_table, write_report
-    from sk_deploy.bundle import PRECISIONS, Bundle
+    from sk_deploy.bundle import Bundle
 
     sizes_name = "--batch" if batch else "--batch-sizes"
     batch_sizes = renamed(batch_sizes, batch, "--batch", "--batch-sizes")
     warmup_ms = renamed(warmup_ms, warmup, "--warmup", "--warmup-ms", lambda seconds: seconds * 1000)
     duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
     config = BenchConfig(backends=items(backends, "--backends", ",".join(DEFAULT_BACKENDS)),
-                         precisions=items(precisions, "--precisions", ",".join(PRECISIONS)),
+                         precisions=items(precisions, "--precisions", ",".join(DEFAULT_PRECISIONS)),
                          batches=items(batch_sizes, sizes_name, "1,8,32", int), warmup_s=warmup_ms / 1000,
                          duration_s=duration_ms / 1000, min_runs=min_runs, max_runs=max_runs, threads=threads)
     try:

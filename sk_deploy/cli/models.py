@@ -40,8 +40,8 @@ def predict_command(
     bundle: Annotated[Path | None, typer.Option(help="Bundle directory: run its graph or engine instead.")] = None,
     backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, "
                                          "openvino or torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16, int8 or bf16 (openvino, on a CPU "
-                                           "with native bfloat16).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16, int8, bf16 (openvino, on a CPU "
+                                           "with native bfloat16) or tf32 (GPUs).")] = "fp32",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
     pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per image.")] = 5,

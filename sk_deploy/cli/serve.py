@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, renamed
+from sk_deploy.cli.common import UserError, app, err_console, fail, renamed, split
 
 
 @app.command("serve")
@@ -17,11 +17,15 @@ def serve_command(
                                           "name to export first (into ~/.cache/sk-deploy/bundles, reused).")],
     backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino or "
                                          "torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (the bundle must hold that graph) or bf16 "
-                                           "(openvino, on a CPU with native bfloat16).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (the bundle must hold that graph), bf16 "
+                                           "(openvino, on a CPU with native bfloat16) or tf32 (the fp32 graph with "
+                                           "TensorFloat-32, GPUs only).")] = "fp32",
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8000,
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the batcher forms.")] = 32,
+    batch_buckets: Annotated[str, typer.Option(help="Batch sizes to pad batches to, comma-separated (1,4,16,32), "
+                                               "for a backend that captures CUDA graphs (one graph per size); "
+                                               "default: the powers of two up to --max-batch.")] = "",
     max_delay_ms: Annotated[float, typer.Option(min=0, help="Longest wait for a batch to fill, from its first "
                                                 "picture's arrival.")] = 2.0,
     max_queue: Annotated[int, typer.Option(min=1, help="Pictures allowed to wait; beyond, 429 with Retry-After.")]
@@ -56,9 +60,16 @@ def serve_command(
     from sk_deploy.runtime.availability import probe_machine
     from sk_deploy.runtime.predictor import plan
     from sk_deploy.service.app import ServiceConfig
+    from sk_deploy.service.batcher import check_buckets
     from sk_deploy.service.server import serve
     from sk_deploy.service.target import resolve_target
 
+    buckets = split(batch_buckets, "--batch-buckets", int) or None
+    if buckets:
+        try:
+            buckets = check_buckets(buckets, max_batch)
+        except ValueError as exc:
+            raise fail(f"--batch-buckets: {exc}") from None
     drain_ms = renamed(drain_ms, drain_seconds, "--drain-seconds", "--drain-ms", lambda seconds: seconds * 1000)
     try:
         with err_console.status(f"preparing {target}...") as status:
@@ -78,7 +89,8 @@ def serve_command(
                            max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,
                            max_body_mb=max_body_mb, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
                            decode_threads=decode_threads, header_timeout_ms=header_timeout_ms,
-                           body_timeout_ms=body_timeout_ms, max_connections=max_connections)
+                           body_timeout_ms=body_timeout_ms, max_connections=max_connections,
+                           batch_buckets=buckets)
     error = serve(config, host=host, port=port, drain_seconds=drain_ms / 1000, log_level=log_level,
                   access_log=access_log)
     if error:

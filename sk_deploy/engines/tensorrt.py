@@ -21,6 +21,9 @@ from sk_deploy.engines.inspect import InspectionError, PrecisionSummary, check_r
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import import_tensorrt, require_cuda
 
+#: What an engine is built at: the bundle's precisions less bf16, which only OpenVINO runs (on CPUs).
+ENGINE_PRECISIONS = tuple(p for p in PRECISIONS if p != "bf16")
+
 
 class BuildError(SkDeployError, RuntimeError):
     """An engine that cannot be built (bad request, a graph TensorRT cannot parse); meant for a person."""
@@ -56,8 +59,9 @@ class BuildPlan:
 
 def check_request(request: BuildRequest) -> BuildPlan:
     """Every check that needs neither TensorRT nor a GPU; a problem is a BuildError or BundleError."""
-    if request.precision not in PRECISIONS:
-        raise BuildError(f"unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if request.precision not in ENGINE_PRECISIONS:
+        raise BuildError(f"unknown precision {request.precision!r} for a TensorRT engine; choose one of: "
+                         f"{', '.join(ENGINE_PRECISIONS)}")
     if request.hardware_compat not in HARDWARE_COMPAT:
         raise BuildError(f"unknown hardware compatibility {request.hardware_compat!r}; "
                          f"choose one of: {', '.join(HARDWARE_COMPAT)}")
@@ -146,6 +150,9 @@ def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda
         config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 is weakly typed: precision comes from flags
         if request.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is not None and request.precision != "tf32":
+        config.clear_flag(tf32)  # on by default: an fp32 engine is IEEE fp32, tf32 is asked for by name
     if request.hardware_compat != "none":
         level = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}[request.hardware_compat]
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)

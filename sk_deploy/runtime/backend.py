@@ -10,6 +10,7 @@ gives float32 logits.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +38,11 @@ class Backend(ABC):
     max_batch: int | None = None
     #: the precision the runtime says it compiled the model in, where it reports one (OpenVINO), else None.
     compiled_precision: str | None = None
+    #: the backend captures a CUDA graph per batch shape (set per instance by those that can): a server pads
+    #: batches to a few sizes for it, so that few graphs are captured.
+    captures_graphs: bool = False
+    #: ``resident`` runs a batch already on the device (GPU backends)
+    runs_resident: bool = False
 
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: Any = None) -> None:
@@ -53,6 +59,11 @@ class Backend(ABC):
     def run_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """Logits and the device's milliseconds per phase; refused by backends without ``device_timing``."""
         raise BackendUnavailable(f"{self.name} exposes no device-side split of a run")
+
+    def resident(self, batch: np.ndarray) -> Callable[[], None]:
+        """A call that runs ``batch``, copied to the device once here, with no host copy (its output stays on
+        the device): device-resident timing. Refused by backends without ``runs_resident``."""
+        raise BackendUnavailable(f"{self.name} offers no device-resident run")
 
     def _release(self) -> None:  # noqa: B027 (a hook: backends holding nothing need not override it)
         """Free what the backend holds (sessions, engines, device buffers); called once by ``close``."""

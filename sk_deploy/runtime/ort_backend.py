@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,7 +26,9 @@ PROVIDERS = {
 @dataclass(frozen=True)
 class OrtOptions:
     """Session settings: threads (0: ONNX Runtime's default, one per physical core), optimisation level,
-    CUDA graphs (GPU providers only; one captured graph per batch size), TensorRT provider's engine cache."""
+    CUDA graphs (GPU providers only; one captured graph per batch size, all in one session), TensorRT provider's
+    engine cache, and ``tf32`` (the CUDA provider's TensorFloat-32 convolutions and matmuls: off unless the
+    precision is tf32, so that fp32 is IEEE fp32; ONNX Runtime itself defaults it on)."""
 
     threads: int = 0
     optimization: str = "all"
@@ -33,6 +36,7 @@ class OrtOptions:
     device_id: int = 0
     trt_cache_dir: str | None = None
     trt_fp16: bool = False
+    tf32: bool = False
 
 
 # ONNX Runtime's WeightBiasQuantization (a basic-level optimizer) turns a float bias next to Q/DQ inputs into
@@ -76,7 +80,7 @@ def session_options(options: OrtOptions) -> Any:
 
 def provider_list(backend: str, options: OrtOptions) -> list[Any]:
     """The providers (with their options) for ``backend``, most preferred first, CPU as the fallback."""
-    cuda = {"device_id": str(options.device_id)}
+    cuda = {"device_id": str(options.device_id), "use_tf32": "1" if options.tf32 else "0"}
     if backend == "ort-cpu":
         return ["CPUExecutionProvider"]
     if backend == "ort-cuda":
@@ -108,7 +112,11 @@ class OrtBackend(Backend):
         if self.provider != "CPUExecutionProvider":
             require_cuda(self.name)
             require_ort_provider(self.provider)
+            preload_cuda_libraries(ort)
         self.options: OrtOptions = options
+        #: one CUDA graph per batch shape, so batches are best padded to a few sizes (the service does)
+        self.captures_graphs = options.cuda_graph and self.name == "ort-cuda"
+        self.runs_resident = self.name == "ort-cuda"
         self._ort = ort
         self._providers = provider_list(self.name, options)
         self._graphs: dict[int, tuple[Any, Any, Any, Any]] = {}
@@ -141,27 +149,62 @@ class OrtBackend(Backend):
         return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
 
     def _run_graphed(self, batch: np.ndarray) -> np.ndarray:
-        """CUDA graphs need fixed device addresses: one session, bound input and output per batch size."""
+        """CUDA graphs need fixed device addresses: per batch size, a bound input and output and a graph id
+        (``gpu_graph_id``, from 1: ONNX Runtime keeps every captured graph in the one session)."""
         size = batch.shape[0]
         if size not in self._graphs:
-            session = self.session if not self._graphs else self._new_session()
             device = ("cuda", self.options.device_id)
             x = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), *device)
-            out_shape = (size, *session.get_outputs()[0].shape[1:])
+            out_shape = (size, *self.session.get_outputs()[0].shape[1:])
             y = self._ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32, *device)
-            binding = session.io_binding()
+            binding = self.session.io_binding()
             binding.bind_ortvalue_input(self.input_name, x)
             binding.bind_ortvalue_output(self.output_name, y)
-            self._graphs[size] = (session, binding, x, y)
-        session, binding, x, y = self._graphs[size]
+            run_options = self._ort.RunOptions()
+            run_options.add_run_config_entry("gpu_graph_id", str(len(self._graphs) + 1))
+            self._graphs[size] = (binding, run_options, x, y)
+        binding, run_options, x, y = self._graphs[size]
         x.update_inplace(np.ascontiguousarray(batch))
-        session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, run_options)
         return y.numpy()
 
+    def resident(self, batch: np.ndarray) -> Callable[[], None]:
+        """A run on ``batch`` already on the device (bound once), its logits left there: the captured graph's
+        replay with CUDA graphs, else a plain device-to-device run."""
+        if not self.runs_resident:
+            return super().resident(batch)
+        if self.options.cuda_graph:
+            self._run_graphed(batch)  # bound, and captured, once
+            binding, run_options, _, _ = self._graphs[batch.shape[0]]
+            return lambda: self.session.run_with_iobinding(binding, run_options)
+        device = ("cuda", self.options.device_id)
+        x = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), *device)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, x)
+        binding.bind_output(self.output_name, *device)
+        return lambda: self.session.run_with_iobinding(binding)
+
+    @property
+    def sessions(self) -> int:
+        """How many ONNX Runtime sessions the backend holds (one; none once closed)."""
+        return 0 if self.session is None else 1
+
     def _release(self) -> None:
-        """Drop the sessions, their bound buffers and their device memory."""
+        """Drop the session, its bound buffers and its device memory."""
         self._graphs.clear()
         self.session = None
+
+
+_preloaded = False
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """``onnxruntime.preload_dlls()`` once, where it exists (1.21 on), before the first CUDA session: it loads the
+    CUDA and cuDNN libraries of the nvidia-* wheels that the provider would otherwise not find."""
+    global _preloaded
+    if not _preloaded and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    _preloaded = True
 
 
 class OrtCpuBackend(OrtBackend):

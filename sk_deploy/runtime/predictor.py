@@ -10,6 +10,7 @@ fused into the graph; ``input_spec`` describes it, and a wrong array is a ``Pred
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sk_deploy.bundle import PRECISIONS, Bundle, InputSpec, MissingGraph
+from sk_deploy.bundle import PRECISIONS, Bundle, InputSpec, MissingGraph, gpu_only_refusal
 from sk_deploy.bundle import InputError as PredictorInputError
 from sk_deploy.engines.compat import find_engine, fitting_engine
 from sk_deploy.machine import BackendUnavailable, Machine, import_openvino, import_tensorrt, probe_machine
@@ -34,8 +35,9 @@ __all__ = ["BACKENDS", "PRECISIONS", "BackendSpec", "Choice", "InputSpec", "Pred
            "onnx_file", "plan"]
 
 
-#: What every ONNX Runtime, TensorRT engine backend runs: a graph (or engine) of each of these precisions.
-ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+#: What the ONNX Runtime and TensorRT backends run: a graph (or engine) of each precision; tf32 is the fp32 graph
+#: with TensorFloat-32 on GPUs (refused on the CPU in one line).
+ONNX_PRECISIONS = ("fp32", "fp16", "int8", "tf32")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def _openvino_ready(precision: str, machine: Machine) -> None:
 
 
 def _ort_options(precision: str, cuda_graph: bool) -> OrtOptions:
-    return OrtOptions(cuda_graph=cuda_graph, trt_fp16=precision == "fp16")
+    return OrtOptions(cuda_graph=cuda_graph, trt_fp16=precision == "fp16", tf32=precision == "tf32")
 
 
 #: Every backend, by name: a new backend is one entry here (and one in AUTO_ORDER if ``auto`` may take it).
@@ -89,8 +91,8 @@ BACKEND_SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                 lambda precision, cuda_graph: OpenVinoOptions(), ("fp32", "bf16", "int8"), family="openvino",
                 prefers="tensorrt", check=_openvino_ready),
     BackendSpec("torch", "sk_deploy.runtime.torch_backend:TorchBackend", "network", "gpu",
-                lambda precision, cuda_graph: TorchOptions(fp16=precision == "fp16"), ("fp32", "fp16"),
-                family="torch"),
+                lambda precision, cuda_graph: TorchOptions(fp16=precision == "fp16", tf32=precision == "tf32"),
+                ("fp32", "fp16", "tf32"), family="torch"),
 )}
 BACKENDS = tuple(BACKEND_SPECS)
 
@@ -140,6 +142,9 @@ def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine:
     spec = BACKEND_SPECS.get(backend)
     if spec is None:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    refusal = gpu_only_refusal(precision, backend) if spec.device == "cpu" else None
+    if refusal:
+        raise BackendUnavailable(refusal)
     if precision not in spec.precisions:
         if precision == "bf16":
             raise BackendUnavailable(f"bf16 runs on the openvino backend only (a CPU with native bfloat16), not on "
@@ -154,28 +159,90 @@ def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine:
     return Choice(backend, onnx_file(bundle, backend, precision), "asked for")
 
 
-def _auto(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if precision == "bf16":  # a CPU precision: no GPU backend runs it
-        backend, why = cpu_backend(precision, machine)
-        return Choice(backend, onnx_file(bundle, backend, precision), why)
-    skipped = []
-    if machine.cuda and machine.tensorrt_version:
-        engine, why = fitting_engine(bundle, precision, machine)
-        if engine is not None:
-            return Choice("tensorrt", engine, why)
-        skipped.append(why)
-    if machine.cuda and "CUDAExecutionProvider" in machine.ort_providers:
+def _auto_tensorrt(bundle: Bundle, precision: str, machine: Machine) -> Choice:
+    if not (machine.cuda and machine.tensorrt_version) or precision not in BACKEND_SPECS["tensorrt"].precisions:
+        raise BackendUnavailable("")  # not a candidate here: nothing to say
+    engine, why = fitting_engine(bundle, precision, machine)
+    if engine is None:
+        raise BackendUnavailable(why)
+    return Choice("tensorrt", engine, why)
+
+
+def _auto_ort_cuda(bundle: Bundle, precision: str, machine: Machine) -> Choice:
+    if not (machine.cuda and "CUDAExecutionProvider" in machine.ort_providers) or \
+            precision not in BACKEND_SPECS["ort-cuda"].precisions:
+        raise BackendUnavailable("")
+    return Choice("ort-cuda", onnx_file(bundle, "ort-cuda", precision),
+                  f"{machine.gpu_name} with ONNX Runtime's CUDA provider")
+
+
+def _auto_torch(bundle: Bundle, precision: str, machine: Machine) -> Choice:
+    if not machine.cuda or precision not in (BACKEND_SPECS["torch"].precisions or ()):
+        raise BackendUnavailable("")
+    return Choice("torch", None, f"{machine.gpu_name} through PyTorch")
+
+
+def _on_the_cpu(precision: str, machine: Machine) -> str:
+    """Why ``auto`` comes to the CPU: the start of a CPU rule's reason (bf16 is a CPU precision anyway)."""
+    if precision == "bf16":
+        return ""
+    return ("no CUDA GPU here" if not machine.cuda else "no GPU backend can run this") + ": "
+
+
+def _auto_openvino(bundle: Bundle, precision: str, machine: Machine) -> Choice:
+    if gpu_only_refusal(precision, "openvino"):
+        raise BackendUnavailable("")  # the ONNX Runtime rule says why
+    backend, why = cpu_backend(precision, machine)  # bf16 where nothing runs it: the refusal
+    if backend != "openvino":
+        raise BackendUnavailable("")
+    return Choice("openvino", onnx_file(bundle, "openvino", precision), _on_the_cpu(precision, machine) + why)
+
+
+def _auto_cpu(bundle: Bundle, precision: str, machine: Machine) -> Choice:
+    refusal = gpu_only_refusal(precision, "ort-cpu")
+    if refusal:
+        raise BackendUnavailable(refusal if not machine.cuda else "")
+    if precision not in BACKEND_SPECS["ort-cpu"].precisions:
+        raise BackendUnavailable("")  # bf16: OpenVINO's rule took it or said why not
+    backend, why = cpu_backend(precision, machine)
+    if backend != "ort-cpu":  # OpenVINO was preferred; ONNX Runtime is what auto falls back to
+        why = "ONNX Runtime on the CPU, faster than PyTorch eager there"
+    return Choice("ort-cpu", onnx_file(bundle, "ort-cpu", precision), _on_the_cpu(precision, machine) + why)
+
+
+#: What ``auto`` tries, in order: a backend name and its rule (bundle, precision, machine) -> Choice, raising
+#: BackendUnavailable (with why, or an empty message when the backend is simply not here) when it does not apply.
+AUTO_ORDER: list[tuple[str, Callable[[Bundle, str, Machine], Choice]]] = [
+    ("tensorrt", _auto_tensorrt), ("ort-cuda", _auto_ort_cuda), ("torch", _auto_torch),
+    ("openvino", _auto_openvino), ("ort-cpu", _auto_cpu),
+]
+
+
+def auto_candidates(bundle: Bundle, precision: str, machine: Machine) -> list[Choice]:
+    """Every backend ``auto`` could take, in order, each with its reason (those skipped before it included); a
+    BackendUnavailable with every refusal when none applies."""
+    skipped: list[str] = []
+    choices = []
+    for _, rule in AUTO_ORDER:
         try:
-            return Choice("ort-cuda", onnx_file(bundle, "ort-cuda", precision),
-                          "; ".join([*skipped, f"{machine.gpu_name} with ONNX Runtime's CUDA provider"]))
+            choice = rule(bundle, precision, machine)
         except BackendUnavailable as exc:
-            skipped.append(str(exc))
-    if machine.cuda and precision != "int8":
-        return Choice("torch", None, "; ".join([*skipped, f"{machine.gpu_name} through PyTorch "
-                                                "(onnxruntime-gpu and TensorRT not available)"]))
-    why = "no CUDA GPU here" if not machine.cuda else "no GPU backend can run this"
-    backend, cpu_why = cpu_backend(precision, machine)
-    return Choice(backend, onnx_file(bundle, backend, precision), "; ".join([*skipped, f"{why}: {cpu_why}"]))
+            if str(exc):
+                skipped.append(str(exc))
+            continue
+        choices.append(dataclasses.replace(choice, reason="; ".join([*skipped, choice.reason])))
+    if not choices:
+        raise BackendUnavailable("; ".join(skipped) or f"no backend here runs {precision}")
+    return choices
+
+
+def _auto(bundle: Bundle, precision: str, machine: Machine) -> Choice:
+    return auto_candidates(bundle, precision, machine)[0]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 class Predictor:
@@ -184,7 +251,9 @@ class Predictor:
     ``backend``: auto or a name in BACKEND_SPECS. ``precision``: one of PRECISIONS (the bundle must hold that
     graph, or engine for tensorrt). ``options`` maps a backend family (``ort``, ``torch``, ``tensorrt``,
     ``openvino``) to its options; ``ort``, ``torch`` and ``openvino`` are shorthands for those three.
-    ``cuda_graph`` replays one captured CUDA graph per batch size on tensorrt and ort-cuda.
+    ``cuda_graph`` replays one captured CUDA graph per batch size on tensorrt and ort-cuda (also when options are
+    given). With ``auto``, a backend that fails to initialise is skipped for the next candidate, and ``reason``
+    says so.
     """
 
     def __init__(
@@ -203,19 +272,45 @@ class Predictor:
     ) -> None:
         self.bundle = Bundle.of(bundle)
         self.machine = machine or probe_machine()
-        choice = plan(self.bundle, backend, precision, self.machine) if file is None else self._file(backend, file)
-        self.backend, self.file, self.reason = choice.backend, choice.file, choice.reason
+        if file is not None:
+            choices = [self._file(backend, file)]
+        elif backend == "auto":
+            plan(self.bundle, backend, precision, self.machine)  # the precision checked first
+            choices = auto_candidates(self.bundle, precision, self.machine)
+        else:
+            choices = [plan(self.bundle, backend, precision, self.machine)]
         self.precision = precision
         self.input_spec = self.bundle.input_spec
         if file is not None:  # the raw export may take another form than model.onnx
             self.input_spec = InputSpec.from_description(self.bundle.entry(file).get("input") or
                                                          self.bundle.manifest_input())
-        spec = BACKEND_SPECS[choice.backend]
         shorthands = {"ort": ort, "torch": torch, "openvino": openvino}
         given = {**(options or {}), **{family: given for family, given in shorthands.items() if given}}
-        chosen = given.get(spec.family) or spec.options(precision, cuda_graph)
+        refused: list[str] = []
+        for choice in choices:
+            try:
+                self._runner: Backend = self._open(choice, given, cuda_graph)
+            except Exception as exc:  # a backend that fails to initialise: auto tries the next one
+                if backend != "auto" or choice is choices[-1]:
+                    if refused and isinstance(exc, BackendUnavailable):
+                        raise BackendUnavailable("; ".join([*refused, f"{choice.backend}: {exc}"])) from None
+                    raise
+                refused.append(f"{choice.backend} failed to initialise ({_first_line(exc)})")
+                continue
+            self.backend, self.file = choice.backend, choice.file
+            self.reason = "; ".join([*refused, choice.reason])
+            break
+
+    def _open(self, choice: Choice, given: dict[str, Any], cuda_graph: bool) -> Backend:
+        """The backend of ``choice``, with the options given for its family (``cuda_graph`` applied to them)."""
+        spec = BACKEND_SPECS[choice.backend]
+        chosen = given.get(spec.family)
+        if chosen is None:
+            chosen = spec.options(self.precision, cuda_graph)
+        elif cuda_graph and hasattr(chosen, "cuda_graph") and not chosen.cuda_graph:
+            chosen = dataclasses.replace(chosen, cuda_graph=True)
         path = self.bundle.check_file(choice.file) if choice.file is not None else None
-        self._runner: Backend = spec.open(path, self.bundle, precision, chosen)
+        return spec.open(path, self.bundle, self.precision, chosen)
 
     def _file(self, backend: str, file: str) -> Choice:
         """``file`` (an ONNX graph of the bundle, e.g. the raw export) on the ONNX backend ``backend``."""
@@ -224,6 +319,20 @@ class Predictor:
         if not self.bundle.has(file):
             raise BackendUnavailable(f"the bundle has no {file}")
         return Choice(backend, file, f"{file} asked for")
+
+    @property
+    def runs_resident(self) -> bool:
+        """Whether ``resident`` can time a batch already on the device (GPU backends)."""
+        return self._runner.runs_resident
+
+    def resident(self, batch: Any) -> Callable[[], None]:
+        """A call running ``batch`` (copied to the device once, here) with no host copies: device-resident."""
+        return self._runner.resident(self.input_spec.check(batch))
+
+    @property
+    def captures_graphs(self) -> bool:
+        """Whether the backend captures a CUDA graph per batch shape (batches are best padded to a few sizes)."""
+        return self._runner.captures_graphs
 
     @property
     def max_batch(self) -> int | None:

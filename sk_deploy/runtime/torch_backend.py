@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +23,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TorchOptions:
     """``device`` (auto, cpu, cuda[:N]); channels_last memory format; FP16 autocast (CUDA only); and
-    ``compile``: None for eager, or a ``torch.compile`` mode (``default``, ``reduce-overhead``, ``max-autotune``)."""
+    ``compile``: None for eager, or a ``torch.compile`` mode (``default``, ``reduce-overhead``, ``max-autotune``);
+    ``tf32``: TensorFloat-32 convolutions and matmuls on a CUDA device (off otherwise: fp32 is IEEE fp32, while
+    PyTorch defaults cuDNN's TF32 on)."""
 
     device: str = "auto"
     channels_last: bool = False
     fp16: bool = False
     compile: str | None = None
+    tf32: bool = False
 
 
 class TorchBackend(Backend):
@@ -52,6 +56,11 @@ class TorchBackend(Backend):
             require_cuda("PyTorch FP16 autocast")
             if self.device.type != "cuda":
                 raise BackendUnavailable("PyTorch FP16 autocast runs on a CUDA device; pass device cuda")
+        if self.options.tf32 and self.device.type != "cuda":
+            raise BackendUnavailable("tf32 is TensorFloat-32 arithmetic of NVIDIA GPUs; the torch backend runs on "
+                                     "the CPU here, which has none: ask for fp32")
+        if self.device.type == "cuda":
+            set_tf32(self.options.tf32)
         model = build_reference(bundle.model_name, bundle.weights, bundle.path).eval()
         model = model.to(self.device)
         if self.options.channels_last:
@@ -63,7 +72,10 @@ class TorchBackend(Backend):
         self._mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
         self._std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
         #: the GPU's clock splits a run only on a CUDA device
-        self.device_timing = self.device.type == "cuda"
+        self.device_timing = self.runs_resident = self.device.type == "cuda"
+        #: reduce-overhead records a CUDA graph per input shape (and falls back to eager past its recompile
+        #: limit): batches are best padded to a few sizes
+        self.captures_graphs = self.options.compile == "reduce-overhead" and self.device.type == "cuda"
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self._fused:  # uint8 NHWC crops -> normalised float NCHW, as the fused graph does
@@ -84,6 +96,19 @@ class TorchBackend(Backend):
         phases = CudaPhases()
         logits = self._run(batch, phases)
         return logits, phases.elapsed()
+
+    def resident(self, batch: np.ndarray) -> Callable[[], None]:
+        """A run on ``batch`` moved to the CUDA device once, its logits left there (synchronised)."""
+        if not self.runs_resident:
+            return super().resident(batch)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+
+        def run() -> None:
+            with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.options.fp16):
+                self.model(self._prepare(x))
+            torch.cuda.synchronize(self.device)
+
+        return run
 
     def _run(self, batch: np.ndarray, phases: CudaPhases | None) -> np.ndarray:
         def mark() -> None:
@@ -107,6 +132,13 @@ class TorchBackend(Backend):
             torch.cuda.empty_cache()
 
 
+def set_tf32(enabled: bool) -> None:
+    """TensorFloat-32 in cuDNN convolutions and CUDA matmuls on or off. The flags are process-wide: the last
+    backend opened sets them (one process serves one precision)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
 def network_logits(images: list[Path], model: str, weights: Path | None = None, pretrained: bool = False,
                    device: str = "auto") -> tuple[np.ndarray, str]:
     """Logits of the pictures ``images`` from the registered network ``model`` (its own preprocessing), run in
@@ -117,6 +149,8 @@ def network_logits(images: list[Path], model: str, weights: Path | None = None, 
 
     spec = get_spec(model)
     target = resolve_device(device)
+    if target.type == "cuda":
+        set_tf32(False)  # the reference is IEEE fp32
     batch = load_batch(list(images), spec.preprocess)
     net = build_model(model, weights=weights, pretrained=pretrained).to(target)
     with torch.inference_mode():

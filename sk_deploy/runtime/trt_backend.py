@@ -4,6 +4,7 @@ pycuda or cuda-python is needed), optionally replayed as one CUDA graph per batc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
     device_timing = True
+    runs_resident = True
 
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: TensorRTOptions | None = None) -> None:
@@ -67,7 +69,10 @@ class TensorRTBackend(Backend):
         self.context.set_tensor_address(self.input_name, self._input.data_ptr())
         self.context.set_tensor_address(self.output_name, self._output.data_ptr())
         self.cuda_graph = options.cuda_graph
-        self._graphs: dict[int, Any] = {}
+        self.captures_graphs = options.cuda_graph
+        #: per captured batch size: its own execution context (shapes fixed at capture) and graph; every context
+        #: reads and writes the same device buffers
+        self._graphs: dict[int, tuple[Any, Any]] = {}
 
     def _buffer(self, trt: Any, name: str, shape: tuple[int, ...]) -> Any:
         dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
@@ -75,8 +80,8 @@ class TensorRTBackend(Backend):
                        np.dtype(np.uint8): self._torch.uint8, np.dtype(np.int8): self._torch.int8}[dtype]
         return self._torch.empty(tuple(int(d) for d in shape), dtype=torch_dtype, device="cuda")
 
-    def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _enqueue(self, context: Any = None) -> None:
+        if not (context or self.context).execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"{self.path.name}: TensorRT execution failed (its messages are above)")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -117,16 +122,37 @@ class TensorRTBackend(Backend):
         self.stream.synchronize()
         return out.numpy()
 
+    def resident(self, batch: np.ndarray) -> Callable[[], None]:
+        """A run on ``batch`` copied to the engine's input buffer once, its logits left on the device: the graph's
+        replay with CUDA graphs, else an enqueue; each synchronised on the engine's stream."""
+        self._run(batch, None)  # copied in, shape set (and captured, with CUDA graphs)
+        size = batch.shape[0]
+
+        def run() -> None:
+            with self._torch.cuda.stream(self.stream):
+                if self.cuda_graph:
+                    self._graphs[size][1].replay()
+                else:
+                    self._enqueue()
+            self.stream.synchronize()
+
+        return run
+
     def _replay(self, size: int) -> None:
+        """A captured graph fixes its context's shapes and addresses: one context per captured size, each bound
+        to the shared buffers, so replaying one size never runs another's shapes."""
         torch = self._torch
         if size not in self._graphs:
-            self.context.set_input_shape(self.input_name, (size, *self._input.shape[1:]))
-            self._enqueue()  # one plain run first: TensorRT may allocate or tune on a new shape
+            context = self.engine.create_execution_context()
+            context.set_input_shape(self.input_name, (size, *self._input.shape[1:]))
+            context.set_tensor_address(self.input_name, self._input.data_ptr())
+            context.set_tensor_address(self.output_name, self._output.data_ptr())
+            self._enqueue(context)  # one plain run first: TensorRT may allocate or tune on a new shape
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self.stream):
-                self._enqueue()
-            self._graphs[size] = graph
-        self._graphs[size].replay()
+                self._enqueue(context)
+            self._graphs[size] = (context, graph)
+        self._graphs[size][1].replay()
 
     def _release(self) -> None:
         """Free the CUDA graphs, the context, the engine and the device buffers (back to the driver)."""

@@ -8,6 +8,10 @@ Back-pressure and deadlines: a request that would take the queue past ``max_queu
 once (``QueueFull``, answered 429 with a Retry-After); a request whose deadline passes while it waits is
 dropped from the queue before it reaches the backend (``DeadlineExceeded``, 504); a request whose client went
 away is cancelled and skipped the same way, so it costs no inference.
+
+Buckets: for a backend that captures a CUDA graph per batch shape, a batch is padded (zero rows) up to the
+smallest of a few sizes (``buckets``) that holds it, so that few graphs are captured and each is replayed; the
+padding rows' logits are dropped before the rows are scattered back. Without buckets any size runs as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +28,34 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sk_deploy.service.metrics import ServiceMetrics
+
+
+def default_buckets(max_batch: int) -> tuple[int, ...]:
+    """The powers of two below ``max_batch``, and ``max_batch`` itself: 1, 2, 4, 8, 16, 32 for 32."""
+    return (*(1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch), max_batch)
+
+
+def check_buckets(buckets: tuple[int, ...], max_batch: int) -> tuple[int, ...]:
+    """``buckets`` sorted, or a ValueError in one line: sizes of at least 1, the largest at least ``max_batch``."""
+    ordered = tuple(sorted(set(buckets)))
+    if not ordered or ordered[0] < 1:
+        raise ValueError(f"batch buckets must be sizes of at least 1, got {','.join(map(str, buckets)) or 'none'}")
+    if ordered[-1] < max_batch:
+        raise ValueError(f"the largest batch bucket ({ordered[-1]}) is below the largest batch ({max_batch}): "
+                         f"add {max_batch} to the buckets or lower the largest batch")
+    return ordered
+
+
+def bucket_for(rows: int, buckets: tuple[int, ...]) -> int:
+    """The smallest of the (sorted) ``buckets`` that holds ``rows``; ``rows`` itself if none does."""
+    return next((size for size in buckets if size >= rows), rows)
+
+
+def pad_to(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` with zero rows appended up to ``size`` rows (itself when it has that many)."""
+    if len(array) >= size:
+        return array
+    return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), dtype=array.dtype)])
 
 
 class QueueFull(RuntimeError):
@@ -50,6 +82,8 @@ class BatchResult:
     queue_seconds: float
     compute_seconds: float
     batch_size: int
+    padded_to: int = 0
+    """The bucket the batch was padded to and run at (its real size when not padded)."""
 
 
 @dataclass(eq=False)
@@ -91,10 +125,13 @@ class Batcher:
         max_delay: float,
         max_queue: int,
         metrics: ServiceMetrics,
+        buckets: tuple[int, ...] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_delay < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_delay >= 0")
         self._run = run
+        #: the sizes batches are padded to (None: any size runs as it is)
+        self.buckets = check_buckets(buckets, max_batch) if buckets else None
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.max_queue = max_queue
@@ -181,7 +218,10 @@ class Batcher:
         start = time.monotonic()
         try:
             arrays = [job.array for job in batch]
-            logits = self._run(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+            joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            rows = len(joined)
+            padded = bucket_for(rows, self.buckets) if self.buckets else rows
+            logits = self._run(pad_to(joined, padded))[:rows]  # padding rows never leave the batcher
         except Exception as exc:  # a backend failure answers this batch's requests; the thread keeps serving
             for job in batch:
                 job.resolve(RuntimeError(f"inference failed: {type(exc).__name__}: {exc}"))
@@ -193,7 +233,7 @@ class Batcher:
         self._metrics.observe_batch(size, seconds, waits)
         offset = 0
         for job, waited in zip(batch, waits, strict=True):
-            job.resolve(BatchResult(logits[offset:offset + job.rows], waited, seconds, size))
+            job.resolve(BatchResult(logits[offset:offset + job.rows], waited, seconds, size, padded))
             offset += job.rows
 
     def close(self, timeout: float | None = None) -> None:

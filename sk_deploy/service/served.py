@@ -18,7 +18,15 @@ from starlette.requests import Request
 from sk_deploy.bundle import Bundle
 from sk_deploy.labels import imagenet_labels
 from sk_deploy.runtime.predictor import Predictor
-from sk_deploy.service.batcher import Batcher, BatchResult, DeadlineExceeded, QueueFull, ShuttingDown
+from sk_deploy.service.batcher import (
+    Batcher,
+    BatchResult,
+    DeadlineExceeded,
+    QueueFull,
+    ShuttingDown,
+    check_buckets,
+    default_buckets,
+)
 from sk_deploy.service.bodies import count_pictures
 from sk_deploy.service.errors import ApiError
 from sk_deploy.service.images import Decoder, PictureForm
@@ -52,6 +60,9 @@ class ServiceConfig:
     """A request's body must arrive within this long after its headers (else 408 and the connection closed)."""
     max_connections: int = 1024
     """Open connections beyond this are answered 503 and closed at once."""
+    batch_buckets: tuple[int, ...] | None = None
+    """The sizes batches are padded to for a backend that captures CUDA graphs (None: the powers of two up to
+    ``max_batch``); a backend that captures none takes any size."""
 
     @property
     def max_body_bytes(self) -> int:
@@ -92,12 +103,18 @@ class Service:
         predictor = Predictor(self.bundle, config.backend, config.precision)
         log.info("model %s on %s (%s), loading took %.1f s", self.model, predictor.description, predictor.reason,
                  time.perf_counter() - started)
+        buckets = None
+        if predictor.captures_graphs:
+            buckets = check_buckets(config.batch_buckets or default_buckets(config.max_batch), config.max_batch)
+            log.info("%s captures a CUDA graph per batch size: batches padded to %s", predictor.backend,
+                     ",".join(map(str, buckets)))
         if config.warmup:
-            seconds = predictor.warmup((1,), repeats=2) + predictor.warmup((config.max_batch,), repeats=1)
-            log.info("warm-up at batch 1 and %d took %.1f s", config.max_batch, seconds)
+            sizes = buckets or (1, config.max_batch)  # with buckets: each captured once, and only those
+            seconds = sum(predictor.warmup((size,), repeats=2 if size == 1 or buckets else 1) for size in sizes)
+            log.info("warm-up at batch %s took %.1f s", ",".join(map(str, sizes)), seconds)
         self.predictor = predictor
         self.batcher = Batcher(predictor.predict, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1e3,
-                               max_queue=config.max_queue, metrics=self.metrics)
+                               max_queue=config.max_queue, metrics=self.metrics, buckets=buckets)
         log.info("ready: %s", self.model)
 
     def close(self) -> None:

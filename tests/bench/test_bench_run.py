@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import onnxruntime
 import pytest
 import torch
 from PIL import Image
@@ -22,6 +23,8 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.runtime.availability import BackendUnavailable
 from sk_deploy.runtime.predictor import Predictor
 
+#: ONNX Runtime's CUDA provider works here (installed, and a GPU): its rows are measured, not skipped
+CUDA_ORT = torch.cuda.is_available() and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 CONFIG = BenchConfig(backends=("ort-cpu", "ort-cpu-raw", "torch", "ort-cuda"), precisions=("fp32", "int8"),
                      batches=(1, 2), warmup_s=0.02, duration_s=0.1, min_runs=3)
 
@@ -47,8 +50,8 @@ def test_measured_rows_carry_percentiles_throughput_and_ratio(bench: tuple) -> N
     report, _, _ = bench
     rows = rows_by(report)
     measured = [r for r in report["rows"] if r["status"] == "ok"]
-    assert {(r["backend"], r["batch"]) for r in measured} == {
-        (b, n) for b in ("torch", "ort-cpu", "ort-cpu-raw") for n in (1, 2)}
+    expected = ("torch", "ort-cpu", "ort-cpu-raw", *(("ort-cuda",) if CUDA_ORT else ()))
+    assert {(r["backend"], r["batch"]) for r in measured} == {(b, n) for b in expected for n in (1, 2)}
     assert report["rows"][0]["backend"] == "torch" and report["rows"][0]["baseline"]  # the baseline runs first
     for r in measured:
         lat = r["latency_ms"]
@@ -59,7 +62,13 @@ def test_measured_rows_carry_percentiles_throughput_and_ratio(bench: tuple) -> N
         base = rows[("torch", "fp32", r["batch"])]
         assert r["vs_baseline"]["speedup_p50"] == pytest.approx(base["latency_ms"]["p50"] / lat["p50"], rel=1e-3)
         assert r["vs_baseline"]["throughput"] == pytest.approx(r["images_per_s"] / base["images_per_s"], rel=1e-3)
-        assert r["device"] == ("cuda" if r["backend"] == "torch" and torch.cuda.is_available() else "cpu")
+        on_gpu = r["backend"] == "ort-cuda" or (r["backend"] == "torch" and torch.cuda.is_available())
+        assert r["device"] == ("cuda" if on_gpu else "cpu") and r["timing"] == "host-to-host"
+        if on_gpu:  # the device's peak during the row, whole-device, and a device-resident figure beside it
+            assert r["gpu_device_peak_mb"] > 0 and r["gpu_memory_source"] in ("nvml", "cudaMemGetInfo")
+            assert r["device_resident_ms"]["p50"] > 0
+        else:
+            assert r["gpu_device_peak_mb"] is None and r["device_resident_ms"] is None
         assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 50
     assert rows[("torch", "fp32", 1)]["vs_baseline"] == {"speedup_p50": 1.0, "throughput": 1.0}
     assert rows[("ort-cpu", "fp32", 1)]["file"] == "model.onnx"

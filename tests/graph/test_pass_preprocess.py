@@ -37,6 +37,10 @@ def test_fused_graph_takes_uint8_nhwc_and_matches(float_model: onnx.ModelProto) 
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [64, 64, 3]
     assert report.new_input["dtype"] == "uint8" and report.old_input["dtype"] == "float32"
     assert Counter(n.op_type for n in fused.graph.node[:4]) == {"Transpose": 1, "Cast": 1, "Mul": 1, "Add": 1}
+    # uint8 is cast before any other op (TensorRT converts uint8 inputs to float before other layers)
+    first = fused.graph.node[0]
+    assert first.op_type == "Cast" and list(first.input) == ["image"]
+    assert [n for n in fused.graph.node if "image" in n.input] == [first]
 
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)) for _ in range(3)]

@@ -55,7 +55,7 @@ def test_cpu_features_come_from_the_flags_line() -> None:
 
 def test_one_precision_to_file_table(small_bundle: Bundle) -> None:
     # one form per file, but for bf16, which OpenVINO compiles from the float32 graph on CPUs
-    assert PRECISIONS == ("fp32", "fp16", "int8", "bf16")
+    assert PRECISIONS == ("fp32", "fp16", "int8", "bf16", "tf32")
     separate = [f for f in GRAPH_FORMS if f.precision != "bf16"]
     assert len({f.file for f in separate}) == len(separate)
     assert [(f.file, f.target) for f in graph_forms("bf16", "cpu")] == [("model.onnx", "cpu")]

@@ -74,17 +74,20 @@ def apply(ir_model: ir.Model, preprocess: Preprocess) -> PreprocessReport:
         graph.register_initializer(value)
         constants.append(value)
 
-    nchw = ir.Node("", "Transpose", [image], [ir.AttrInt64s("perm", [0, 3, 1, 2])], name="preprocess/Transpose")
-    cast = ir.Node("", "Cast", [nchw.outputs[0]], [ir.AttrInt64("to", ir.DataType.FLOAT)], name="preprocess/Cast")
-    mul = ir.Node("", "Mul", [cast.outputs[0], constants[0]], name="preprocess/Scale")
+    # Cast first: TensorRT's kUINT8 documentation asks for uint8 inputs to be converted to float or half before
+    # any other layer (a Transpose on uint8 is one it may not take).
+    cast = ir.Node("", "Cast", [image], [ir.AttrInt64("to", ir.DataType.FLOAT)], name="preprocess/Cast")
+    nchw = ir.Node("", "Transpose", [cast.outputs[0]], [ir.AttrInt64s("perm", [0, 3, 1, 2])],
+                   name="preprocess/Transpose")
+    mul = ir.Node("", "Mul", [nchw.outputs[0], constants[0]], name="preprocess/Scale")
     add = ir.Node("", "Add", [mul.outputs[0], constants[1]], name="preprocess/Normalize")
-    for node in (nchw, cast, mul, add):
+    for node in (cast, nchw, mul, add):
         node.outputs[0].name = f"{node.name}_out"
     old_description = _describe(old)
     old.replace_all_uses_with(add.outputs[0])
     graph.inputs[0] = image
     first = next(iter(graph))
-    graph.insert_before(first, [nchw, cast, mul, add])
+    graph.insert_before(first, [cast, nchw, mul, add])
     report = PreprocessReport(
         old_input=old_description, new_input=_describe(image),
         mean=[float(v) for v in preprocess.mean], std=[float(v) for v in preprocess.std],
