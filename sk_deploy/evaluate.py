@@ -1,0 +1,167 @@
+"""``sk-deploy evaluate``: top-1 / top-5 of every graph of a bundle against ground-truth labels, next to its
+agreement with the float32 graph (the comparator of ``compare``), written into the manifest.
+
+Labels come from a CSV of ``FILE,CLASS_INDEX`` (ImageNet's validation labels as
+``../shared/data/imagenet-val-1300/labels.csv`` has them; FILE is matched by name, or by path relative to the
+photo folder), or from an ImageNet-style folder per class (a folder named by wnid takes that wnid's index; other
+names take their index in sorted order). With random weights accuracy means nothing: it is recorded, flagged,
+and only the agreement is shown.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sk_deploy.bundle import MODEL_FILE, RAW_FILE, Bundle
+from sk_deploy.compare import Pictures, VerifyError, compare_runners, image_files, onnx_runner
+from sk_deploy.metrics import Agreement
+from sk_deploy.models.reference import is_trained
+
+BACKEND = "ort-cpu"
+RANDOM_NOTE = "random weights: accuracy against the labels is meaningless; only the agreement with float32 counts"
+
+
+class _NoGate:
+    def failures(self, figures: Agreement) -> list[str]:
+        return []
+
+
+def read_label_csv(path: str | Path) -> dict[str, int]:
+    """A ``FILE,CLASS_INDEX`` CSV (spaces allowed, a header line skipped) as file -> class index."""
+    labels: dict[str, int] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.reader(handle), 1):
+                if not row or not "".join(row).strip():
+                    continue
+                if len(row) < 2:
+                    raise VerifyError(f"{path}:{number}: expected FILE,CLASS_INDEX, got {','.join(row)!r}")
+                name, index = row[0].strip(), row[1].strip()
+                if not index.lstrip("-").isdigit():
+                    if number == 1:
+                        continue  # a header
+                    raise VerifyError(f"{path}:{number}: class index {index!r} is not a whole number")
+                labels[name] = int(index)
+    except OSError as exc:
+        raise VerifyError(f"{path}: cannot read the labels ({exc.strerror or exc})") from None
+    return labels
+
+
+def folder_labels(images: Path, files: list[Path]) -> dict[Path, int]:
+    """Labels of an ImageNet-style folder per class: a wnid folder gets that class's index, others their rank."""
+    from sk_deploy.labels import imagenet_synsets
+
+    wnids = {wnid: i for i, (wnid, _) in enumerate(imagenet_synsets())}
+    classes = sorted({f.relative_to(images).parts[0] for f in files if len(f.relative_to(images).parts) > 1})
+    if not classes:
+        return {}
+    by_wnid = all(c in wnids for c in classes)
+    index = {c: (wnids[c] if by_wnid else i) for i, c in enumerate(classes)}
+    return {f: index[f.relative_to(images).parts[0]] for f in files if len(f.relative_to(images).parts) > 1}
+
+
+def labelled_files(images: str | Path, labels: str | Path | None, limit: int | None) -> tuple[list[Path], list[int]]:
+    """The first ``limit`` labelled photos of ``images`` and their classes (empty lists: no labels)."""
+    images = Path(images)
+    files = image_files(images, limit=None)
+    if labels is not None:
+        table = read_label_csv(labels)
+        found = {f: table.get(f.relative_to(images).as_posix(), table.get(f.name)) for f in files}
+        chosen = {f: c for f, c in found.items() if c is not None}
+        if not chosen:
+            raise VerifyError(f"{labels}: names none of the photos in {images}")
+    else:
+        chosen = folder_labels(images, files)
+    picked = list(chosen)[:limit]
+    return picked, [chosen[f] for f in picked]
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """The share of rows whose label is among the ``k`` highest logits."""
+    k = min(k, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return float(np.mean((top == labels[:, None]).any(axis=1)))
+
+
+@dataclass
+class GraphAccuracy:
+    """One graph on one backend: accuracy (None without labels) and agreement with float32."""
+
+    file: str
+    precision: str
+    backend: str
+    top1: float | None
+    top5: float | None
+    agreement: Agreement
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {"file": self.file, "precision": self.precision, "backend": self.backend,
+                "top1": None if self.top1 is None else round(self.top1, 6),
+                "top5": None if self.top5 is None else round(self.top5, 6), "agreement": self.agreement.to_dict()}
+
+
+@dataclass
+class EvaluateReport:
+    """Every graph's figures on one photo set."""
+
+    images: str
+    count: int
+    labelled: bool
+    trained: bool
+    rows: list[GraphAccuracy] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What a reader must know (random weights)."""
+        return [] if self.trained else [RANDOM_NOTE]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form for the manifest (``stages.evaluate``)."""
+        return {"images": self.images, "count": self.count, "labelled": self.labelled,
+                "accuracy_meaningful": self.labelled and self.trained, "notes": self.notes,
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | None = None, limit: int | None = 64,
+                    files: list[str] | None = None, record: bool = True) -> EvaluateReport:
+    """Run the bundle's graphs (``files``, default every graph but the raw export) on the labelled photos of
+    ``images``; accuracy against the labels and agreement with ``model.onnx``. Recorded in the manifest under
+    ``stages.evaluate`` (each file's row replaced) unless ``record`` is False."""
+    chosen, classes = labelled_files(images, labels, limit)
+    if not chosen:  # no labels at all: agreement only, on the folder's first photos
+        chosen = image_files(images, limit)
+    pictures = Pictures(list(chosen), str(Path(images).resolve()), bundle.preprocess)
+    names = files if files is not None else [n for n in bundle.onnx_files() if n != RAW_FILE]
+    precision = {n: str(e.get("role")) for n, e in bundle.file_entries().items()}
+    runners = {name: onnx_runner(bundle.file(name)) for name in names}
+    outputs: dict[str, np.ndarray] = {}
+
+    def keep(name: str, runner: Any) -> Any:
+        def run(batch_for: Any) -> np.ndarray:
+            outputs[name] = runner(batch_for)
+            return outputs[name]
+        return run
+
+    compared = compare_runners(onnx_runner(bundle.file(MODEL_FILE)), {n: keep(n, r) for n, r in runners.items()},
+                               pictures, lambda name: _NoGate())
+    truth = np.asarray(classes) if classes else None
+    report = EvaluateReport(pictures.description, len(pictures), truth is not None, is_trained(bundle.weights))
+    for comparison in compared:
+        logits = outputs[comparison.name]
+        role = precision.get(comparison.name, "model")
+        report.rows.append(GraphAccuracy(
+            comparison.name, "fp32" if role == "model" else role, BACKEND,
+            None if truth is None else topk_accuracy(logits, truth, 1),
+            None if truth is None else topk_accuracy(logits, truth, 5), comparison.agreement))
+    if record:
+        previous = {r["file"]: r for r in bundle.stage("evaluate").get("rows", [])}
+        previous.update({r.file: r.to_dict() for r in report.rows})
+        bundle.record("evaluate", {**report.to_dict(), "rows": list(previous.values())})
+        bundle.save()
+    return report
