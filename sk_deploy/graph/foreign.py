@@ -73,8 +73,10 @@ def optimize_graph(source: onnx.ModelProto, fuse_preprocess: Preprocess | None =
                    size: int = DEFAULT_SIZE) -> OptimizeResult:
     """The cleanup and SK select rewrite of ``source``, and the largest absolute difference of its outputs from
     the input graph's in ONNX Runtime on random input (fused preprocessing changes the input: not compared)."""
+    working = onnx.ModelProto()
+    working.CopyFrom(source)  # the passes change the proto they are given; the input graph stays the reference
     try:
-        model, reports = optimize(source, fuse_preprocess)
+        model, reports = optimize(working, fuse_preprocess)
     except ExportError:
         raise
     except Exception as exc:  # onnxslim, onnxscript and the checker raise many unrelated types
