@@ -32,9 +32,7 @@ def test_every_recipe_validates(path: Path, tmp_path: Path) -> None:
 
 def test_every_key_is_documented() -> None:
     readme = (EXPORT / "README.md").read_text(encoding="utf-8")
-    from sk_deploy.recipe.schema import Recipe
-
-    from sk_deploy.recipe.schema import PrecisionSection
+    from sk_deploy.recipe.schema import PrecisionSection, Recipe
 
     for name, field in Recipe.model_fields.items():
         assert f"`{name}`" in readme, name
