@@ -17,12 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from sk_deploy.bundle import MODEL_FILE, RAW_FILE, Bundle
-from sk_deploy.compare import Pictures, VerifyError, compare_runners, image_files, onnx_runner
+from sk_deploy.bundle import GRAPH_FORMS, MODEL_FILE, RAW_FILE, Bundle
+from sk_deploy.compare import BatchFor, Pictures, Runner, VerifyError, compare_runners, image_files, onnx_runner
+from sk_deploy.errors import SkDeployError
 from sk_deploy.metrics import Agreement
 from sk_deploy.models.reference import is_trained
 
-BACKEND = "ort-cpu"
+DEFAULT_BACKEND = "ort-cpu"
+PRECISION_OF = {form.file: form.precision for form in GRAPH_FORMS}
+FORM_NAMES = {form.file: f"{form.precision}-cpu" if form.target == "cpu" else form.precision for form in GRAPH_FORMS}
 RANDOM_NOTE = "random weights: accuracy against the labels is meaningless; only the agreement with float32 counts"
 
 
@@ -115,6 +118,7 @@ class EvaluateReport:
     labelled: bool
     trained: bool
     rows: list[GraphAccuracy] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
@@ -125,43 +129,70 @@ class EvaluateReport:
         """A JSON-ready form for the manifest (``stages.evaluate``)."""
         return {"images": self.images, "count": self.count, "labelled": self.labelled,
                 "accuracy_meaningful": self.labelled and self.trained, "notes": self.notes,
-                "rows": [r.to_dict() for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped}
+
+
+def predictor_runner(bundle: Bundle, file: str, backend: str, chunk: int = 8) -> Runner:
+    """The graph ``file`` (or, for the tensorrt backend, the engine of its precision) on ``backend`` through the
+    Predictor, as a comparator runner; a BackendUnavailable when this machine cannot run it."""
+    from sk_deploy.runtime.predictor import BACKEND_SPECS, Predictor
+
+    precision = PRECISION_OF.get(file, "fp32")
+    onnx_backend = BACKEND_SPECS[backend].runs == "onnx"
+    predictor = Predictor(bundle, backend, precision, file=file if onnx_backend else None)
+
+    def run(batch_for: BatchFor) -> np.ndarray:
+        batch = batch_for(predictor.input_spec.dtype)
+        try:
+            return np.concatenate([predictor.predict(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
+        finally:
+            predictor.close()
+
+    return run
 
 
 def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | None = None, limit: int | None = 64,
-                    files: list[str] | None = None, record: bool = True) -> EvaluateReport:
-    """Run the bundle's graphs (``files``, default every graph but the raw export) on the labelled photos of
-    ``images``; accuracy against the labels and agreement with ``model.onnx``. Recorded in the manifest under
-    ``stages.evaluate`` (each file's row replaced) unless ``record`` is False."""
+                    files: list[str] | None = None, record: bool = True,
+                    backends: tuple[str, ...] = (DEFAULT_BACKEND,)) -> EvaluateReport:
+    """Run the bundle's graphs (``files``, default every graph but the raw export) on each of ``backends`` on the
+    labelled photos of ``images``: accuracy against the labels and agreement with ``model.onnx`` on ONNX Runtime
+    CPU. A backend this machine cannot run is listed with the reason. Recorded in the manifest under
+    ``stages.evaluate`` (each file and backend's row replaced) unless ``record`` is False."""
+    from sk_deploy.bench.latency import one_line
+
     chosen, classes = labelled_files(images, labels, limit)
     if not chosen:  # no labels at all: agreement only, on the folder's first photos
         chosen = image_files(images, limit)
     pictures = Pictures(list(chosen), str(Path(images).resolve()), bundle.preprocess)
     names = files if files is not None else [n for n in bundle.onnx_files() if n != RAW_FILE]
-    precision = {n: str(e.get("role")) for n, e in bundle.file_entries().items()}
-    runners = {name: onnx_runner(bundle.file(name)) for name in names}
-    outputs: dict[str, np.ndarray] = {}
-
-    def keep(name: str, runner: Any) -> Any:
-        def run(batch_for: Any) -> np.ndarray:
-            outputs[name] = runner(batch_for)
-            return outputs[name]
-        return run
-
-    compared = compare_runners(onnx_runner(bundle.file(MODEL_FILE)), {n: keep(n, r) for n, r in runners.items()},
-                               pictures, lambda name: _NoGate())
     truth = np.asarray(classes) if classes else None
     report = EvaluateReport(pictures.description, len(pictures), truth is not None, is_trained(bundle.weights))
-    for comparison in compared:
+    runners: dict[tuple[str, str], Runner] = {}
+    for name in names:
+        for backend in backends:
+            try:
+                runners[name, backend] = predictor_runner(bundle, name, backend)
+            except SkDeployError as exc:
+                report.skipped.append({"file": name, "backend": backend, "reason": one_line(exc)})
+    outputs: dict[str, np.ndarray] = {}
+
+    def keep(label: str, runner: Runner) -> Runner:
+        def run(batch_for: BatchFor) -> np.ndarray:
+            outputs[label] = runner(batch_for)
+            return outputs[label]
+        return run
+
+    labelled = {f"{name} {backend}": keep(f"{name} {backend}", r) for (name, backend), r in runners.items()}
+    compared = compare_runners(onnx_runner(bundle.file(MODEL_FILE)), labelled, pictures, lambda name: _NoGate())
+    for (name, backend), comparison in zip(runners, compared, strict=True):
         logits = outputs[comparison.name]
-        role = precision.get(comparison.name, "model")
         report.rows.append(GraphAccuracy(
-            comparison.name, "fp32" if role == "model" else role, BACKEND,
+            name, FORM_NAMES.get(name, "fp32"), backend,
             None if truth is None else topk_accuracy(logits, truth, 1),
             None if truth is None else topk_accuracy(logits, truth, 5), comparison.agreement))
     if record:
-        previous = {r["file"]: r for r in bundle.stage("evaluate").get("rows", [])}
-        previous.update({r.file: r.to_dict() for r in report.rows})
+        previous = {(r["file"], r["backend"]): r for r in bundle.stage("evaluate").get("rows", [])}
+        previous.update({(r.file, r.backend): r.to_dict() for r in report.rows})
         bundle.record("evaluate", {**report.to_dict(), "rows": list(previous.values())})
         bundle.save()
     return report

@@ -106,7 +106,7 @@ VOCABULARY: dict[str, str] = {
     "--pretrained": "the timm checkpoint from the Hugging Face hub",
     "--recompute-bn": "recompute BatchNorm statistics on --images before export",
     "--recompute-bn-count": "photos of --images --recompute-bn uses",
-    "--set": "override one recipe key, key.path=value (run; repeatable)",
+    "--set": "recipe keys to override, comma-separated key.path=value pairs (run)",
     "--target": "the int8 form: tensorrt or cpu",
     "--threads": "ONNX Runtime intra-op threads",
     "--timeout-ms": "how long one request may take",

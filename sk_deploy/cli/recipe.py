@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split
 
 STATUS_STYLE = {"done": "green", "unchanged": "dim", "skipped": "yellow", "failed": "bold red"}
 
@@ -18,8 +18,9 @@ STATUS_STYLE = {"done": "green", "unchanged": "dim", "skipped": "yellow", "faile
 @app.command("run")
 def run_command(
     recipe_file: Annotated[Path, typer.Argument(metavar="RECIPE", help="A recipe (export/*.toml).")],
-    set_values: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: key.path=value "
-                                                         "(repeatable), e.g. calibration.count=128.")] = None,
+    set_values: Annotated[list[str] | None, typer.Option("--set", help="Recipe keys to override, comma-separated "
+                                                         "key.path=value pairs (calibration.count=128,bench.warmup_ms=0"
+                                                         "); may be repeated.")] = None,
     out: Annotated[Path | None, typer.Option(help="Bundle directory (default: the recipe's `out`, else "
                                              "bundles/<recipe name>).")] = None,
 ) -> None:
@@ -29,10 +30,10 @@ def run_command(
 
     from sk_deploy.recipe.report import REPORT_FILES, rich_table
     from sk_deploy.recipe.run import Hooks, RecipeRun, StageResult
-    from sk_deploy.recipe.schema import load_recipe
+    from sk_deploy.recipe.schema import load_recipe, split_sets
 
     try:
-        recipe = load_recipe(recipe_file, set_values)
+        recipe = load_recipe(recipe_file, [pair for value in set_values or [] for pair in split_sets(value)])
     except UserError as exc:
         raise fail(str(exc)) from None
     target = out or Path(recipe.out or Path("bundles") / recipe_file.stem)
@@ -85,6 +86,8 @@ def evaluate_command(
     labels: Annotated[Path | None, typer.Option(help="CSV of FILE,CLASS_INDEX (ImageNet validation style).")]
     = None,
     limit: Annotated[int, typer.Option(min=1, help="Labelled photos to use.")] = 1000,
+    backends: Annotated[str, typer.Option(help="Backends to run each graph on, comma-separated (ort-cpu, ort-cuda, "
+                                          "ort-tensorrt, tensorrt).")] = "ort-cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Top-1 / top-5 of every graph of a bundle against ground-truth labels, with agreement with float32; into the
@@ -97,7 +100,7 @@ def evaluate_command(
     try:
         bundle = Bundle.open(bundle_dir)
         with err_console.status(f"evaluating {bundle_dir}..."):
-            report = evaluate_bundle(bundle, images, labels, limit)
+            report = evaluate_bundle(bundle, images, labels, limit, backends=split(backends, "--backends"))
     except UserError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -119,6 +122,8 @@ def evaluate_command(
         note("no labels (no --labels, no folder per class): agreement with float32 only")
     for message in report.notes:
         note(message)
+    for row in report.skipped:
+        note(f"not run here: {row['file']} on {row['backend']}: {row['reason']}")
 
 
 @app.command("optimize")

@@ -14,9 +14,10 @@ REPORT_FILES = {"json": "report.json", "md": "report.md"}
 EAGER = "PyTorch eager"
 
 
-def _accuracy(bundle: Bundle) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def _accuracy(bundle: Bundle) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
+    """The evaluate stage's rows by (file, backend), and the stage's record."""
     evaluate = bundle.stage("evaluate")
-    return {r["file"]: r for r in evaluate.get("rows", [])}, evaluate
+    return {(r["file"], r.get("backend", "ort-cpu")): r for r in evaluate.get("rows", [])}, evaluate
 
 
 def build_report(bundle: Bundle, recipe: Recipe) -> dict[str, Any]:
@@ -41,8 +42,8 @@ def build_report(bundle: Bundle, recipe: Recipe) -> dict[str, Any]:
                 "file": file, "precision": name, "backend": cell["backend"],
                 "bytes": None if torch_row else files.get(file, {}).get("bytes"),
                 "top1": None, "top5": None, "top1_agreement": None, "cosine_mean": None, "batches": {}})
-            if not torch_row and file in accuracy:
-                figures = accuracy[file]
+            figures = accuracy.get((file, cell["backend"]))
+            if not torch_row and figures is not None:
                 row.update(top1=figures["top1"], top5=figures["top5"],
                            top1_agreement=figures["agreement"]["top1_agreement"],
                            cosine_mean=figures["agreement"]["cosine_mean"])

@@ -26,6 +26,8 @@ from sk_deploy.recipe.schema import Recipe
 RUN_STAGE = "run"
 AUTO_LABELS = "auto"
 BACKENDS = {"cpu": ("torch", "ort-cpu"), "gpu": ("torch", "ort-cuda", "ort-tensorrt", "tensorrt")}
+#: evaluate runs ort-cpu everywhere (the agreement figures do not depend on a GPU), and the GPU backends there
+EVALUATE_BACKENDS = {"cpu": ("ort-cpu",), "gpu": ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")}
 
 
 @dataclass
@@ -272,7 +274,8 @@ class RecipeRun:
 
         def work() -> None:
             self.hooks.update(f"{form.file} on {photos}")
-            evaluate_bundle(self._bundle(), photos, labels, section.limit, files=[form.file])
+            evaluate_bundle(self._bundle(), photos, labels, section.limit, files=[form.file],
+                            backends=EVALUATE_BACKENDS[self.recipe.target])
 
         return self._stage(stage, key, lambda bundle: True, work)
 

@@ -9,6 +9,7 @@ with no change.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -158,6 +159,11 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def split_sets(text: str) -> list[str]:
+    """``a.b=1,c=[1, 8]`` -> ``["a.b=1", "c=[1, 8]"]``: a comma starts a new pair only where ``key=`` follows."""
+    return [part for part in re.split(r",(?=\s*[A-Za-z_][\w.-]*=)", text) if part.strip()]
 
 
 def apply_sets(document: dict[str, Any], sets: list[str]) -> dict[str, Any]:

@@ -83,6 +83,13 @@ def test_set_overrides_and_is_typed(tmp_path: Path) -> None:
         load_recipe(path, [f"calibration.images={tmp_path}", "calibration.count=many"])
 
 
+def test_set_pairs_split_on_commas_before_a_key() -> None:
+    from sk_deploy.recipe.schema import split_sets
+
+    assert split_sets("calibration.count=6,bench.batch_sizes=[1, 8],out=a,b") == [
+        "calibration.count=6", "bench.batch_sizes=[1, 8]", "out=a,b"]
+
+
 def test_cli_refuses_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     result = CliRunner().invoke(app, ["run", str(EXPORT / "skresnet18-cpu.toml"), "--out", str(out)])
