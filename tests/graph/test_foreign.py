@@ -131,6 +131,12 @@ def test_import_makes_a_bundle_that_verifies_and_quantizes(tmp_path: Path) -> No
 
     with Predictor(Bundle.open(out), "ort-cpu", "int8") as predictor:
         assert predictor.predict(predictor.example(2)).shape == (2, 1000)
+    from sk_deploy.bench.latency import BenchConfig, BenchRun
+
+    rows = BenchRun(Bundle.open(out), BenchConfig(backends=("ort-cpu",), precisions=("fp32", "int8"), batches=(2,),
+                                                  warmup_s=0, duration_s=0)).execute()
+    status = {(r.backend, r.precision): r.status for r in rows}
+    assert status == {("torch", "fp32"): "skipped", ("ort-cpu", "fp32"): "ok", ("ort-cpu", "int8"): "ok"}
 
 
 def test_import_refuses_a_graph_that_is_not_a_picture_classifier(tmp_path: Path) -> None:
