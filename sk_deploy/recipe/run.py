@@ -21,6 +21,7 @@ from typing import Any
 from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, GraphForm, check_target, sha256_file
 from sk_deploy.errors import SkDeployError
 from sk_deploy.images import find_images
+from sk_deploy.machine import Machine, probe_machine
 from sk_deploy.recipe.schema import Recipe
 
 RUN_STAGE = "run"
@@ -77,6 +78,7 @@ class RecipeRun:
     out: Path
     hooks: Hooks = field(default_factory=Hooks)
     results: list[StageResult] = field(default_factory=list)
+    machine: Machine | None = None
 
     # ------------------------------------------------------------------------------------------ plumbing
 
@@ -279,6 +281,11 @@ class RecipeRun:
 
         return self._stage(stage, key, lambda bundle: True, work)
 
+    def _machine(self) -> Machine:
+        if self.machine is None:
+            self.machine = probe_machine()
+        return self.machine
+
     def _labels(self, photos: Path) -> Path | None:
         """``evaluate.labels``: a CSV path, or ``auto`` for the photo folder's own labels.csv when it has one."""
         labels = self.recipe.evaluate.labels
@@ -292,6 +299,10 @@ class RecipeRun:
         from sk_deploy.machine import cpu_name
 
         section = self.recipe.bench
+        if self.recipe.target == "gpu" and not self._machine().cuda:
+            self._skip(f"{name}: bench", "the gpu target's backends (ort-cuda, ort-tensorrt, tensorrt) need an NVIDIA "
+                       "GPU, and none is visible here")
+            return graph_key
         backends = tuple(b for b in BACKENDS[self.recipe.target] if b != "torch" or form.precision == "fp32")
         config = BenchConfig(backends=backends, precisions=(form.precision,), batches=tuple(section.batch_sizes),
                              warmup_s=section.warmup_ms / 1000, duration_s=section.duration_ms / 1000,
@@ -301,7 +312,7 @@ class RecipeRun:
 
         def work() -> None:
             bundle = self._bundle()
-            run = BenchRun(bundle, config)
+            run = BenchRun(bundle, config, self._machine())
             run.execute(on_start=self.hooks.update)
             bundle = self._bundle()
             bundle.record("bench", {"rows": [r.to_dict() for r in run.rows], "machine": run.machine.describe()},

@@ -69,3 +69,19 @@ def test_a_non_bundle_directory_is_not_replaced(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(RECIPE), "--out", str(out), "--set", f"calibration.images={photos}"])
     assert result.exit_code == 1 and "directory is not empty" in result.output
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_gpu_recipe_says_what_this_machine_cannot_run(tmp_path: Path) -> None:
+    from sk_deploy.machine import probe_machine, tensorrt_version
+
+    photos = _photos(tmp_path / "photos", 8)
+    sets = [f"calibration.images={photos}", *SMALL, "precisions.int8.gate=false", "calibration.method=minmax"]
+    recipe = load_recipe(RECIPE.with_name("skresnet18-gpu.toml"), sets)
+    results = {r.name: r for r in RecipeRun(recipe, tmp_path / "gpu").execute()}
+    assert {"fp16: quantize", "int8: quantize", "fp32: build", "fp16: build", "int8: build", "report"} <= set(results)
+    if tensorrt_version() is None:
+        assert {results[f"{p}: build"].status for p in ("fp32", "fp16", "int8")} == {"skipped"}
+        assert "TensorRT is not installed" in results["int8: build"].reason
+    if not probe_machine().cuda:
+        assert results["int8: bench"].status == "skipped" and "need an NVIDIA GPU" in results["int8: bench"].reason
+    assert results["report"].status == "done"
