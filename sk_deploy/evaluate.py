@@ -25,8 +25,15 @@ from sk_deploy.models.reference import is_trained
 
 DEFAULT_BACKEND = "ort-cpu"
 PRECISION_OF = {form.file: form.precision for form in GRAPH_FORMS}
-FORM_NAMES = {form.file: f"{form.precision}-cpu" if form.target == "cpu" else form.precision for form in GRAPH_FORMS}
+
 RANDOM_NOTE = "random weights: accuracy against the labels is meaningless; only the agreement with float32 counts"
+
+
+def form_names() -> dict[str, str]:
+    """Each graph file's precision as recipes name it (``fp32``, ``int8``, ``int8-cpu``, ...)."""
+    from sk_deploy.recipe.schema import form_name
+
+    return {form.file: form_name(form) for form in GRAPH_FORMS}
 
 
 class _NoGate:
@@ -187,7 +194,7 @@ def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | Non
     for (name, backend), comparison in zip(runners, compared, strict=True):
         logits = outputs[comparison.name]
         report.rows.append(GraphAccuracy(
-            name, FORM_NAMES.get(name, "fp32"), backend,
+            name, form_names().get(name, "fp32"), backend,
             None if truth is None else topk_accuracy(logits, truth, 1),
             None if truth is None else topk_accuracy(logits, truth, 5), comparison.agreement))
     if record:

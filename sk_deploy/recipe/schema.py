@@ -29,8 +29,10 @@ class RecipeError(SkDeployError, ValueError):
 
 
 def form_name(form: GraphForm) -> str:
-    """A graph form's name in a recipe: its precision, with ``-cpu`` for the CPU-only form (``int8-cpu``)."""
-    return f"{form.precision}-cpu" if form.target == "cpu" else form.precision
+    """A graph form's name in a recipe: its precision, with ``-cpu`` for the CPU-only form of a precision that
+    has another (``int8-cpu`` beside TensorRT's ``int8``); a precision's one form is its plain name (``bf16``)."""
+    shared = sum(1 for f in GRAPH_FORMS if f.precision == form.precision) > 1
+    return f"{form.precision}-cpu" if form.target == "cpu" and shared else form.precision
 
 
 def target_forms(target: str) -> dict[str, GraphForm]:

@@ -72,6 +72,20 @@ def test_gpu_target_takes_the_tensorrt_forms_and_new_table_precisions() -> None:
     assert "int8-cpu" in target_forms("cpu") and "int8" not in target_forms("cpu")
 
 
+def test_a_precision_added_to_the_table_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sk_deploy.recipe.schema as schema
+    from sk_deploy.bundle import GRAPH_FORMS, GraphForm
+
+    bf16 = GraphForm("model.bf16.onnx", "bf16", "cpu", "sk-deploy quantize BUNDLE --precision bf16")
+    with pytest.raises(RecipeError, match=r"the cpu target cannot take 'bf16'; choose from: fp32, fp16, int8-cpu$"):
+        parse_recipe({**_base(tmp_path), "precisions": {"fp32": {}, "bf16": {}}})
+    monkeypatch.setattr(schema, "GRAPH_FORMS", (*GRAPH_FORMS, bf16))
+    recipe = parse_recipe({**_base(tmp_path), "precisions": {"fp32": {}, "int8-cpu": {}, "bf16": {}}})
+    assert recipe.forms()["bf16"] is bf16
+    with pytest.raises(RecipeError, match="the gpu target cannot take 'bf16'"):
+        parse_recipe({**_base(tmp_path), "target": "gpu", "precisions": {"fp32": {}, "bf16": {}}})
+
+
 def test_set_overrides_and_is_typed(tmp_path: Path) -> None:
     path = EXPORT / "skresnet18-cpu.toml"
     recipe = load_recipe(path, [f"calibration.images={tmp_path}", "calibration.count=32", "bench.batch_sizes=[1, 4]",
