@@ -86,6 +86,14 @@ MODEL_FILE = "model.onnx"
 DEVICES = ("cpu", "gpu")
 
 
+def form_name(form: GraphForm, table: tuple[GraphForm, ...] = GRAPH_FORMS) -> str:
+    """A graph form's name in a recipe and a report: its precision, with ``-cpu`` for the CPU-only form of a
+    precision that has another (``int8-cpu`` beside TensorRT's ``int8``); a precision's one form is its plain
+    name (``bf16``)."""
+    shared = sum(1 for f in table if f.precision == form.precision) > 1
+    return f"{form.precision}-cpu" if form.target == "cpu" and shared else form.precision
+
+
 def graph_forms(precision: str, device: str = "cpu") -> tuple[GraphForm, ...]:
     """The graphs that run ``precision`` on ``device`` (cpu or gpu), preferred first; an unknown precision is
     a BundleError."""

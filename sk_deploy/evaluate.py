@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sk_deploy.bundle import GRAPH_FORMS, MODEL_FILE, RAW_FILE, Bundle
+from sk_deploy.bundle import GRAPH_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name
 from sk_deploy.compare import BatchFor, Pictures, Runner, VerifyError, compare_runners, image_files, onnx_runner
 from sk_deploy.errors import SkDeployError
 from sk_deploy.metrics import Agreement
@@ -31,8 +31,6 @@ RANDOM_NOTE = "random weights: accuracy against the labels is meaningless; only 
 
 def form_names() -> dict[str, str]:
     """Each graph file's precision as recipes name it (``fp32``, ``int8``, ``int8-cpu``, ...)."""
-    from sk_deploy.recipe.schema import form_name
-
     return {form.file: form_name(form) for form in GRAPH_FORMS}
 
 

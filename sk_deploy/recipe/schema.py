@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sk_deploy.bundle import GRAPH_FORMS, GraphForm
+from sk_deploy.bundle import GRAPH_FORMS, GraphForm, form_name
 from sk_deploy.errors import SkDeployError
 from sk_deploy.graph.export import EXPORTERS
 from sk_deploy.precision.int8 import METHODS
@@ -28,18 +28,11 @@ class RecipeError(SkDeployError, ValueError):
     """A recipe that cannot be read or is not valid; the message names the key and the valid choices."""
 
 
-def form_name(form: GraphForm) -> str:
-    """A graph form's name in a recipe: its precision, with ``-cpu`` for the CPU-only form of a precision that
-    has another (``int8-cpu`` beside TensorRT's ``int8``); a precision's one form is its plain name (``bf16``)."""
-    shared = sum(1 for f in GRAPH_FORMS if f.precision == form.precision) > 1
-    return f"{form.precision}-cpu" if form.target == "cpu" and shared else form.precision
-
-
 def target_forms(target: str) -> dict[str, GraphForm]:
     """The graph forms a target can take, by recipe name: the GPU every form but the CPU-only ones, the CPU
     every form but the TensorRT-only ones."""
     excluded = "cpu" if target == "gpu" else "tensorrt"
-    return {form_name(f): f for f in GRAPH_FORMS if f.target != excluded}
+    return {form_name(f, GRAPH_FORMS): f for f in GRAPH_FORMS if f.target != excluded}
 
 
 class _Section(BaseModel):
