@@ -85,11 +85,21 @@ GRAPH_FORMS: tuple[GraphForm, ...] = (
 #: Precisions that run another precision's graph in other arithmetic, on a GPU only: ``tf32`` is the fp32 graph
 #: with TensorFloat-32 matmuls and convolutions (NVIDIA tensor cores, Ampere on). ``fp32`` itself is IEEE fp32
 #: everywhere: every GPU backend turns TF32 off for it (PyTorch, ONNX Runtime and TensorRT default it on).
+#: Each file's own form: the first in GRAPH_FORMS that names it (bf16 is compiled from the fp32 graph's file).
+FILE_FORMS: dict[str, GraphForm] = {form.file: form for form in reversed(GRAPH_FORMS)}
 GPU_PRECISIONS: dict[str, str] = {"tf32": "fp32"}
 PRECISIONS: tuple[str, ...] = (*dict.fromkeys(form.precision for form in GRAPH_FORMS), *GPU_PRECISIONS)
 RAW_FILE = "model.raw.onnx"
 MODEL_FILE = "model.onnx"
 DEVICES = ("cpu", "gpu")
+
+
+def form_name(form: GraphForm, table: tuple[GraphForm, ...] = GRAPH_FORMS) -> str:
+    """A graph form's name in a recipe and a report: its precision, with ``-cpu`` for the CPU-only form of a
+    precision that has another (``int8-cpu`` beside TensorRT's ``int8``); a precision's one form is its plain
+    name (``bf16``)."""
+    shared = sum(1 for f in table if f.precision == form.precision) > 1
+    return f"{form.precision}-cpu" if form.target == "cpu" and shared else form.precision
 
 
 def graph_forms(precision: str, device: str = "cpu") -> tuple[GraphForm, ...]:

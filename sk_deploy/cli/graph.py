@@ -89,6 +89,7 @@ def verify_command(
 ) -> None:
     """Compare every ONNX file of a bundle with PyTorch on pictures; exit 1 if any misses a threshold."""
     from sk_deploy.bundle import Bundle
+    from sk_deploy.graph.foreign import is_imported
     from sk_deploy.graph.verify import Thresholds, verify_bundle
     from sk_deploy.models.reference import build_reference, describe_weights
     from sk_deploy.precision.accuracy import check_precision_files
@@ -98,7 +99,9 @@ def verify_command(
         bundle = Bundle.open(bundle_dir)
         source = describe_weights(weights) if weights is not None else bundle.weights
         with err_console.status(f"verifying {bundle_dir}..."):
-            model = build_reference(bundle.model_name, source, bundle.path)
+            # an imported bundle's reference is its input graph (model.raw.onnx), not a PyTorch network
+            model = None if is_imported(bundle) and weights is None else build_reference(
+                bundle.model_name, source, bundle.path)
             report = verify_bundle(bundle, model, images=images, limit=limit,
                                    thresholds=Thresholds(max_abs, min_cosine, min_top1))
             precision = check_precision_files(bundle, images, limit)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from sk_deploy.bundle import Bundle
+from sk_deploy.bundle import MODEL_FILE, RAW_FILE, Bundle
 from sk_deploy.compare import (
     DEFAULT_LIMIT,
     Comparison,
@@ -127,7 +127,7 @@ def float_files(bundle: Bundle) -> list[str]:
 
 def verify_bundle(
     bundle: Bundle,
-    model: nn.Module,
+    model: nn.Module | None,
     images: str | Path | None = None,
     limit: int = DEFAULT_LIMIT,
     thresholds: Thresholds | None = None,
@@ -136,13 +136,19 @@ def verify_bundle(
 ) -> VerifyReport:
     """Check every ONNX file of ``bundle`` (or ``files``) against ``model``; record the figures in the manifest.
 
-    ``images`` is a folder of pictures (the first ``limit`` by name) or None for a few generated ones.
+    ``images`` is a folder of pictures (the first ``limit`` by name) or None for a few generated ones. ``model``
+    None (a bundle of ``sk-deploy import``): the reference is the input graph, ``model.raw.onnx``, and
+    ``model.onnx`` is checked against it.
     """
     thresholds = thresholds or Thresholds()
     pictures = Pictures.of(bundle.preprocess, images, limit)
-    names = files if files is not None else float_files(bundle)
+    if model is None:
+        reference, default = onnx_runner(bundle.check_file(RAW_FILE)), [MODEL_FILE]
+    else:
+        reference, default = torch_runner(model.eval()), float_files(bundle)
+    names = files if files is not None else default
     runners = {name: onnx_runner(bundle.check_file(name)) for name in names}
-    results = compare_runners(torch_runner(model.eval()), runners, pictures, lambda name: thresholds)
+    results = compare_runners(reference, runners, pictures, lambda name: thresholds)
     report = VerifyReport(pictures.description, len(pictures), thresholds, [FileParity.of(r) for r in results])
     if save:
         bundle.record("verify", report.to_dict())

@@ -35,10 +35,11 @@ def describe_weights(weights: str | Path | None = None, pretrained: bool = False
 
 
 def is_trained(weights: dict[str, Any]) -> bool:
-    """Whether a manifest's weights record stands for trained weights (a checkpoint, or the hub's)."""
+    """Whether a manifest's weights record stands for trained weights (a checkpoint, the hub's, or an imported
+    ONNX file's)."""
     if weights.get("source") == "bundle":
         return is_trained(weights.get("base", {}))
-    return weights.get("source") in ("file", "pretrained")
+    return weights.get("source") in ("file", "pretrained", "onnx")
 
 
 def build_reference(model_name: str, weights: dict[str, Any], bundle_dir: str | Path | None = None) -> nn.Module:

@@ -87,6 +87,7 @@ class SKSelectReport:
         """A JSON-ready form for the manifest."""
         return {
             "rewritten": len(self.rewritten),
+            "rewritten_blocks": [b.to_dict() for b in self.rewritten],
             "skipped": [b.to_dict() for b in self.skipped],
             "branches": sorted({b.branches for b in self.rewritten if b.branches}),
             "nodes_before": self.nodes_before,
