@@ -127,10 +127,7 @@ def openvino_version() -> str | None:
 
 def import_openvino() -> ModuleType:
     """The ``openvino`` module, or a BackendUnavailable saying how to install it."""
-    try:
-        return importlib.import_module("openvino")
-    except ImportError:
-        raise BackendUnavailable(f"OpenVINO is not installed: {OPENVINO_INSTALL}") from None
+    return _import_package("openvino", "OpenVINO", OPENVINO_INSTALL)
 
 
 def tensorrt_version() -> str | None:
@@ -143,12 +140,17 @@ def tensorrt_version() -> str | None:
 
 def import_tensorrt() -> ModuleType:
     """The ``tensorrt`` module, or a BackendUnavailable saying how to install it."""
+    return _import_package("tensorrt", "TensorRT", TENSORRT_INSTALL)
+
+
+def _import_package(module: str, name: str, install: str) -> ModuleType:
+    """``module``, or a BackendUnavailable: not installed (how to install it), or its libraries do not load."""
     try:
-        return importlib.import_module("tensorrt")
+        return importlib.import_module(module)
     except ImportError:
-        raise BackendUnavailable(f"TensorRT is not installed: {TENSORRT_INSTALL}") from None
-    except OSError as exc:  # the wheel is there but its CUDA libraries are not
-        raise BackendUnavailable(f"TensorRT is installed but cannot load its libraries ({exc})") from None
+        raise BackendUnavailable(f"{name} is not installed: {install}") from None
+    except OSError as exc:  # the wheel is there but its native (CUDA) libraries are not
+        raise BackendUnavailable(f"{name} is installed but cannot load its libraries ({exc})") from None
 
 
 def require_cuda(what: str) -> None:
