@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 @app.command("models")
 def models_command(
     gmacs: Annotated[bool, typer.Option(help="Count GMACs (builds each network once, a few seconds).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """List the registered networks: parameters, GMACs at the default size, input size, pretrained source."""
     from sk_deploy.models import create_model, get_spec, list_models
@@ -29,6 +30,10 @@ def models_command(
         macs = f"{count_macs(model, spec.input_size) / 1e9:.2f}" if gmacs else "-"
         rows.append((name, f"{count_params(model) / 1e6:.2f}M", macs, "x".join(map(str, spec.input_size)),
                      spec.hub_id or "-"))
+    if as_json:
+        keys = ("name", "params", "gmacs", "input", "pretrained")
+        render.as_json([dict(zip(keys, row, strict=True)) for row in rows])
+        return
     render.models_table(rows)
 
 

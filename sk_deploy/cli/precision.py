@@ -32,6 +32,7 @@ def quantize_command(
     auto_exclude: Annotated[bool, typer.Option(help="int8: if the gate fails, keep the fewest most sensitive "
                                                "layers float until it passes (reported, recorded).")] = False,
     calib: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated: --images.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -62,7 +63,10 @@ def quantize_command(
 
         for line in describe_search(result.details["auto_exclude"]):
             render.plain(line)
-    render.accuracy_table([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
+    if as_json:
+        render.as_json({"file": result.file, "written": result.written, "accuracy": a})
+    else:
+        render.accuracy_table([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
     for message in a.notes:
         note(message)
     if not a.passed:

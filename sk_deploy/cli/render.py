@@ -16,6 +16,19 @@ if TYPE_CHECKING:
     from sk_deploy.runtime.classify import Prediction
 
 
+def as_json(payload: Any) -> None:
+    """``payload`` as indented JSON on stdout (dataclasses as dicts, paths and other objects as strings)."""
+    import dataclasses
+    import json
+
+    def encode(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return str(value)
+
+    print(json.dumps(payload, indent=2, default=encode))
+
+
 def plain(text: str) -> None:
     """One line on stdout, no markup guessing, no wrapping."""
     console.print(text, highlight=False, soft_wrap=True)

@@ -53,11 +53,12 @@ def serve_command(
     from sk_deploy.runtime.availability import probe_machine
     from sk_deploy.runtime.predictor import plan
     from sk_deploy.service.app import ServiceConfig
-    from sk_deploy.service.server import serve
+    from sk_deploy.service.server import bind, serve
     from sk_deploy.service.target import resolve_target
 
     drain_ms = renamed(drain_ms, drain_seconds, "--drain-seconds", "--drain-ms", lambda seconds: seconds * 1000)
     try:
+        sock = bind(host, port)  # a busy port fails here, before anything loads
         with err_console.status(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, weights, pretrained,
                                               progress=lambda message: status.update(f"{message}..."))
@@ -75,6 +76,6 @@ def serve_command(
                            decode_threads=decode_threads, header_timeout_ms=header_timeout_ms,
                            body_timeout_ms=body_timeout_ms, max_connections=max_connections)
     error = serve(config, host=host, port=port, drain_seconds=drain_ms / 1000, log_level=log_level,
-                  access_log=access_log)
+                  access_log=access_log, sock=sock)
     if error:
         raise fail(f"cannot serve {bundle_dir}: {error}")

@@ -10,14 +10,34 @@ skips the drain.
 from __future__ import annotations
 
 import functools
+import socket
 import threading
 from types import FrameType
 
 import uvicorn
 
+from sk_deploy.errors import SkDeployError
 from sk_deploy.service.app import Service, ServiceConfig, create_app
 from sk_deploy.service.memory import map_large_blocks
 from sk_deploy.service.protocol import ConnectionLimits, GuardedProtocol
+
+
+class BindError(SkDeployError, OSError):
+    """The address to listen on is taken or not this machine's."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, for uvicorn to listen on: taken before anything loads, so a busy port
+    fails the command at once instead of after the model's load and warm-up."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no clash
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 class DrainingServer(uvicorn.Server):
@@ -47,8 +67,9 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 1.0,
-          log_level: str = "info", access_log: bool = True) -> str | None:
-    """Serve ``config`` until stopped; the model's load error, if it could not be served, else None."""
+          log_level: str = "info", access_log: bool = True, sock: socket.socket | None = None) -> str | None:
+    """Serve ``config`` until stopped, on ``sock`` (from ``bind``) or a socket uvicorn binds to ``host:port``;
+    the model's load error, if it could not be served, else None."""
     map_large_blocks()  # large buffers (bodies, pictures, batches) go back to the system when freed
     service = Service(config)
     holder: dict[str, DrainingServer] = {}
@@ -58,5 +79,5 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drai
                                timeout_graceful_shutdown=int(config.timeout_ms / 1e3) + 5, timeout_keep_alive=30,
                                http=functools.partial(GuardedProtocol, limits=limits))  # type: ignore[arg-type]
     server = holder["server"] = DrainingServer(uv_config, service, drain_seconds)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     return server.load_error
