@@ -50,15 +50,20 @@ def serve_command(
 ) -> None:
     """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; dynamic
     batching on one inference thread. The model loads and warms up after the server starts (/readyz turns 200)."""
+    from sk_deploy.service.listen import bind
+
+    try:
+        sock = bind(host, port)  # a busy port fails here, at once, before anything loads
+    except UserError as exc:
+        raise fail(str(exc)) from None
     from sk_deploy.runtime.availability import probe_machine
     from sk_deploy.runtime.predictor import plan
     from sk_deploy.service.app import ServiceConfig
-    from sk_deploy.service.server import bind, serve
+    from sk_deploy.service.server import serve
     from sk_deploy.service.target import resolve_target
 
     drain_ms = renamed(drain_ms, drain_seconds, "--drain-seconds", "--drain-ms", lambda seconds: seconds * 1000)
     try:
-        sock = bind(host, port)  # a busy port fails here, before anything loads
         with err_console.status(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, weights, pretrained,
                                               progress=lambda message: status.update(f"{message}..."))

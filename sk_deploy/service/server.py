@@ -16,28 +16,9 @@ from types import FrameType
 
 import uvicorn
 
-from sk_deploy.errors import SkDeployError
 from sk_deploy.service.app import Service, ServiceConfig, create_app
 from sk_deploy.service.memory import map_large_blocks
 from sk_deploy.service.protocol import ConnectionLimits, GuardedProtocol
-
-
-class BindError(SkDeployError, OSError):
-    """The address to listen on is taken or not this machine's."""
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``, for uvicorn to listen on: taken before anything loads, so a busy port
-    fails the command at once instead of after the model's load and warm-up."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no clash
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
 
 
 class DrainingServer(uvicorn.Server):
