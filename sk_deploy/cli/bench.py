@@ -102,7 +102,7 @@ def _bench_summary(report: dict) -> None:
     from sk_deploy.bench.machine import describe_short, machine_libraries
     from sk_deploy.bench.report import rich_table
 
-    console.print(rich_table(report))
+    render.show(rich_table(report))
     console.print(f"machine: {describe_short(report['machine'])}; {machine_libraries(report['machine'])}",
                   highlight=False, soft_wrap=True)
     skipped: dict[str, list[str]] = {}
@@ -111,7 +111,8 @@ def _bench_summary(report: dict) -> None:
             where = f" batch {row['batch']}" if row["batch"] is not None else ""
             skipped.setdefault(row["reason"], []).append(f"{row['backend']} {row['precision']}{where}")
     if skipped:
-        console.print(f"[yellow]not measured[/] ({sum(map(len, skipped.values()))} rows):", highlight=False)
+        count = sum(map(len, skipped.values()))
+        console.print(f"[yellow]not measured[/] ({count} row{'' if count == 1 else 's'}):", highlight=False)
         for reason, rows in skipped.items():
             console.print(f"  {', '.join(rows)}: {reason}", highlight=False, soft_wrap=True)
 
@@ -185,7 +186,7 @@ def bench_http_command(
     if as_json:
         render.as_json(report)
     else:
-        console.print(http_table(report))
+        render.show(http_table(report))
     if out is not None:
         written = write_http_report(report, out)
         console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)

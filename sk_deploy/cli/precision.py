@@ -62,7 +62,7 @@ def quantize_command(
         from sk_deploy.precision.sensitivity import describe_search
 
         for line in describe_search(result.details["auto_exclude"]):
-            render.plain(line)
+            (err_console if as_json else console).print(line, highlight=False, soft_wrap=True)
     if as_json:
         render.as_json({"file": result.file, "written": result.written, "accuracy": a})
     else:
@@ -72,7 +72,8 @@ def quantize_command(
     if not a.passed:
         kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
         raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
-    console.print(f"[green]wrote[/] {bundle / result.file}")
+    (err_console if as_json else console).print(f"[green]wrote[/] {bundle / result.file}", highlight=False,
+                                                soft_wrap=True)
 
 
 @app.command("build")

@@ -10,6 +10,7 @@ skips the drain.
 from __future__ import annotations
 
 import functools
+import logging
 import socket
 import threading
 from types import FrameType
@@ -40,6 +41,16 @@ class DrainingServer(uvicorn.Server):
         timer = threading.Timer(self.drain_seconds, super().handle_exit, (sig, frame))
         timer.daemon = True
         timer.start()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup; on sockets bound beforehand (``listen.bind``), the line uvicorn prints only for the
+        addresses it binds itself, with the real port (``--port 0``): what a person and the tests wait for."""
+        await super().startup(sockets)
+        if sockets and not self.should_exit:
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+                                                    shown, port)
 
     def stop_for(self, message: str) -> None:
         """Stop the server because the model could not be loaded."""
