@@ -167,7 +167,7 @@ VOCABULARY: dict[str, str] = {
     "--pretrained": "the timm checkpoint from the Hugging Face hub",
     "--recompute-bn": "recompute BatchNorm statistics on --images before export",
     "--recompute-bn-count": "photos of --images --recompute-bn uses",
-    "--target": "the int8 form: tensorrt or cpu",
+    "--target": "the int8 form: auto, tensorrt or cpu",
     "--threads": "ONNX Runtime intra-op threads",
     "--timeout-ms": "how long one request may take",
     "--timing-cache": "TensorRT timing cache file",
@@ -179,6 +179,15 @@ VOCABULARY: dict[str, str] = {
     "--work-dir": "a writable directory for a read-only bundle's copy",
     "--workspace": "TensorRT builder workspace, GiB",
 }
+
+
+def one_number_profile(text: str | None, option: str = "--batch-profile") -> None:
+    """Say what a batch profile of one number means (``8`` is ``8:8:8``: that batch size only), rather than
+    letting it pass silently."""
+    if text is not None and text.strip().isdigit():
+        n = text.strip()
+        note(f"{option} {n} means {n}:{n}:{n}: an engine takes batch {n} only; give MIN:OPT:MAX (for example "
+             f"1:{n}:{n}) for a range")
 
 
 def warn_renamed(old: str, new: str) -> None:

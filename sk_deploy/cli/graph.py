@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, renamed
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, one_number_profile, renamed
 
 
 @app.command("export")
@@ -53,6 +53,7 @@ def export_command(
     if exporter not in EXPORTERS:
         raise fail(f"unknown exporter {exporter!r}; use one of: {', '.join(EXPORTERS)}")
     batch_profile = renamed(batch_profile, batch, "--batch", "--batch-profile")
+    one_number_profile(batch_profile)
     bn_count = renamed(recompute_bn_count, calibrate_bn_count, "--calibrate-bn-count", "--recompute-bn-count")
     if recompute_bn and images is None:
         raise fail("--recompute-bn takes its photos from --images: add --images DIR")

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed
+from sk_deploy.cli.common import (
+    UserError,
+    app,
+    console,
+    err_console,
+    fail,
+    items,
+    note,
+    one_number_profile,
+    renamed,
+)
 
 
 @app.command("quantize")
@@ -16,8 +26,9 @@ def quantize_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
     precision: Annotated[str, typer.Option(help="The graph to add: fp16 or int8 (required: fp32 is the bundle's "
                                            "own).")],
-    target: Annotated[str, typer.Option(help="int8 form: tensorrt (QDQ, symmetric int8) or cpu (U8S8).")]
-    = "tensorrt",
+    target: Annotated[str, typer.Option(help="int8 form: auto (tensorrt with a CUDA GPU here, else cpu), tensorrt "
+                                        "(QDQ, symmetric int8) or cpu (U8S8, what ONNX Runtime runs fast on a CPU).")]
+    = "auto",
     images: Annotated[Path | None, typer.Option(help="Folder of photos to calibrate on and measure accuracy on "
                                                 "(JPEG/PNG); int8 needs it.")] = None,
     calib_size: Annotated[int, typer.Option(help="Photos of --images to calibrate on (a fixed-seed subset).")] = 256,
@@ -40,6 +51,7 @@ def quantize_command(
     from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
 
     images = renamed(images, calib, "--calib", "--images")
+    target = _int8_target(target) if precision == "int8" else ("tensorrt" if target == "auto" else target)
     request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=images, calib_size=calib_size,
                               holdout_size=holdout_size, method=method, exclude=items(exclude, "--exclude"), gate=gate,
                               high_precision=high_precision, auto_exclude=auto_exclude)
@@ -76,6 +88,20 @@ def quantize_command(
                                                 soft_wrap=True)
 
 
+def _int8_target(target: str) -> str:
+    """``--target auto``: the form for where the bundle will run, taken as this machine (said in one line)."""
+    if target != "auto":
+        return target
+    from sk_deploy.runtime.availability import probe_machine
+
+    machine = probe_machine()
+    chosen = "tensorrt" if machine.cuda else "cpu"
+    why = f"{machine.gpu_name} here" if machine.cuda else "no CUDA GPU here, and ONNX Runtime runs the TensorRT form " \
+        "slower than float32 on a CPU"
+    note(f"--target auto: the {chosen} int8 form ({why}); --target tensorrt or cpu to choose")
+    return chosen
+
+
 @app.command("build")
 def build_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`, `sk-deploy quantize`).")],
@@ -97,6 +123,7 @@ def build_command(
 
     try:
         batch_profile = renamed(batch_profile, batch, "--batch", "--batch-profile")
+        one_number_profile(batch_profile)
         profile = BatchProfile.parse(batch_profile) if batch_profile else None
         request = BuildRequest(bundle=bundle, precision=precision, workspace_gib=workspace, timing_cache=timing_cache,
                                batch=(profile.min, profile.opt, profile.max) if profile else None,
