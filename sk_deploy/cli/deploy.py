@@ -21,8 +21,9 @@ def triton_repo_command(
     = "onnxruntime",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which graph or engine of the bundle.")]
     = "fp32",
-    instance_kind: Annotated[str, typer.Option(help="Triton instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); int8 on "
-                                               "cpu takes model.int8-cpu.onnx first.")] = "gpu",
+    instance_kind: Annotated[str | None, typer.Option(help="Triton instance kind: gpu (KIND_GPU, the default, said "
+                                                      "when taken) or cpu (KIND_CPU); int8 on cpu takes "
+                                                      "model.int8-cpu.onnx first.")] = None,
     max_batch: Annotated[int | None, typer.Option(help="max_batch_size (default and upper bound: the bundle's "
                                                   "batch profile maximum, or the engine's).")] = None,
     preferred_batch_sizes: Annotated[list[str] | None, typer.Option(help="Preferred batch sizes for the dynamic "
@@ -51,6 +52,9 @@ def triton_repo_command(
     from sk_deploy.deploy.triton import TritonRequest, write_repository
 
     instance_kind = renamed(instance_kind, device, "--device", "--instance-kind")
+    if instance_kind is None:
+        instance_kind = "gpu"
+        note("--instance-kind gpu (the default): KIND_GPU instances; --instance-kind cpu for a Triton without a GPU")
     sizes_name = "--preferred-batch" if preferred_batch else "--preferred-batch-sizes"
     preferred = renamed(preferred_batch_sizes, [",".join(preferred_batch)] if preferred_batch else None,
                         "--preferred-batch", "--preferred-batch-sizes")
