@@ -79,8 +79,8 @@ def predict_command(
         print(json.dumps(payload, indent=2))
         return
     for path, ranked in zip(images, results, strict=True):
-        render.predictions_table(str(path), ", ".join(str(v) for k, v in info.items() if k not in ("bundle", "file")),
-                                 ranked)
+        # what ran, the file included: model, backend, precision or device, and the graph or engine of the bundle
+        render.predictions_table(str(path), ", ".join(str(v) for k, v in info.items() if k != "bundle"), ranked)
 
 
 def _predict_model(
