@@ -70,6 +70,11 @@ def bench_command(
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("starting", total=run.planned)
 
+        def on_start(text: str) -> None:
+            bar.update(task, description=text)
+            if not err_console.is_terminal:  # no live bar in a log: a line per row started (a compile takes minutes)
+                err_console.print(f"{text}...", highlight=False, soft_wrap=True)
+
         def on_row(row: Row, cells: int) -> None:
             bar.advance(task, cells)
             if row.status == "ok" and row.latency is not None:  # a skipped row is listed once, in the summary
@@ -78,7 +83,7 @@ def bench_command(
                                   f"{row.images_per_s:.1f} images/s{ratio}", highlight=False)
 
         try:
-            run.execute(on_start=lambda text: bar.update(task, description=text), on_row=on_row)
+            run.execute(on_start=on_start, on_row=on_row)
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:

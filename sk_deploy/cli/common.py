@@ -58,6 +58,44 @@ console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err_console = Console(stderr=True)
 
 
+class _Lines:
+    """A status off a terminal, where rich's live spinner prints nothing: a wait that lasts past ``AFTER_S``
+    prints its message as a line on stderr, and each later message (a log shows what is being waited for); a
+    quick answer, an error included, stays one line."""
+
+    AFTER_S = 1.0
+
+    def __init__(self, message: str) -> None:
+        import threading
+
+        self.message, self.shown, self.lock = message, False, threading.Lock()
+        self.timer = threading.Timer(self.AFTER_S, self._show)
+        self.timer.daemon = True
+
+    def _show(self) -> None:
+        with self.lock:
+            self.shown = True
+            err_console.print(f"[dim]{self.message}[/]", highlight=False, soft_wrap=True)
+
+    def update(self, message: str) -> None:
+        """The new message: printed now if the wait has already been shown."""
+        self.message = message
+        if self.shown:
+            self._show()
+
+    def __enter__(self) -> _Lines:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+
+
+def waiting(message: str) -> Any:
+    """A context with ``update(message)``: rich's spinner on a terminal, a line per message elsewhere."""
+    return err_console.status(message) if err_console.is_terminal else _Lines(message)
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, items, note, renamed
+from sk_deploy.cli.common import UserError, app, err_console, fail, items, note, renamed, waiting
 
 
 @app.command("triton-repo")
@@ -65,7 +65,7 @@ def triton_repo_command(
                             max_queue_delay_us=delay_us, instances=instances, name=name, engine=engine,
                             ort_tensorrt=ort_tensorrt, force=force)
     try:
-        with err_console.status("writing the model repository...") as status:
+        with waiting("writing the model repository...") as status:
             result = write_repository(request, progress=lambda message: status.update(f"{message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None
@@ -91,7 +91,7 @@ def prepare_command(
 
     request = PrepareRequest(bundle=bundle, precision=precision, build=build_engine, work_dir=work_dir)
     try:
-        with err_console.status("preparing the bundle...") as status:
+        with waiting("preparing the bundle...") as status:
             prepared = prepare(request, progress=lambda message: status.update(f"{message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, one_number_profile, renamed
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, one_number_profile, renamed, waiting
 
 
 @app.command("export")
@@ -65,7 +65,7 @@ def export_command(
             batch=BatchProfile.parse(batch_profile), input_size=input_size, fuse_preprocess=fuse_preprocess,
             force=force, verify=verify, images=images, calibrate_bn=bn_folder, calibrate_bn_count=bn_count,
         )
-        with err_console.status(f"exporting {model}...") as status:
+        with waiting(f"exporting {model}...") as status:
             bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None
@@ -103,7 +103,7 @@ def verify_command(
     try:
         bundle = Bundle.open(bundle_dir)
         source = describe_weights(weights) if weights is not None else bundle.weights
-        with err_console.status(f"verifying {bundle_dir}..."):
+        with waiting(f"verifying {bundle_dir}..."):
             model = build_reference(bundle.model_name, source, bundle.path)
             report = verify_bundle(bundle, model, images=images, limit=limit,
                                    thresholds=Thresholds(max_abs, min_cosine, min_top1))

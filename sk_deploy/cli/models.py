@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, note
+from sk_deploy.cli.common import UserError, app, err_console, fail, note, waiting
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,7 +90,7 @@ def _predict_model(
     from sk_deploy.runtime.torch_backend import network_logits
 
     try:
-        with err_console.status(f"loading {model}..."):
+        with waiting(f"loading {model}..."):
             logits, target = network_logits(list(images), model, weights, pretrained, device)
     except UserError as exc:
         raise fail(str(exc)) from None
@@ -108,7 +108,7 @@ def _predict_bundle(
     from sk_deploy.runtime.torch_backend import TorchOptions
 
     try:
-        with err_console.status(f"loading {bundle_dir} ({backend})..."):
+        with waiting(f"loading {bundle_dir} ({backend})..."):
             predictor = Predictor(bundle_dir, backend, precision, torch=TorchOptions(device=device,
                                                                                    fp16=precision == "fp16"))
         opened = predictor.bundle

@@ -18,6 +18,7 @@ from sk_deploy.cli.common import (
     note,
     one_number_profile,
     renamed,
+    waiting,
 )
 
 
@@ -129,7 +130,7 @@ def build_command(
                                batch=(profile.min, profile.opt, profile.max) if profile else None,
                                hardware_compat=hardware_compat)
         check_request(request)
-        with err_console.status(f"building {precision} engine...") as status:
+        with waiting(f"building {precision} engine...") as status:
             name, entry = build_engine(request, progress=lambda message: status.update(f"TensorRT: {message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sk_deploy.cli.common import UserError, app, err_console, fail, renamed
+from sk_deploy.cli.common import UserError, app, err_console, fail, renamed, waiting
 
 
 @app.command("serve")
@@ -64,7 +64,7 @@ def serve_command(
 
     drain_ms = renamed(drain_ms, drain_seconds, "--drain-seconds", "--drain-ms", lambda seconds: seconds * 1000)
     try:
-        with err_console.status(f"preparing {target}...") as status:
+        with waiting(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, weights, pretrained,
                                               progress=lambda message: status.update(f"{message}..."))
             choice = plan(bundle, backend, precision, probe_machine())  # a backend it lacks: one line now
