@@ -160,7 +160,7 @@ def require_cuda(what: str) -> None:
     if not torch.cuda.is_available():
         raise BackendUnavailable(
             f"{what} needs an NVIDIA GPU, and none is visible here "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --backend ort-cpu"
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use the ort-cpu backend"
         )
 
 

@@ -113,3 +113,24 @@ def test_predict_on_gpu(generated_jpeg: Path) -> None:
     run = sk_deploy("predict", str(generated_jpeg), "-m", "sknet50", "--device", "cuda")
     assert run.returncode == 0, run.stderr
     assert "cuda" in run.stdout
+
+
+def test_random_weights_are_the_same_every_run_and_the_same_as_export(generated_jpeg: Path) -> None:
+    """`predict --model` builds its random weights as export does (one seed, one helper): two runs give the same
+    probabilities over all 1000 classes, equal to the network export would build."""
+    import json
+
+    from sk_deploy.images import load_batch
+    from sk_deploy.models import get_spec
+    from sk_deploy.models.reference import build_reference, describe_weights
+    from sk_deploy.runtime.classify import softmax
+
+    args = ("predict", str(generated_jpeg), "-m", "skresnet18", "-k", "1000", "--json", "--device", "cpu")
+    first, second = (json.loads(sk_deploy(*args).stdout)[0]["predictions"] for _ in range(2))
+    assert first == second
+    net = build_reference("skresnet18", describe_weights())
+    with torch.no_grad():
+        logits = net(torch.from_numpy(load_batch([generated_jpeg], get_spec("skresnet18").preprocess))).numpy()
+    probs = softmax(logits)[0]
+    assert [p["index"] for p in first[:5]] == probs.argsort()[::-1][:5].tolist()
+    assert max(abs(p["probability"] - probs[p["index"]]) for p in first) < 1e-6

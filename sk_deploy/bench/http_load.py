@@ -200,18 +200,25 @@ async def _step(client: Any, base: str, config: LoadConfig, payloads: list[Paylo
     return result
 
 
+#: how long the first request may wait for a connection: a dead URL fails in this long, not the ready timeout
+CONNECT_S = 2.0
+
+
 async def _wait_ready(client: Any, base: str, timeout_s: float) -> None:
     import httpx
 
-    deadline = time.perf_counter() + timeout_s
+    start = time.perf_counter()
+    deadline = start + timeout_s
     while True:
         try:
-            response = await client.get(f"{base}/readyz")
+            response = await client.get(f"{base}/readyz", timeout=httpx.Timeout(timeout_s, connect=CONNECT_S))
             if response.status_code in (200, 404):  # 404: a server without /readyz; go on
                 return
             problem = f"/readyz answered {response.status_code}"
         except httpx.HTTPError as exc:
             problem = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) and time.perf_counter() - start >= CONNECT_S:
+                raise LoadError(f"{base} does not answer ({problem}); is `sk-deploy serve` running there?") from None
         if time.perf_counter() >= deadline:
             raise LoadError(f"{base} is not ready ({problem})")
         await asyncio.sleep(0.2)

@@ -3,6 +3,7 @@ precision. matplotlib (the ``bench`` extra) is imported here only, with its Agg 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,18 @@ def series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {name: sorted(group, key=lambda r: r["batch"]) for name, group in groups.items()}
 
 
+def nice_log_ticks(low: float, high: float) -> list[float]:
+    """The 1-2-5 values (..., 1, 2, 5, 10, 20, ...) from the largest at or below ``low`` to the smallest at or
+    above ``high``: a log axis's labelled ticks, with every point between two of them."""
+    low, high = max(low, 1e-6), max(high, low, 1e-6)
+    decade = 10.0 ** math.floor(math.log10(low))
+    ticks = [decade * m for m in (1, 2, 5) if decade * m <= low][-1:]
+    while ticks[-1] < high or len(ticks) < 2:
+        mantissa = round(ticks[-1] / 10 ** math.floor(math.log10(ticks[-1]) + 1e-9))
+        ticks.append(ticks[-1] * (2.5 if mantissa == 2 else 2))
+    return [float(f"{t:.6g}") for t in ticks]
+
+
 def write_plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
     """Write the two PNGs into ``out`` (names prefixed with ``prefix``); their paths. A PlotsUnavailable
     without matplotlib."""
@@ -66,6 +79,11 @@ def write_plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Pat
         ax.set_xlabel("batch size")
         if kind == "latency":
             ax.set_yscale("log")
+            ticks = nice_log_ticks(min(r["latency_ms"]["min"] for g in groups.values() for r in g),
+                                   max(r["latency_ms"]["p90"] for g in groups.values() for r in g))
+            ax.set_yticks(ticks, [f"{t:g}" for t in ticks])  # every tick shown is labelled, the data inside them
+            ax.yaxis.set_minor_locator(plt.NullLocator())
+            ax.set_ylim(ticks[0], ticks[-1])
             ax.set_ylabel("latency per batch, ms (p50; bars: min to p90)")
             ax.set_title(f"{report['model']}: latency vs batch", loc="left")
         else:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed
 
 
@@ -32,6 +33,7 @@ def bench_command(
     out: Annotated[Path | None, typer.Option(help="Directory for bench.json, bench.csv, bench.md and the PNG plots "
                                              "(default: bench-results/<bundle name>).")] = None,
     plots: Annotated[bool, typer.Option(help="Draw the PNG plots (needs matplotlib).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     batch: Annotated[list[str] | None, typer.Option(hidden=True, help="Deprecated: --batch-sizes.")] = None,
     warmup: Annotated[float | None, typer.Option(min=0, hidden=True, help="Deprecated: --warmup-ms.")] = None,
     duration: Annotated[float | None, typer.Option(min=0, hidden=True, help="Deprecated: --duration-ms.")] = None,
@@ -44,8 +46,7 @@ def bench_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sk_deploy.bench.latency import DEFAULT_BACKENDS, DEFAULT_PRECISIONS, BenchConfig, BenchRun, Row
-    from sk_deploy.bench.machine import describe_short, machine_libraries
-    from sk_deploy.bench.report import build_report, rich_table, write_report
+    from sk_deploy.bench.report import build_report, write_report
     from sk_deploy.bundle import Bundle
 
     sizes_name = "--batch" if batch else "--batch-sizes"
@@ -69,37 +70,56 @@ def bench_command(
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("starting", total=run.planned)
 
+        def on_start(text: str) -> None:
+            bar.update(task, description=text)
+            if not err_console.is_terminal:  # no live bar in a log: a line per row started (a compile takes minutes)
+                err_console.print(f"{text}...", highlight=False, soft_wrap=True)
+
         def on_row(row: Row, cells: int) -> None:
             bar.advance(task, cells)
-            if row.status == "ok" and row.latency is not None:
+            if row.status == "ok" and row.latency is not None:  # a skipped row is listed once, in the summary
                 ratio = f", {row.vs_baseline['speedup_p50']:.2f}x eager" if row.vs_baseline else ""
                 bar.console.print(f"[green]done[/] {row.label}: p50 {row.latency.p50:.3f} ms, "
                                   f"{row.images_per_s:.1f} images/s{ratio}", highlight=False)
-            else:
-                bar.console.print(f"[yellow]skipped[/] {row.label} (the reason is in the summary)", highlight=False)
 
         try:
-            run.execute(on_start=lambda text: bar.update(task, description=text), on_row=on_row)
+            run.execute(on_start=on_start, on_row=on_row)
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the partial report short
     report = build_report(run, command, interrupted)
     written, no_plots = write_report(report, out, with_plots=plots)
-    console.print(rich_table(report))
-    console.print(f"machine: {describe_short(report['machine'])}; {machine_libraries(report['machine'])}",
-                  highlight=False, soft_wrap=True)
-    for row in report["rows"]:
-        if row["status"] != "ok":
-            where = f" batch {row['batch']}" if row["batch"] is not None else ""
-            console.print(f"[yellow]skipped[/] {row['backend']} {row['precision']}{where}: {row['reason']}",
-                          highlight=False, soft_wrap=True)
+    if as_json:
+        render.as_json(report)
+    else:
+        _bench_summary(report)
     if no_plots:
         note(no_plots)
-    console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
     if interrupted:
         done = sum(1 for r in report["rows"] if r["status"] == "ok")
         raise fail(f"interrupted: partial report of the {done} measured row(s) so far written to {out}", code=130)
+
+
+def _bench_summary(report: dict) -> None:
+    """The measured table, the machine, and the rows not measured, once each, in one compact block."""
+    from sk_deploy.bench.machine import describe_short, machine_libraries
+    from sk_deploy.bench.report import rich_table
+
+    render.show(rich_table(report))
+    console.print(f"machine: {describe_short(report['machine'])}; {machine_libraries(report['machine'])}",
+                  highlight=False, soft_wrap=True)
+    skipped: dict[str, list[str]] = {}
+    for row in report["rows"]:
+        if row["status"] != "ok":
+            where = f" batch {row['batch']}" if row["batch"] is not None else ""
+            skipped.setdefault(row["reason"], []).append(f"{row['backend']} {row['precision']}{where}")
+    if skipped:
+        count = sum(map(len, skipped.values()))
+        console.print(f"[yellow]not measured[/] ({count} row{'' if count == 1 else 's'}):", highlight=False)
+        for reason, rows in skipped.items():
+            console.print(f"  {', '.join(rows)}: {reason}", highlight=False, soft_wrap=True)
 
 
 @app.command("bench-http")
@@ -118,6 +138,7 @@ def bench_http_command(
     = None,
     allow_remote: Annotated[bool, typer.Option(help="Allow a host that is not loopback (only a server you run).")]
     = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     duration: Annotated[float | None, typer.Option(min=0.01, hidden=True, help="Deprecated: --duration-ms.")] = None,
     timeout: Annotated[float | None, typer.Option(min=0.01, hidden=True, help="Deprecated: --timeout-ms.")] = None,
 ) -> None:
@@ -167,7 +188,10 @@ def bench_http_command(
     if interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     report = build_http_report(config, steps, len(payloads), command, interrupted)
-    console.print(http_table(report))
+    if as_json:
+        render.as_json(report)
+    else:
+        render.show(http_table(report))
     if out is not None:
         written = write_http_report(report, out)
         console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, items, note, renamed
+from sk_deploy.cli.common import UserError, app, err_console, fail, items, note, renamed, waiting
 
 
 @app.command("triton-repo")
@@ -24,7 +24,7 @@ def triton_repo_command(
                                            "--backend openvino.")] = "fp32",
     instance_kind: Annotated[str | None, typer.Option(help="Triton instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); "
                                                       "int8 on cpu takes model.int8-cpu.onnx first (default: cpu "
-                                                      "for openvino, else gpu).")] = None,
+                                                      "for openvino, else gpu, said when taken).")] = None,
     max_batch: Annotated[int | None, typer.Option(help="max_batch_size (default and upper bound: the bundle's "
                                                   "batch profile maximum, or the engine's).")] = None,
     preferred_batch_sizes: Annotated[list[str] | None, typer.Option(help="Preferred batch sizes for the dynamic "
@@ -53,6 +53,9 @@ def triton_repo_command(
     from sk_deploy.deploy.triton import TritonRequest, write_repository
 
     instance_kind = renamed(instance_kind, device, "--device", "--instance-kind")
+    if instance_kind is None and backend != "openvino":  # Triton's OpenVINO backend runs on KIND_CPU
+        instance_kind = "gpu"
+        note("--instance-kind gpu (the default): KIND_GPU instances; --instance-kind cpu for a Triton without a GPU")
     sizes_name = "--preferred-batch" if preferred_batch else "--preferred-batch-sizes"
     preferred = renamed(preferred_batch_sizes, [",".join(preferred_batch)] if preferred_batch else None,
                         "--preferred-batch", "--preferred-batch-sizes")
@@ -63,7 +66,7 @@ def triton_repo_command(
                             max_queue_delay_us=delay_us, instances=instances, name=name, engine=engine,
                             ort_tensorrt=ort_tensorrt, force=force)
     try:
-        with err_console.status("writing the model repository...") as status:
+        with waiting("writing the model repository...") as status:
             result = write_repository(request, progress=lambda message: status.update(f"{message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None
@@ -89,7 +92,7 @@ def prepare_command(
 
     request = PrepareRequest(bundle=bundle, precision=precision, build=build_engine, work_dir=work_dir)
     try:
-        with err_console.status("preparing the bundle...") as status:
+        with waiting("preparing the bundle...") as status:
             prepared = prepare(request, progress=lambda message: status.update(f"{message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, renamed
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, one_number_profile, renamed, waiting
 
 
 @app.command("export")
@@ -44,6 +44,7 @@ def export_command(
                                                       "--recompute-bn.")] = None,
     calibrate_bn_count: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: --recompute-bn-count.")]
     = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Export a model to a bundle: model.raw.onnx (exporter output), model.onnx (cleaned), manifest.json."""
     from sk_deploy.graph.export import EXPORTERS
@@ -52,6 +53,7 @@ def export_command(
     if exporter not in EXPORTERS:
         raise fail(f"unknown exporter {exporter!r}; use one of: {', '.join(EXPORTERS)}")
     batch_profile = renamed(batch_profile, batch, "--batch", "--batch-profile")
+    one_number_profile(batch_profile)
     bn_count = renamed(recompute_bn_count, calibrate_bn_count, "--calibrate-bn-count", "--recompute-bn-count")
     if recompute_bn and images is None:
         raise fail("--recompute-bn takes its photos from --images: add --images DIR")
@@ -63,17 +65,20 @@ def export_command(
             batch=BatchProfile.parse(batch_profile), input_size=input_size, fuse_preprocess=fuse_preprocess,
             force=force, verify=verify, images=images, calibrate_bn=bn_folder, calibrate_bn_count=bn_count,
         )
-        with err_console.status(f"exporting {model}...") as status:
+        with waiting(f"exporting {model}...") as status:
             bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None
     if weights is None and not pretrained:
         note(f"{model} has random weights (no --weights or --pretrained)")
-    render.bundle_table(bundle)
-    if report is not None:
-        render.verify_table(report)
-        if not report.passed:
-            raise fail(f"verification failed; the bundle is at {bundle.path} (see manifest.json, stages.verify)")
+    if as_json:
+        render.as_json({"bundle": str(bundle.path), "files": bundle.file_entries(), "verify": report})
+    else:
+        render.bundle_table(bundle)
+        if report is not None:
+            render.verify_table(report)
+    if report is not None and not report.passed:
+        raise fail(f"verification failed; the bundle is at {bundle.path} (see manifest.json, stages.verify)")
 
 
 @app.command("verify")
@@ -86,6 +91,7 @@ def verify_command(
     min_cosine: Annotated[float, typer.Option(help="Smallest allowed cosine similarity of a logit vector.")]
     = 0.9999,
     min_top1: Annotated[float, typer.Option(help="Smallest allowed top-1 agreement (0 to 1).")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Compare every ONNX file of a bundle with PyTorch on pictures; exit 1 if any misses a threshold."""
     from sk_deploy.bundle import Bundle
@@ -98,7 +104,7 @@ def verify_command(
     try:
         bundle = Bundle.open(bundle_dir)
         source = describe_weights(weights) if weights is not None else bundle.weights
-        with err_console.status(f"verifying {bundle_dir}..."):
+        with waiting(f"verifying {bundle_dir}..."):
             # an imported bundle's reference is its input graph (model.raw.onnx), not a PyTorch network
             model = None if is_imported(bundle) and weights is None else build_reference(
                 bundle.model_name, source, bundle.path)
@@ -108,6 +114,16 @@ def verify_command(
             backends, not_run = check_backends(bundle, images, limit)
     except UserError as exc:
         raise fail(str(exc)) from None
+    if as_json:
+        render.as_json({"parity": report, "precision": precision, "backends": backends, "not_run": not_run})
+    else:
+        _verify_tables(report, precision, backends, not_run)
+    failed = [r.file for r in [*precision, *backends] if not r.passed]
+    if not report.passed or failed:
+        raise fail("verification failed" + (f" (accuracy gate: {', '.join(failed)})" if failed else ""))
+
+
+def _verify_tables(report: Any, precision: list[Any], backends: list[Any], not_run: list[str]) -> None:
     render.verify_table(report)
     if precision:
         render.accuracy_table(precision, f"precision graphs against model.onnx: {report.count} images, {report.images}")
@@ -115,9 +131,6 @@ def verify_command(
         render.accuracy_table(backends, f"other backends against model.onnx (ONNX Runtime CPU): {report.count} images")
     for line in not_run:
         err_console.print(f"[yellow]not run:[/] {line}", highlight=False)
-    failed = [r.file for r in [*precision, *backends] if not r.passed]
-    if not report.passed or failed:
-        raise fail("verification failed" + (f" (accuracy gate: {', '.join(failed)})" if failed else ""))
 
 
 @app.command("inspect")

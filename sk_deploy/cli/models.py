@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, note
+from sk_deploy.cli.common import UserError, app, err_console, fail, note, waiting
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 @app.command("models")
 def models_command(
     gmacs: Annotated[bool, typer.Option(help="Count GMACs (builds each network once, a few seconds).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """List the registered networks: parameters, GMACs at the default size, input size, pretrained source."""
     from sk_deploy.models import create_model, get_spec, list_models
@@ -29,6 +30,10 @@ def models_command(
         macs = f"{count_macs(model, spec.input_size) / 1e9:.2f}" if gmacs else "-"
         rows.append((name, f"{count_params(model) / 1e6:.2f}M", macs, "x".join(map(str, spec.input_size)),
                      spec.hub_id or "-"))
+    if as_json:
+        keys = ("name", "params", "gmacs", "input", "pretrained")
+        render.as_json([dict(zip(keys, row, strict=True)) for row in rows])
+        return
     render.models_table(rows)
 
 
@@ -75,8 +80,8 @@ def predict_command(
         print(json.dumps(payload, indent=2))
         return
     for path, ranked in zip(images, results, strict=True):
-        render.predictions_table(str(path), ", ".join(str(v) for k, v in info.items() if k not in ("bundle", "file")),
-                                 ranked)
+        # what ran, the file included: model, backend, precision or device, and the graph or engine of the bundle
+        render.predictions_table(str(path), ", ".join(str(v) for k, v in info.items() if k != "bundle"), ranked)
 
 
 def _predict_model(
@@ -86,7 +91,7 @@ def _predict_model(
     from sk_deploy.runtime.torch_backend import network_logits
 
     try:
-        with err_console.status(f"loading {model}..."):
+        with waiting(f"loading {model}..."):
             logits, target = network_logits(list(images), model, weights, pretrained, device)
     except UserError as exc:
         raise fail(str(exc)) from None
@@ -104,7 +109,7 @@ def _predict_bundle(
     from sk_deploy.runtime.torch_backend import TorchOptions
 
     try:
-        with err_console.status(f"loading {bundle_dir} ({backend})..."):
+        with waiting(f"loading {bundle_dir} ({backend})..."):
             predictor = Predictor(bundle_dir, backend, precision, torch=TorchOptions(device=device,
                                                                                    fp16=precision == "fp16"))
         opened = predictor.bundle

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed
+from sk_deploy.cli.common import (
+    UserError,
+    app,
+    console,
+    err_console,
+    fail,
+    items,
+    note,
+    one_number_profile,
+    renamed,
+    waiting,
+)
 
 
 @app.command("quantize")
@@ -17,8 +28,9 @@ def quantize_command(
     precision: Annotated[str, typer.Option(help="The graph to add: fp16 or int8 (required: fp32 is the bundle's "
                                            "own); or bf16 (no file: the float32 graph in bf16 on OpenVINO, "
                                            "measured and gated; needs a CPU with native bfloat16).")],
-    target: Annotated[str, typer.Option(help="int8 form: tensorrt (QDQ, symmetric int8) or cpu (U8S8).")]
-    = "tensorrt",
+    target: Annotated[str, typer.Option(help="int8 form: auto (tensorrt with a CUDA GPU here, else cpu), tensorrt "
+                                        "(QDQ, symmetric int8) or cpu (U8S8, what ONNX Runtime runs fast on a CPU).")]
+    = "auto",
     images: Annotated[Path | None, typer.Option(help="Folder of photos to calibrate on and measure accuracy on "
                                                 "(JPEG/PNG); int8 needs it.")] = None,
     calib_size: Annotated[int, typer.Option(help="Photos of --images to calibrate on (a fixed-seed subset).")] = 256,
@@ -33,6 +45,7 @@ def quantize_command(
     auto_exclude: Annotated[bool, typer.Option(help="int8: if the gate fails, keep the fewest most sensitive "
                                                "layers float until it passes (reported, recorded).")] = False,
     calib: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated: --images.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Add an FP16 or INT8 graph to a bundle, calibrated on real photos and gated on its accuracy vs float32; or
     measure bf16 against float32 (no file) and record its figures in the manifest."""
@@ -41,6 +54,7 @@ def quantize_command(
     from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
 
     images = renamed(images, calib, "--calib", "--images")
+    target = _int8_target(target) if precision == "int8" else ("tensorrt" if target == "auto" else target)
     request = QuantizeRequest(bundle=bundle, precision=precision, target=target, calib=images, calib_size=calib_size,
                               holdout_size=holdout_size, method=method, exclude=items(exclude, "--exclude"), gate=gate,
                               high_precision=high_precision, auto_exclude=auto_exclude)
@@ -63,18 +77,36 @@ def quantize_command(
         from sk_deploy.precision.sensitivity import describe_search
 
         for line in describe_search(result.details["auto_exclude"]):
-            render.plain(line)
-    render.accuracy_table([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
+            (err_console if as_json else console).print(line, highlight=False, soft_wrap=True)
+    if as_json:
+        render.as_json({"file": result.file, "written": result.written, "accuracy": a})
+    else:
+        render.accuracy_table([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
     for message in a.notes:
         note(message)
     if not a.passed:
         kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
         raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
+    out = err_console if as_json else console
     if precision == "bf16":
-        console.print(f"[green]recorded[/] the bf16 figures in {bundle / 'manifest.json'} (stages.precision.bf16); "
-                      "no file is needed: serve or predict with --precision bf16", highlight=False, soft_wrap=True)
+        out.print(f"[green]recorded[/] the bf16 figures in {bundle / 'manifest.json'} (stages.precision.bf16); "
+                  "no file is needed: serve or predict with --precision bf16", highlight=False, soft_wrap=True)
         return
-    console.print(f"[green]wrote[/] {bundle / result.file}")
+    out.print(f"[green]wrote[/] {bundle / result.file}", highlight=False, soft_wrap=True)
+
+
+def _int8_target(target: str) -> str:
+    """``--target auto``: the form for where the bundle will run, taken as this machine (said in one line)."""
+    if target != "auto":
+        return target
+    from sk_deploy.runtime.availability import probe_machine
+
+    machine = probe_machine()
+    chosen = "tensorrt" if machine.cuda else "cpu"
+    why = f"{machine.gpu_name} here" if machine.cuda else "no CUDA GPU here, and ONNX Runtime runs the TensorRT form " \
+        "slower than float32 on a CPU"
+    note(f"--target auto: the {chosen} int8 form ({why}); --target tensorrt or cpu to choose")
+    return chosen
 
 
 @app.command("build")
@@ -98,12 +130,13 @@ def build_command(
 
     try:
         batch_profile = renamed(batch_profile, batch, "--batch", "--batch-profile")
+        one_number_profile(batch_profile)
         profile = BatchProfile.parse(batch_profile) if batch_profile else None
         request = BuildRequest(bundle=bundle, precision=precision, workspace_gib=workspace, timing_cache=timing_cache,
                                batch=(profile.min, profile.opt, profile.max) if profile else None,
                                hardware_compat=hardware_compat)
         check_request(request)
-        with err_console.status(f"building {precision} engine...") as status:
+        with waiting(f"building {precision} engine...") as status:
             name, entry = build_engine(request, progress=lambda message: status.update(f"TensorRT: {message}..."))
     except UserError as exc:
         raise fail(str(exc)) from None

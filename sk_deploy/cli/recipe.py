@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split
+from sk_deploy.cli import render
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split, waiting
 
 STATUS_STYLE = {"done": "green", "unchanged": "dim", "skipped": "yellow", "failed": "bold red"}
 
@@ -66,7 +67,7 @@ def run_command(
     report_file = target / REPORT_FILES["json"]
     if report_file.is_file():
         report = json.loads(report_file.read_text(encoding="utf-8"))
-        console.print(rich_table(report))
+        render.show(rich_table(report))
         for message in report["accuracy"]["notes"]:
             note(message)
         for row in report["skipped"]:
@@ -99,7 +100,7 @@ def evaluate_command(
 
     try:
         bundle = Bundle.open(bundle_dir)
-        with err_console.status(f"evaluating {bundle_dir}..."):
+        with waiting(f"evaluating {bundle_dir}..."):
             report = evaluate_bundle(bundle, images, labels, limit, backends=split(backends, "--backends"))
     except UserError as exc:
         raise fail(str(exc)) from None
@@ -117,7 +118,7 @@ def evaluate_command(
         figures = [f"{row.top1:.1%}", f"{row.top5:.1%}"] if accuracy and row.top1 is not None else []
         table.add_row(row.file, row.precision, row.backend, *figures, f"{a.top1_agreement:.1%}",
                       f"{a.top5_overlap:.1%}", f"{a.cosine_mean:.5f}")
-    console.print(table)
+    render.show(table)
     if not report.labelled:
         note("no labels (no --labels, no folder per class): agreement with float32 only")
     for message in report.notes:
@@ -137,7 +138,7 @@ def optimize_command(
     from sk_deploy.graph.foreign import optimize_file
 
     try:
-        with err_console.status(f"optimising {source}..."):
+        with waiting(f"optimising {source}..."):
             result = optimize_file(source, out, input_size)
     except UserError as exc:
         raise fail(str(exc)) from None
@@ -170,7 +171,7 @@ def import_command(
     from sk_deploy.graph.foreign import import_onnx
 
     try:
-        with err_console.status(f"importing {source}..."):
+        with waiting(f"importing {source}..."):
             bundle, result = import_onnx(source, out, preprocess, fuse_preprocess, force)
     except UserError as exc:
         raise fail(str(exc)) from None

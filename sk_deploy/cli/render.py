@@ -17,6 +17,28 @@ if TYPE_CHECKING:
     from sk_deploy.runtime.classify import Prediction
 
 
+def as_json(payload: Any) -> None:
+    """``payload`` as indented JSON on stdout (dataclasses as dicts, paths and other objects as strings)."""
+    import dataclasses
+    import json
+
+    def encode(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return str(value)
+
+    print(json.dumps(payload, indent=2, default=encode))
+
+
+def show(table: Table) -> None:
+    """A table on stdout, its title a line of its own above it: a title (a path, a long model name) never wraps
+    to the width of the columns below it."""
+    if table.title:
+        console.print(str(table.title), highlight=False, soft_wrap=True, markup=False, style="italic")
+        table.title = None
+    console.print(table)
+
+
 def plain(text: str) -> None:
     """One line on stdout, no markup guessing, no wrapping."""
     console.print(text, highlight=False, soft_wrap=True)
@@ -39,7 +61,7 @@ def models_table(rows: list[tuple[str, ...]]) -> None:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    show(table)
 
 
 def predictions_table(image: str, ran: str, ranked: list[Prediction]) -> None:
@@ -52,7 +74,7 @@ def predictions_table(image: str, ran: str, ranked: list[Prediction]) -> None:
     table.add_column("probability", justify="right")
     for i, p in enumerate(ranked, 1):
         table.add_row(str(i), str(p.index), p.label, f"{p.probability:.4f}")
-    console.print(table)
+    show(table)
 
 
 def size(num_bytes: int) -> str:
@@ -78,7 +100,7 @@ def verify_table(report: VerifyReport) -> None:
             item.file, f"{item.max_abs:.2e}", f"{item.mean_abs:.2e}", f"{item.min_cosine:.7f}",
             f"{item.top1_agreement:.0%}", f"{item.top5_overlap:.0%}", result,
         )
-    console.print(table)
+    show(table)
     thresholds = report.thresholds
     console.print(
         f"thresholds: max abs <= {thresholds.max_abs:g}, cosine >= {thresholds.min_cosine}, "
@@ -98,7 +120,7 @@ def accuracy_table(reports: list[AccuracyReport], title: str) -> None:
         verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]: " + "; ".join(r.failures)
         table.add_row(r.file, f"{g.cosine_mean:.5f} / {g.cosine_min:.5f}", f"{g.sqnr_db:.1f}",
                       f"{g.top1_agreement:.1%}", f"{g.top5_overlap:.1%}", f"{g.max_abs:.4f}", verdict)
-    console.print(table)
+    show(table)
 
 
 def bundle_table(bundle: Bundle) -> None:
@@ -114,7 +136,7 @@ def bundle_table(bundle: Bundle) -> None:
             f"{described.get('dtype', '?')} {shape(described.get('shape'))}" if described else "-",
             str(entry.get("nodes", "")), size(entry["bytes"]),
         )
-    console.print(table)
+    show(table)
     select = bundle.stage("optimize")["sk_select"]
     plain(f"SK select blocks rewritten: {select['rewritten']}, skipped: {len(select['skipped'])}")
     for skipped in select["skipped"]:
@@ -133,7 +155,7 @@ def inspect_tables(summary: dict[str, Any]) -> None:
         overview.add_column(column, justify="right")
     for name, info in files.items():
         overview.add_row(name, size(info["bytes"]), str(info["opset"]), str(info["nodes"]), str(info["rank5_tensors"]))
-    console.print(overview)
+    show(overview)
     io = Table(title="inputs and outputs", title_justify="left")
     for column in ("file", "", "name", "dtype", "shape"):
         io.add_column(column, no_wrap=True)
@@ -141,7 +163,7 @@ def inspect_tables(summary: dict[str, Any]) -> None:
         for kind in ("inputs", "outputs"):
             for value in info[kind]:
                 io.add_row(name, kind[:-1], value["name"], value["dtype"], shape(value["shape"]))
-    console.print(io)
+    show(io)
     ops = Table(title="op histogram", title_justify="left")
     ops.add_column("op")
     for name in files:
@@ -151,7 +173,7 @@ def inspect_tables(summary: dict[str, Any]) -> None:
     for op in all_ops:
         ops.add_row(op, *(str(info["ops"].get(op, 0)) for info in files.values()))
     ops.add_row("[bold]total[/]", *(f"[bold]{info['nodes']}[/]" for info in files.values()))
-    console.print(ops)
+    show(ops)
     verify = summary.get("stages", {}).get("verify")
     if verify:
         state = "[green]passed[/]" if verify["passed"] else "[red]failed[/]"

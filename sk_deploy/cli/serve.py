@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, renamed, split
+from sk_deploy.cli.common import UserError, app, err_console, fail, renamed, split, waiting
 
 
 @app.command("serve")
@@ -57,6 +57,12 @@ def serve_command(
 ) -> None:
     """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; dynamic
     batching on one inference thread. The model loads and warms up after the server starts (/readyz turns 200)."""
+    from sk_deploy.service.listen import bind
+
+    try:
+        sock = bind(host, port)  # a busy port fails here, at once, before anything loads
+    except UserError as exc:
+        raise fail(str(exc)) from None
     from sk_deploy.runtime.availability import probe_machine
     from sk_deploy.runtime.predictor import plan
     from sk_deploy.service.app import ServiceConfig
@@ -72,7 +78,7 @@ def serve_command(
             raise fail(f"--batch-buckets: {exc}") from None
     drain_ms = renamed(drain_ms, drain_seconds, "--drain-seconds", "--drain-ms", lambda seconds: seconds * 1000)
     try:
-        with err_console.status(f"preparing {target}...") as status:
+        with waiting(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, weights, pretrained,
                                               progress=lambda message: status.update(f"{message}..."))
             machine = probe_machine()
@@ -92,6 +98,6 @@ def serve_command(
                            body_timeout_ms=body_timeout_ms, max_connections=max_connections,
                            batch_buckets=buckets)
     error = serve(config, host=host, port=port, drain_seconds=drain_ms / 1000, log_level=log_level,
-                  access_log=access_log)
+                  access_log=access_log, sock=sock)
     if error:
         raise fail(f"cannot serve {bundle_dir}: {error}")

@@ -96,12 +96,17 @@ def prepare(
         raise PrepareError(f"unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     progress("checking the bundle")
     bundle = check_bundle(Path(request.bundle))
+    machine = machine or probe_machine()
+    bundle.graph(request.precision, "gpu" if machine.cuda else "cpu", " to serve")  # serve would fail without it
     if request.build == "never":
         return Prepared(bundle.path, None, False, "engine builds are off (never): the server uses what the bundle has")
     if request.precision == "bf16":
         return Prepared(bundle.path, None, False, "bf16 is a CPU precision (OpenVINO on a CPU with native bfloat16): "
                         "no engine to build")
-    machine = machine or probe_machine()
+    if request.build == "always" and (not machine.cuda or machine.tensorrt_version is None):
+        missing = "no CUDA GPU" if not machine.cuda else f"{machine.gpu_name} but no TensorRT"
+        raise PrepareError(f"--build-engine always: cannot build a TensorRT engine here ({missing}); use auto or "
+                           "never to serve with ONNX Runtime")
     if not machine.cuda:
         return Prepared(bundle.path, None, False, "no CUDA GPU: no engine to build, the server runs ONNX Runtime on "
                         "the CPU")

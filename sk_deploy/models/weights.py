@@ -101,6 +101,29 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+#: seconds the hub's metadata request may take to connect and answer
+HUB_TIMEOUT_S = 5.0
+
+
+def _reach_hub() -> None:
+    """Fail within HUB_TIMEOUT_S when the hub's host cannot be resolved or reached (huggingface_hub retries a
+    failed lookup for some 25 s); skipped behind a proxy, which the direct connection would not go through."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443),
+                                 timeout=HUB_TIMEOUT_S).close()
+    except OSError as exc:
+        raise OSError(f"{endpoint.hostname}: {exc.strerror or exc}") from None
+
+
 def download_pretrained(model_name: str, cache_dir: str | Path | None = None) -> Path:
     """The local path of the timm checkpoint for a registered model, fetched from the hub when not cached.
 
@@ -115,16 +138,25 @@ def download_pretrained(model_name: str, cache_dir: str | Path | None = None) ->
     import logging
 
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # its per-retry warnings would bury the one line that matters
     try:
-        return Path(hf_hub_download(spec.hub_id, "model.safetensors", cache_dir=cache_dir))
+        try:  # the cache first: no network needed, and nothing to wait for
+            return Path(hf_hub_download(spec.hub_id, "model.safetensors", cache_dir=cache_dir, local_files_only=True))
+        except LocalEntryNotFoundError:  # not cached: the hub it is
+            _reach_hub()
+        # a short metadata timeout: without network, fail in seconds rather than after the default's retries
+        return Path(hf_hub_download(spec.hub_id, "model.safetensors", cache_dir=cache_dir, etag_timeout=HUB_TIMEOUT_S))
     except Exception as exc:  # offline, DNS, HTTP and cache errors: all end the same way for the user
+        import textwrap
+
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = textwrap.shorten(reason, 200, placeholder=" ...")  # whole words, never cut mid-word
         raise WeightsError(
-            f"cannot get {spec.hub_id} from the Hugging Face hub ({type(exc).__name__}: {reason[:160]}); "
+            f"cannot get {spec.hub_id} from the Hugging Face hub ({type(exc).__name__}: {reason}); "
             f"without network, download model.safetensors from huggingface.co/{spec.hub_id} elsewhere "
             "and pass --weights PATH"
         ) from None

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from sk_deploy.machine import BackendUnavailable, require_cuda
-from sk_deploy.models.reference import build_reference
+from sk_deploy.models.reference import build_reference, describe_weights
 from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.cuda_timing import CudaPhases
 from sk_deploy.runtime.device import DeviceError, resolve_device
@@ -145,14 +145,14 @@ def network_logits(images: list[Path], model: str, weights: Path | None = None, 
     PyTorch on ``device``; and the device it ran on."""
     from sk_deploy.images import load_batch
     from sk_deploy.models import get_spec
-    from sk_deploy.models.weights import build_model
 
     spec = get_spec(model)
     target = resolve_device(device)
     if target.type == "cuda":
         set_tf32(False)  # the reference is IEEE fp32
     batch = load_batch(list(images), spec.preprocess)
-    net = build_model(model, weights=weights, pretrained=pretrained).to(target)
+    # the one build path export and verify take: random weights come from the same recorded seed
+    net = build_reference(model, describe_weights(weights, pretrained)).to(target)
     with torch.inference_mode():
         logits = net(torch.from_numpy(batch).to(target)).float().cpu().numpy()
     return logits, str(target)

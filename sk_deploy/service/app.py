@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import sk_deploy
-from sk_deploy.service import routes_health, routes_v1, routes_v2
+from sk_deploy.service import routes_docs, routes_health, routes_v1, routes_v2
 from sk_deploy.service.bodies import BODY_MODELS
 from sk_deploy.service.errors import ApiError, error_response
 from sk_deploy.service.middleware import Guard
@@ -113,7 +113,8 @@ def _include(app: FastAPI, router: APIRouter) -> None:
         assert isinstance(route, APIRoute)
         app.add_api_route(route.path, route.endpoint, methods=sorted(route.methods), name=route.name,
                           dependencies=route.dependencies, responses=route.responses, summary=route.summary,
-                          openapi_extra=route.openapi_extra, response_class=route.response_class, tags=route.tags)
+                          openapi_extra=route.openapi_extra, response_class=route.response_class, tags=route.tags,
+                          include_in_schema=route.include_in_schema)
 
 
 def create_app(config: ServiceConfig, service: Service | None = None,
@@ -122,6 +123,7 @@ def create_app(config: ServiceConfig, service: Service | None = None,
     called with the message if the model cannot be loaded (the command line stops the server then)."""
     service = service or Service(config)
     app = FastAPI(title="sk-deploy", version=sk_deploy.__version__, lifespan=_lifespan(service, on_load_error),
+                  docs_url=None, redoc_url=None,  # routes_docs serves both, with their assets, offline
                   summary=f"Image classification with {service.model}: dynamic batching, KServe v2, metrics")
     app.state.service = service
     app.add_middleware(Guard, service=service)
@@ -129,7 +131,7 @@ def create_app(config: ServiceConfig, service: Service | None = None,
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)
-    for router in (routes_v1.router, routes_v2.router, routes_health.router):
+    for router in (routes_v1.router, routes_v2.router, routes_health.router, routes_docs.router):
         _include(app, router)
     app.openapi = _openapi(app, service)  # type: ignore[method-assign]
     return app

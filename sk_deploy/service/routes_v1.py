@@ -67,8 +67,10 @@ async def _answer(service: Service, request: Request, many: bool, k: int, timeou
     per_picture = [r for r in results for _ in range(len(r.logits))]
     answers = [{"predictions": preds, "timings_ms": _timings(start, decode, r)}
                for preds, r in zip(_ranked(service, logits, k), per_picture, strict=True)]
-    head = {"model": service.model, "backend": service.predictor.backend if service.predictor else None,
-            "precision": service.config.precision}
+    predictor = service.predictor
+    head = {"model": service.model, "backend": predictor.backend if predictor else None,
+            "precision": service.config.precision,
+            "file": (predictor.file or "(PyTorch network)") if predictor else None}  # what answered, by name
     return {**head, "results": answers} if many else {**head, **answers[0]}
 
 

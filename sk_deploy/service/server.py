@@ -10,6 +10,8 @@ skips the drain.
 from __future__ import annotations
 
 import functools
+import logging
+import socket
 import threading
 from types import FrameType
 
@@ -40,6 +42,16 @@ class DrainingServer(uvicorn.Server):
         timer.daemon = True
         timer.start()
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup; on sockets bound beforehand (``listen.bind``), the line uvicorn prints only for the
+        addresses it binds itself, with the real port (``--port 0``): what a person and the tests wait for."""
+        await super().startup(sockets)
+        if sockets and not self.should_exit:
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+                                                    shown, port)
+
     def stop_for(self, message: str) -> None:
         """Stop the server because the model could not be loaded."""
         self.load_error = message
@@ -47,8 +59,9 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 1.0,
-          log_level: str = "info", access_log: bool = True) -> str | None:
-    """Serve ``config`` until stopped; the model's load error, if it could not be served, else None."""
+          log_level: str = "info", access_log: bool = True, sock: socket.socket | None = None) -> str | None:
+    """Serve ``config`` until stopped, on ``sock`` (from ``bind``) or a socket uvicorn binds to ``host:port``;
+    the model's load error, if it could not be served, else None."""
     map_large_blocks()  # large buffers (bodies, pictures, batches) go back to the system when freed
     service = Service(config)
     holder: dict[str, DrainingServer] = {}
@@ -58,5 +71,5 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drai
                                timeout_graceful_shutdown=int(config.timeout_ms / 1e3) + 5, timeout_keep_alive=30,
                                http=functools.partial(GuardedProtocol, limits=limits))  # type: ignore[arg-type]
     server = holder["server"] = DrainingServer(uv_config, service, drain_seconds)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     return server.load_error

@@ -24,7 +24,7 @@ def test_bench_writes_every_report(small_bundle: Bundle, tmp_path: Path) -> None
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "torch*" in result.output and "ort-cpu" in result.output
-    assert "skipped ort-cpu fp16: the bundle has no fp16 graph" in result.output
+    assert "not measured (1 row):\n  ort-cpu fp16: the bundle has no fp16 graph" in result.output
     report = json.loads((out / "bench.json").read_text())
     assert report["complete"] and [r["status"] for r in report["rows"]] == ["ok", "ok", "skipped"]
     assert report["command"].startswith(f"sk-deploy bench {small_bundle.path} --backends ort-cpu")

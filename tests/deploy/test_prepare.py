@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sk_deploy.bundle import Bundle
+from sk_deploy.bundle import Bundle, MissingGraph
 from sk_deploy.deploy.container import PrepareError, PrepareRequest, prepare, work_copy
-from sk_deploy.runtime.availability import Machine
+from sk_deploy.runtime.availability import Machine, probe_machine
 
 ENGINE = "model.fp32.h100-80gb-hbm3.trt10.8.plan"
 H100 = Machine(True, "NVIDIA H100 80GB HBM3", (9, 0), ("CUDAExecutionProvider",), "10.8.0.43")
@@ -77,3 +79,21 @@ def test_work_copy_is_made_once_and_replaced_when_the_bundle_changes(bundle_dir:
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
     assert work_copy(Bundle.open(bundle_dir), work) == copy and not marker.exists()
     assert sorted(p.name for p in work.iterdir()) == ["bundle"]  # no staging or old copies left
+
+
+def test_what_cannot_be_done_is_refused_not_reported_as_success(bundle_dir: Path) -> None:
+    with pytest.raises(PrepareError, match=r"--build-engine always: cannot build .* \(no CUDA GPU\)"):
+        prepare(PrepareRequest(bundle_dir, build="always"), machine=CPU_ONLY)
+    no_trt = Machine(True, "NVIDIA L4", (8, 9), (), None)
+    with pytest.raises(PrepareError, match="NVIDIA L4 but no TensorRT"):
+        prepare(PrepareRequest(bundle_dir, build="always"), machine=no_trt)
+    with pytest.raises(MissingGraph, match=r"the bundle has no fp16 graph model\.fp16\.onnx to serve"):
+        prepare(PrepareRequest(bundle_dir, precision="fp16", build="never"), machine=CPU_ONLY)
+
+
+@pytest.mark.skipif(probe_machine().cuda, reason="checks the CPU-only answer")
+def test_the_command_exits_non_zero_when_it_cannot_build(bundle_dir: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "sk_deploy", "prepare", str(bundle_dir), "--build-engine", "always"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --build-engine always: cannot build")

@@ -58,8 +58,8 @@ def test_export_keeps_the_adjusted_weights(exported: Path) -> None:
 
 def test_quantize_cli_adds_graphs_and_verify_gates_them(bundle_dir: Path, photos: Path) -> None:
     # Generated pictures at 64x64 are no ground for the int8 gate (the real-photo test below is): keep it anyway.
-    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--calib", str(photos),
-                                 "--calib-size", "12", "--holdout-size", "8", "--no-gate"])
+    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--target", "tensorrt", "--calib",
+                                 str(photos), "--calib-size", "12", "--holdout-size", "8", "--no-gate"])
     assert result.exit_code in (0, 1), result.output
     assert (result.exit_code == 0) == ("misses its accuracy gate" not in result.output)
     result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "fp16"])

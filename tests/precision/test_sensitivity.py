@@ -87,12 +87,13 @@ def test_auto_exclude_passes_a_gate_the_full_graph_misses(bundle_dir: Path, phot
     gate = round(start + (1 - start) / 2, 6)
     monkeypatch.setitem(accuracy.GATES, "int8", accuracy.Gate(min_cosine=gate))
     before = (bundle_dir / "model.int8.onnx").read_bytes()
-    refused = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--images", str(photos),
-                                  "--calib-size", "12", "--holdout-size", "12"])
+    tensorrt_form = ["--precision", "int8", "--target", "tensorrt", "--images", str(photos)]
+    refused = runner.invoke(app, ["quantize", str(bundle_dir), *tensorrt_form, "--calib-size", "12", "--holdout-size",
+                                  "12"])
     assert refused.exit_code == 1 and "misses its accuracy gate" in refused.output
     assert (bundle_dir / "model.int8.onnx").read_bytes() == before
-    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--images", str(photos),
-                                 "--calib-size", "12", "--holdout-size", "12", "--auto-exclude"])
+    result = runner.invoke(app, ["quantize", str(bundle_dir), *tensorrt_form, "--calib-size", "12", "--holdout-size",
+                                 "12", "--auto-exclude"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     record = manifest["stages"]["precision"]["model.int8.onnx"]

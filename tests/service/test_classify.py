@@ -45,7 +45,8 @@ def test_real_photo_three_ways(client: httpx.Client, small_bundle: Bundle, real_
     for response in answers:
         assert response.status_code == 200, response.text
         answer = response.json()
-        assert (answer["model"], answer["backend"], answer["precision"]) == ("skresnet18", "ort-cpu", "fp32")
+        assert (answer["model"], answer["backend"], answer["precision"], answer["file"]) == (
+            "skresnet18", "ort-cpu", "fp32", "model.onnx")
         check_answer(answer, probs, 5)
 
 
