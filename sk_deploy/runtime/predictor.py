@@ -26,6 +26,7 @@ from sk_deploy.engines.compat import find_engine, fitting_engine
 from sk_deploy.machine import BackendUnavailable, Machine, import_openvino, import_tensorrt, probe_machine
 from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.cpu_choice import cpu_backend
+from sk_deploy.runtime.openvino_backend import PRECISIONS as OPENVINO_PRECISIONS
 from sk_deploy.runtime.openvino_backend import OpenVinoOptions, check_precision
 from sk_deploy.runtime.ort_backend import OrtOptions
 from sk_deploy.runtime.torch_backend import TorchOptions
@@ -88,7 +89,7 @@ BACKEND_SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                 family="ort"),
     # OpenVINO runs the TensorRT INT8 form faster than the CPU form (benchmarks/results/cpu-2core/openvino.md).
     BackendSpec("openvino", "sk_deploy.runtime.openvino_backend:OpenVinoBackend", "onnx", "cpu",
-                lambda precision, cuda_graph: OpenVinoOptions(), ("fp32", "bf16", "int8"), family="openvino",
+                lambda precision, cuda_graph: OpenVinoOptions(), OPENVINO_PRECISIONS, family="openvino",
                 prefers="tensorrt", check=_openvino_ready),
     BackendSpec("torch", "sk_deploy.runtime.torch_backend:TorchBackend", "network", "gpu",
                 lambda precision, cuda_graph: TorchOptions(fp16=precision == "fp16", tf32=precision == "tf32"),
@@ -130,9 +131,10 @@ def _engine(bundle: Bundle, precision: str, machine: Machine) -> str:
 def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine: Machine) -> Choice:
     """What ``backend`` (one named, or ``auto``) would run at ``precision`` on ``machine``, or why it cannot.
 
-    ``auto`` takes the first that applies: a TensorRT engine built for this GPU and TensorRT; ONNX Runtime's
-    CUDA provider; PyTorch on the GPU; ONNX Runtime on the CPU (faster than PyTorch eager there, see
-    benchmarks/). A backend asked for by name that cannot run is a BackendUnavailable.
+    ``auto`` takes the first of AUTO_ORDER that applies: a TensorRT engine built for this GPU and TensorRT; ONNX
+    Runtime's CUDA provider; PyTorch on the GPU; OpenVINO where ``cpu_choice`` says it is the faster CPU backend;
+    ONNX Runtime on the CPU (faster than PyTorch eager there, see benchmarks/). A backend asked for by name that
+    cannot run is a BackendUnavailable.
     """
     bundle = Bundle.of(bundle)
     if precision not in PRECISIONS:
@@ -160,7 +162,7 @@ def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine:
 
 
 def _auto_tensorrt(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if not (machine.cuda and machine.tensorrt_version) or precision not in BACKEND_SPECS["tensorrt"].precisions:
+    if not (machine.cuda and machine.tensorrt_version):
         raise BackendUnavailable("")  # not a candidate here: nothing to say
     engine, why = fitting_engine(bundle, precision, machine)
     if engine is None:
@@ -169,15 +171,14 @@ def _auto_tensorrt(bundle: Bundle, precision: str, machine: Machine) -> Choice:
 
 
 def _auto_ort_cuda(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if not (machine.cuda and "CUDAExecutionProvider" in machine.ort_providers) or \
-            precision not in BACKEND_SPECS["ort-cuda"].precisions:
+    if not (machine.cuda and "CUDAExecutionProvider" in machine.ort_providers):
         raise BackendUnavailable("")
     return Choice("ort-cuda", onnx_file(bundle, "ort-cuda", precision),
                   f"{machine.gpu_name} with ONNX Runtime's CUDA provider")
 
 
 def _auto_torch(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if not machine.cuda or precision not in (BACKEND_SPECS["torch"].precisions or ()):
+    if not machine.cuda:
         raise BackendUnavailable("")
     return Choice("torch", None, f"{machine.gpu_name} through PyTorch")
 
@@ -190,8 +191,6 @@ def _on_the_cpu(precision: str, machine: Machine) -> str:
 
 
 def _auto_openvino(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if gpu_only_refusal(precision, "openvino"):
-        raise BackendUnavailable("")  # the ONNX Runtime rule says why
     backend, why = cpu_backend(precision, machine)  # bf16 where nothing runs it: the refusal
     if backend != "openvino":
         raise BackendUnavailable("")
@@ -202,8 +201,6 @@ def _auto_cpu(bundle: Bundle, precision: str, machine: Machine) -> Choice:
     refusal = gpu_only_refusal(precision, "ort-cpu")
     if refusal:
         raise BackendUnavailable(refusal if not machine.cuda else "")
-    if precision not in BACKEND_SPECS["ort-cpu"].precisions:
-        raise BackendUnavailable("")  # bf16: OpenVINO's rule took it or said why not
     backend, why = cpu_backend(precision, machine)
     if backend != "ort-cpu":  # OpenVINO was preferred; ONNX Runtime is what auto falls back to
         why = "ONNX Runtime on the CPU, faster than PyTorch eager there"
@@ -212,6 +209,7 @@ def _auto_cpu(bundle: Bundle, precision: str, machine: Machine) -> Choice:
 
 #: What ``auto`` tries, in order: a backend name and its rule (bundle, precision, machine) -> Choice, raising
 #: BackendUnavailable (with why, or an empty message when the backend is simply not here) when it does not apply.
+#: A backend whose spec does not run the precision (bf16 on a GPU backend, tf32 on OpenVINO) is not asked.
 AUTO_ORDER: list[tuple[str, Callable[[Bundle, str, Machine], Choice]]] = [
     ("tensorrt", _auto_tensorrt), ("ort-cuda", _auto_ort_cuda), ("torch", _auto_torch),
     ("openvino", _auto_openvino), ("ort-cpu", _auto_cpu),
@@ -223,7 +221,9 @@ def auto_candidates(bundle: Bundle, precision: str, machine: Machine) -> list[Ch
     BackendUnavailable with every refusal when none applies."""
     skipped: list[str] = []
     choices = []
-    for _, rule in AUTO_ORDER:
+    for name, rule in AUTO_ORDER:
+        if precision not in BACKEND_SPECS[name].precisions:
+            continue
         try:
             choice = rule(bundle, precision, machine)
         except BackendUnavailable as exc:
