@@ -34,7 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
-from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
+from sk_deploy.bench.report import write_result  # noqa: E402
+from sk_deploy.bundle import tool_versions  # noqa: E402
 from sk_deploy.compare import ort_logits  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
 from sk_deploy.metrics import agreement  # noqa: E402
@@ -147,10 +148,7 @@ def main() -> None:
                     "load_average_before": load_before, "load_average_after": load_average()},
         "tools": tool_versions(), "graphs": graphs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "modelopt.json", report)
-    atomic_write_bytes(args.out / "modelopt.md", markdown(report).encode())
-    print(markdown(report))
+    print(write_result(args.out, "modelopt", report, markdown(report)))
 
 
 def markdown(report: dict) -> str:

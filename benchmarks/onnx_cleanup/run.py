@@ -30,8 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
+from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.timing import interleaved  # noqa: E402
-from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
+from sk_deploy.bundle import tool_versions  # noqa: E402
 from sk_deploy.graph.export import export_onnx  # noqa: E402
 from sk_deploy.graph.passes import optimize  # noqa: E402
 from sk_deploy.models.reference import build_reference, describe_weights  # noqa: E402
@@ -160,10 +161,7 @@ def main() -> None:
         "results": results,
         "kernel_time_percent": {"batch": profile_batch, "by_graph": shares},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "onnx_cleanup.json", report)
-    atomic_write_bytes(args.out / "onnx_cleanup.md", markdown(report).encode("utf-8"))
-    print(markdown(report))
+    print(write_result(args.out, "onnx_cleanup", report, markdown(report)))
 
 
 def markdown(report: dict) -> str:

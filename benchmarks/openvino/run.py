@@ -33,8 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from sk_deploy.bench.machine import describe_machine, load_average  # noqa: E402
+from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.timing import interleaved_calls  # noqa: E402
-from sk_deploy.bundle import Bundle, atomic_write_bytes, atomic_write_json  # noqa: E402
+from sk_deploy.bundle import Bundle  # noqa: E402
 from sk_deploy.runtime.availability import BackendUnavailable, import_openvino  # noqa: E402
 from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu  # noqa: E402
 from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions, precision_name  # noqa: E402
@@ -283,10 +284,7 @@ def main() -> None:
         "skipped": skipped, "compiled": compiled, "batches": batches, "summary": summary(batches),
         "startup": startup, "accuracy": accuracy,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "openvino.json", result)
-    atomic_write_bytes(args.out / "openvino.md", markdown(result).encode())
-    print(markdown(result))
+    print(write_result(args.out, "openvino", result, markdown(result)))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
+from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.timing import interleaved  # noqa: E402
-from sk_deploy.bundle import atomic_write_bytes, atomic_write_json, tool_versions  # noqa: E402
+from sk_deploy.bundle import tool_versions  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
 from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle  # noqa: E402
@@ -92,10 +93,7 @@ def main() -> None:
                     "load_average_after": load_average()},
         "tools": tool_versions(), "accuracy": accuracy, "latency": latency,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "precision.json", report)
-    atomic_write_bytes(args.out / "precision.md", markdown(report).encode())
-    print(markdown(report))
+    print(write_result(args.out, "precision", report, markdown(report)))
 
 
 def markdown(report: dict) -> str:

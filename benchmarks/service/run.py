@@ -31,9 +31,10 @@ sys.path.insert(0, str(REPO_ROOT))
 from sk_deploy.bench.http_load import LoadConfig, load_payloads, run_sweep  # noqa: E402
 from sk_deploy.bench.local_server import LocalServer  # noqa: E402
 from sk_deploy.bench.machine import describe_machine, load_average  # noqa: E402
+from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.stats import summarize  # noqa: E402
 from sk_deploy.bench.timing import timed_loop  # noqa: E402
-from sk_deploy.bundle import Bundle, atomic_write_bytes, atomic_write_json  # noqa: E402
+from sk_deploy.bundle import Bundle  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
 from sk_deploy.images import find_images, load_batch  # noqa: E402
 from sk_deploy.runtime.predictor import Predictor  # noqa: E402
@@ -154,10 +155,7 @@ def main() -> None:
             "max_batch": args.max_batch, "pictures": len(payloads), "sweep": sweep, "best_concurrency": best,
             "repeats": repeats, "ratio_median": statistics.median(r["ratio"] for r in repeats),
         }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / f"{stem}.json", result)
-    atomic_write_bytes(args.out / f"{stem}.md", markdown(result).encode())
-    print(markdown(result))
+    print(write_result(args.out, stem, result, markdown(result)))
 
 
 if __name__ == "__main__":

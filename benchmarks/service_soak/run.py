@@ -48,8 +48,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from sk_deploy.bench.http_load import load_payloads  # noqa: E402
 from sk_deploy.bench.local_server import LocalServer  # noqa: E402
 from sk_deploy.bench.machine import describe_machine  # noqa: E402
+from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.stats import summarize  # noqa: E402
-from sk_deploy.bundle import Bundle, atomic_write_bytes, atomic_write_json  # noqa: E402
+from sk_deploy.bundle import Bundle  # noqa: E402
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
 from sk_deploy.service.memory import resident_bytes  # noqa: E402
 
@@ -322,10 +323,7 @@ def main() -> None:
             "warmup_s": args.warmup, "kinds": [k.name for k in mix], "soak": result_soak,
             "healthz_after": healthy, "server_tracebacks": tracebacks,
         }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "soak.json", result)
-    atomic_write_bytes(args.out / "soak.md", markdown(result).encode())
-    print(markdown(result))
+    print(write_result(args.out, "soak", result, markdown(result)))
 
 
 if __name__ == "__main__":

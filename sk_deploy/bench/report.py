@@ -197,6 +197,15 @@ def to_markdown(report: dict[str, Any], plots: list[str] | None = None, heading:
     return "\n".join(lines) + "\n"
 
 
+def write_result(out: Path, stem: str, result: dict[str, Any], markdown: str) -> str:
+    """A benchmark's figures as ``out/<stem>.json`` and its report as ``out/<stem>.md`` (both written atomically);
+    returns the Markdown, for the script to print."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{stem}.json", result)
+    atomic_write_bytes(out / f"{stem}.md", markdown.encode("utf-8"))
+    return markdown
+
+
 def write_report(report: dict[str, Any], out: Path, with_plots: bool = True) -> tuple[list[Path], str | None]:
     """Write bench.json, bench.csv, bench.md (and the PNG plots when matplotlib is there) into ``out``; the
     paths written and, when the plots were skipped, the one line saying why."""
