@@ -13,20 +13,19 @@ from typing import Any
 def used_bytes_reader(device: int = 0) -> tuple[Callable[[], int], str]:
     """A function giving the device's used bytes now, and the name of its source (``nvml`` or
     ``cudaMemGetInfo``)."""
-    try:
-        import pynvml
+    from sk_deploy.nvml import open_gpus
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device)
-        return (lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)), "nvml"
-    except Exception:  # not installed, or no driver library: the CUDA runtime's figure instead
-        import torch
+    gpus = open_gpus()  # the devices CUDA numbers, in its order under CUDA_VISIBLE_DEVICES
+    if device < len(gpus) and gpus[device].memory_used_bytes() is not None:
+        gpu = gpus[device]
+        return (lambda: gpu.memory_used_bytes() or 0), "nvml"
+    import torch  # no NVML (not installed, no driver library): the CUDA runtime's figure instead
 
-        def used() -> int:
-            free, total = torch.cuda.mem_get_info(device)
-            return int(total - free)
+    def used() -> int:
+        free, total = torch.cuda.mem_get_info(device)
+        return int(total - free)
 
-        return used, "cudaMemGetInfo"
+    return used, "cudaMemGetInfo"
 
 
 class PeakSampler:

@@ -9,9 +9,13 @@ latency and batch-size distributions Triton's counters cannot.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from sk_deploy.service.gpu_metrics import GpuMetrics
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -21,7 +25,9 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class ServiceMetrics:
     """Every metric the service exports, labelled with the served model (and version, as Triton does)."""
 
-    def __init__(self, model: str, version: str = "1") -> None:
+    def __init__(self, model: str, version: str = "1", gpus: GpuMetrics | None = None) -> None:
+        self.gpus = gpus
+        """The GPUs' figures (Triton's ``nv_gpu_*``), or None where there is no GPU: then absent, not zero."""
         self.registry = CollectorRegistry(auto_describe=True)
         r, m = self.registry, {"model": model}
 
@@ -86,7 +92,8 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
-        return generate_latest(self.registry) + self.triton.render()
+        gpus = self.gpus.render() if self.gpus is not None else b""
+        return generate_latest(self.registry) + self.triton.render() + gpus
 
 
 class TritonValue:
@@ -124,8 +131,13 @@ class TritonCounters:
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format, exactly as Triton names them."""
-        lines = []
-        for name, help_text, kind, value in self._metrics:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
-                      f"{name}{{{self._labels}}} {float(value.value)!r}"]
-        return ("\n".join(lines) + "\n").encode()
+        return b"".join(text_family(name, help_text, kind, [(self._labels, value.value)])
+                        for name, help_text, kind, value in self._metrics)
+
+
+def text_family(name: str, help_text: str, kind: str, samples: list[tuple[str, float]]) -> bytes:
+    """One metric family in the Prometheus text format under exactly ``name`` (prometheus_client would add
+    ``_total`` to a counter): its HELP and TYPE lines, then a line per (labels, value) sample."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{{{labels}}} {float(value)!r}" for labels, value in samples]
+    return ("\n".join(lines) + "\n").encode()

@@ -29,6 +29,7 @@ from sk_deploy.service.batcher import (
 )
 from sk_deploy.service.bodies import count_pictures
 from sk_deploy.service.errors import ApiError
+from sk_deploy.service.gpu_metrics import GpuMetrics
 from sk_deploy.service.images import Decoder, PictureForm
 from sk_deploy.service.metrics import ServiceMetrics
 
@@ -81,7 +82,7 @@ class Service:
         self.output_name = self.bundle.output_name
         self.classes = self.bundle.classes
         self.labels = imagenet_labels()
-        self.metrics = ServiceMetrics(self.model, VERSION)
+        self.metrics = ServiceMetrics(self.model, VERSION, gpus=GpuMetrics.open())
         threads = config.decode_threads or min(4, os.cpu_count() or 1)
         form = PictureForm(self.bundle.preprocess, self.input_spec.dtype == "uint8", config.max_pixels,
                            config.max_aspect_ratio)
