@@ -20,6 +20,7 @@ from sk_deploy.service.grpc_v2 import grpc_predict_v2_pb2 as pb
 from sk_deploy.service.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from sk_deploy.service.grpc_v2.messages import infer_response, model_metadata, parse_request
 from sk_deploy.service.grpc_v2.status import grpc_code
+from sk_deploy.service.kserve import InferRequest
 from sk_deploy.service.served import VERSION, Service, log
 
 SERVICE_PATH = "/inference.GRPCInferenceService"
@@ -119,7 +120,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             service.metrics.reject("draining")
             raise ApiError(503, "the server is shutting down", {"Retry-After": "1"})
 
-        async def parse() -> Any:
+        async def parse() -> InferRequest:
             return await asyncio.to_thread(parse_request, request)  # validation off the event loop
 
         parsed, outputs = await v2_model.infer(service, parse, request_deadline(service, context, start), start)
