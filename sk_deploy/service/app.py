@@ -49,6 +49,7 @@ def _lifespan(service: Service, on_load_error: Callable[[str], None] | None,
                 log.error("%s", exc)
                 if on_load_error:
                     on_load_error(str(exc))
+
         def loaded(task: asyncio.Future[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 service.error = str(task.exception())
