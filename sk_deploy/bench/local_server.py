@@ -1,7 +1,8 @@
 """``sk-deploy serve`` in a subprocess on 127.0.0.1, for load tests, benchmarks and the test suite.
 
-It listens on a port of its own choosing (``--port 0``; the URL is read from uvicorn's log), its output is kept
-for error messages, and it is stopped with SIGTERM (the service's graceful shutdown), then SIGKILL.
+It listens on a port of its own choosing (``--port 0``; the URL is read from uvicorn's log; with ``--grpc-port 0``
+among its arguments the gRPC address too, ``grpc_target``), its output is kept for error messages, and it is
+stopped with SIGTERM (the service's graceful shutdown), then SIGKILL.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class ServerError(RuntimeError):
 
 
 class LocalServer:
-    """``sk-deploy serve BUNDLE --host 127.0.0.1 --port 0 ARGS...``; ``url`` once it listens."""
+    """``sk-deploy serve BUNDLE --host 127.0.0.1 --port 0 ARGS...``; ``url`` once it listens, and with
+    ``--grpc-port`` in ARGS ``grpc_target`` (``127.0.0.1:PORT``, what ``tritonclient.grpc`` takes)."""
 
     def __init__(self, bundle: str | Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = ["serve", str(bundle), "--host", "127.0.0.1", "--port", "0", *args]
@@ -31,6 +33,7 @@ class LocalServer:
                                         stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []
         self.url = ""
+        self.grpc_target = ""
         self._listening = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -38,10 +41,18 @@ class LocalServer:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
+            grpc_found = re.search(r"gRPC listening on (\S+)", line)
+            if grpc_found:
+                self.grpc_target = grpc_found.group(1)  # logged before uvicorn's line
             found = re.search(r"Uvicorn running on (http://\S+)", line)
             if found:
                 self.url = found.group(1)
                 self._listening.set()
+
+    @property
+    def grpc_port(self) -> int:
+        """The gRPC port (0 until the server logs it, or without ``--grpc-port``)."""
+        return int(self.grpc_target.rsplit(":", 1)[1]) if self.grpc_target else 0
 
     @property
     def output(self) -> str:

@@ -166,6 +166,7 @@ VOCABULARY: dict[str, str] = {
     "--fuse-preprocess": "the graph takes uint8 NHWC pictures",
     "--gate": "refuse a graph that misses its accuracy gate",
     "--gmacs": "count GMACs",
+    "--grpc-port": "port to serve KServe v2 over gRPC on",
     "--hardware-compat": "which GPUs an engine may run on",
     "--high-precision": "the type of an int8 graph's non-quantized part: fp16 or fp32",
     "--holdout-size": "other photos of --images to measure accuracy on",

@@ -1,4 +1,4 @@
-"""``sk-deploy serve``: a bundle (or a model name, exported first) over HTTP."""
+"""``sk-deploy serve``: a bundle (or a model name, exported first) over HTTP, and with ``--grpc-port`` over gRPC."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def serve_command(
                                            "TensorFloat-32, GPUs only).")] = "fp32",
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8000,
+    grpc_port: Annotated[int | None, typer.Option(min=0, max=65535, help="Also serve KServe v2 over gRPC on this "
+                                                  "port of --host (0: any free one, printed); default: HTTP only.")]
+    = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the batcher forms.")] = 32,
     batch_buckets: Annotated[str, typer.Option(help="Batch sizes to pad batches to, comma-separated (1,4,16,32), "
                                                "for a backend that captures CUDA graphs (one graph per size); "
@@ -55,12 +58,14 @@ def serve_command(
     access_log: Annotated[bool, typer.Option(help="Log every request (one line each).")] = True,
     drain_seconds: Annotated[float | None, typer.Option(min=0, hidden=True, help="Deprecated: --drain-ms.")] = None,
 ) -> None:
-    """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; dynamic
-    batching on one inference thread. The model loads and warms up after the server starts (/readyz turns 200)."""
-    from sk_deploy.service.listen import bind
+    """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; with --grpc-port
+    KServe v2 over gRPC too, on the same batcher. Dynamic batching on one inference thread. The model loads and
+    warms up after the server starts (/readyz turns 200)."""
+    from sk_deploy.service.listen import bind, reserve
 
     try:
         sock = bind(host, port)  # a busy port fails here, at once, before anything loads
+        grpc_socket = reserve(host, grpc_port) if grpc_port is not None else None
     except UserError as exc:
         raise fail(str(exc)) from None
     from sk_deploy.runtime.availability import probe_machine
@@ -98,6 +103,6 @@ def serve_command(
                            body_timeout_ms=body_timeout_ms, max_connections=max_connections,
                            batch_buckets=buckets)
     error = serve(config, host=host, port=port, drain_seconds=drain_ms / 1000, log_level=log_level,
-                  access_log=access_log, sock=sock)
+                  access_log=access_log, sock=sock, grpc_socket=grpc_socket)
     if error:
         raise fail(f"cannot serve {bundle_dir}: {error}")

@@ -2,14 +2,17 @@
 
 ``create_app(ServiceConfig(bundle=...))`` returns the app. Its lifespan loads the bundle's model on the chosen
 backend and warms it up in a worker thread, so the server answers ``/healthz`` at once and ``/readyz`` (and
-inference) only once the model is warm. Every answer other than 200 is a JSON body ``{"error": "..."}`` with a
-4xx/5xx status (``errors``); request bodies are declared and validated in ``bodies``; the routes are in
-``routes_v1`` (classification), ``routes_v2`` (KServe v2) and ``routes_health``.
+inference) only once the model is warm; with a gRPC socket it also starts the KServe v2 gRPC server
+(``grpc_v2``) on the same ``Service`` before the model loads, and stops it after uvicorn's shutdown. Every
+answer other than 200 is a JSON body ``{"error": "..."}`` with a 4xx/5xx status (``errors``); request bodies
+are declared and validated in ``bodies``; the routes are in ``routes_v1`` (classification), ``routes_v2``
+(KServe v2) and ``routes_health``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,15 +28,28 @@ import sk_deploy
 from sk_deploy.service import routes_docs, routes_health, routes_v1, routes_v2
 from sk_deploy.service.bodies import BODY_MODELS
 from sk_deploy.service.errors import ApiError, error_response
+from sk_deploy.service.listen import BindError
 from sk_deploy.service.middleware import Guard
 from sk_deploy.service.served import VERSION, Service, ServiceConfig, log
 
 __all__ = ["Service", "ServiceConfig", "create_app"]
 
 
-def _lifespan(service: Service, on_load_error: Callable[[str], None] | None) -> Callable[..., Any]:
+def _lifespan(service: Service, on_load_error: Callable[[str], None] | None,
+              grpc_socket: socket.socket | None) -> Callable[..., Any]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        grpc_server = None
+        if grpc_socket is not None:
+            from sk_deploy.service.grpc_v2.server import start_grpc  # grpc loads only when asked for
+
+            try:
+                grpc_server = await start_grpc(service, grpc_socket)
+            except BindError as exc:  # the port was taken in the instant between its reservation and grpc's bind
+                log.error("%s", exc)
+                if on_load_error:
+                    on_load_error(str(exc))
+
         def loaded(task: asyncio.Future[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 service.error = str(task.exception())
@@ -45,6 +61,8 @@ def _lifespan(service: Service, on_load_error: Callable[[str], None] | None) -> 
         loading.add_done_callback(loaded)
         yield
         service.draining = True
+        if grpc_server is not None:  # after uvicorn's own shutdown; the batcher still runs for gRPC's in flight
+            await grpc_server.stop(grace=service.config.timeout_ms / 1e3 + 1)
         await asyncio.wait({loading})
         await asyncio.to_thread(service.close)
         log.info("stopped: %s", service.model)
@@ -118,11 +136,13 @@ def _include(app: FastAPI, router: APIRouter) -> None:
 
 
 def create_app(config: ServiceConfig, service: Service | None = None,
-               on_load_error: Callable[[str], None] | None = None) -> FastAPI:
+               on_load_error: Callable[[str], None] | None = None, grpc_socket: socket.socket | None = None) -> FastAPI:
     """The service's FastAPI app for ``config`` (a prepared ``service`` may be passed in). ``on_load_error`` is
-    called with the message if the model cannot be loaded (the command line stops the server then)."""
+    called with the message if the model cannot be loaded (the command line stops the server then). With
+    ``grpc_socket`` (``listen.reserve``) its lifespan also serves KServe v2 over gRPC on that address."""
     service = service or Service(config)
-    app = FastAPI(title="sk-deploy", version=sk_deploy.__version__, lifespan=_lifespan(service, on_load_error),
+    app = FastAPI(title="sk-deploy", version=sk_deploy.__version__,
+                  lifespan=_lifespan(service, on_load_error, grpc_socket),
                   docs_url=None, redoc_url=None,  # routes_docs serves both, with their assets, offline
                   summary=f"Image classification with {service.model}: dynamic batching, KServe v2, metrics")
     app.state.service = service

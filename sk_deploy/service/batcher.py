@@ -152,11 +152,7 @@ class Batcher:
         now = time.monotonic()
         job = _Job(array, deadline, now, loop, loop.create_future())
         with self._cond:
-            if self._stopping:
-                raise ShuttingDown("the server is shutting down")
-            if self._waiting_rows + job.rows > self.max_queue:
-                raise QueueFull(f"the queue is full ({self._waiting_rows} pictures waiting, the limit is "
-                                f"{self.max_queue}); retry later", self._retry_after())
+            self._check_room(job.rows)
             self._jobs.append(job)
             self._waiting_rows += job.rows
             self._publish_depth()
@@ -170,6 +166,19 @@ class Batcher:
         except asyncio.CancelledError:
             job.cancelled = "cancelled"
             raise
+
+    def check_room(self, rows: int) -> None:
+        """QueueFull (or ShuttingDown) unless ``rows`` more pictures may wait now: a request split into several
+        submits is refused whole, before any of its pieces is queued."""
+        with self._cond:
+            self._check_room(rows)
+
+    def _check_room(self, rows: int) -> None:
+        if self._stopping:
+            raise ShuttingDown("the server is shutting down")
+        if self._waiting_rows + rows > self.max_queue:
+            raise QueueFull(f"the queue is full ({self._waiting_rows} pictures waiting, the limit is "
+                            f"{self.max_queue}); retry later", self._retry_after())
 
     def _retry_after(self) -> int:
         batches_ahead = math.ceil(self._waiting_rows / self.max_batch)

@@ -107,9 +107,7 @@ def parse_infer(body: bytes, header_length: int | None) -> InferRequest:
 def _tensor_array(tensor: InputTensor, where: str, binary: memoryview) -> tuple[np.ndarray, int]:
     """(array, binary bytes consumed) of one validated input tensor."""
     dtype = DATATYPES[tensor.datatype]
-    count = math.prod(tensor.shape)  # a Python int: no overflow, however large the shape
-    if math.prod(d for d in tensor.shape if d) > MAX_ELEMENTS:  # numpy refuses such a shape even when one is 0
-        raise ProtocolError(f"input {tensor.name!r}: shape {tensor.shape} has more than {MAX_ELEMENTS} elements")
+    count = element_count(tensor.name, tensor.shape)
     size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is not None:
         if size != count * dtype.itemsize:
@@ -117,7 +115,7 @@ def _tensor_array(tensor: InputTensor, where: str, binary: memoryview) -> tuple[
                                 f"{tensor.shape} ({count * dtype.itemsize} bytes)")
         if size > len(binary):
             raise ProtocolError(f"input {tensor.name!r}: {size} bytes of binary data announced, {len(binary)} sent")
-        array = np.frombuffer(binary[:size], dtype=dtype.newbyteorder("<")).astype(dtype, copy=True)
+        array = array_from_bytes(binary[:size], tensor.datatype)
         used = size
     elif tensor.data is None:
         raise ProtocolError(f'input {tensor.name!r} has neither "data" nor binary_data_size')
@@ -125,23 +123,43 @@ def _tensor_array(tensor: InputTensor, where: str, binary: memoryview) -> tuple[
         raise ProtocolError(f"input {tensor.name!r}: {len(tensor.data)} values for shape {tensor.shape} "
                             f"({count} expected)")
     else:
-        array, used = _json_array(tensor, dtype), 0
-    if dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int(array.size - np.isfinite(array).sum())
-        raise ProtocolError(f"{where}: {bad} values are not finite (NaN, infinity, or out of the "
-                            f"{tensor.datatype} range); inputs must be finite numbers")
+        array, used = array_from_values(tensor.name, np.asarray(tensor.data, dtype=np.float64), tensor.datatype), 0
+    check_finite(array, where, tensor.datatype)
     return array.reshape(tensor.shape), used
 
 
-def _json_array(tensor: InputTensor, dtype: np.dtype[Any]) -> np.ndarray:
-    values = np.asarray(tensor.data, dtype=np.float64)
-    if dtype.kind in "iub":
+def element_count(name: str, shape: list[int]) -> int:
+    """The elements of ``shape``, or a ProtocolError past ``MAX_ELEMENTS``."""
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:  # numpy refuses such a shape even when one is 0
+        raise ProtocolError(f"input {name!r}: shape {shape} has more than {MAX_ELEMENTS} elements")
+    return math.prod(shape)  # a Python int: no overflow, however large the shape
+
+
+def array_from_bytes(data: bytes | memoryview, datatype: str) -> np.ndarray:
+    """A flat array of ``datatype`` from its raw little-endian bytes (their length already checked)."""
+    dtype = DATATYPES[datatype]
+    return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype, copy=True)
+
+
+def array_from_values(name: str, values: np.ndarray, datatype: str) -> np.ndarray:
+    """``values`` (JSON numbers as float64, or a gRPC tensor's typed contents) as ``datatype``; integers must be
+    whole and within the type's range (out-of-range floats become infinite, refused by ``check_finite``)."""
+    dtype = DATATYPES[datatype]
+    if dtype.kind in "iub" and values.size:
         low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
-        if values.size and (not np.all(values == np.round(values)) or values.min() < low or values.max() > high):
-            raise ProtocolError(f"input {tensor.name!r}: data is not {tensor.datatype} (whole numbers from {low} "
-                                f"to {high})")
-    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range floats become infinite: refused after
+        whole = values.dtype.kind != "f" or bool(np.all(values == np.round(values)))
+        if not whole or values.min() < low or values.max() > high:
+            raise ProtocolError(f"input {name!r}: data is not {datatype} (whole numbers from {low} to {high})")
+    with np.errstate(over="ignore", invalid="ignore"):
         return values.astype(dtype)
+
+
+def check_finite(array: np.ndarray, where: str, datatype: str) -> None:
+    """A ProtocolError if a float input holds NaN or infinity."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise ProtocolError(f"{where}: {bad} values are not finite (NaN, infinity, or out of the "
+                            f"{datatype} range); inputs must be finite numbers")
 
 
 def classification(logits: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
@@ -153,9 +171,17 @@ def classification(logits: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
     return np.array(rows, dtype=object)
 
 
-def _bytes_tensor(array: np.ndarray) -> bytes:
-    """BYTES elements in Triton's binary form: each one a 4-byte little-endian length, then its bytes."""
-    return b"".join(struct.pack("<I", len(item)) + item for item in array.ravel())
+def output_datatype(array: np.ndarray) -> str:
+    """The v2 datatype of an output array (``BYTES`` for the classification extension's strings)."""
+    return "BYTES" if array.dtype == object else v2_datatype(array.dtype.name)
+
+
+def tensor_bytes(array: np.ndarray) -> bytes:
+    """An output's binary form: raw little-endian elements, or for BYTES Triton's (each element a 4-byte
+    little-endian length, then its bytes)."""
+    if array.dtype == object:
+        return b"".join(struct.pack("<I", len(item)) + item for item in array.ravel())
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def encode_response(
@@ -164,11 +190,10 @@ def encode_response(
     """The response body, and the inference header's length when any output is binary (else None)."""
     described, buffers = [], []
     for requested, array in outputs:
-        datatype = "BYTES" if array.dtype == object else v2_datatype(array.dtype.name)
+        datatype = output_datatype(array)
         entry: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": list(array.shape)}
         if requested.binary:
-            data = _bytes_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array).astype(
-                array.dtype.newbyteorder("<"), copy=False).tobytes()
+            data = tensor_bytes(array)
             entry["parameters"] = {"binary_data_size": len(data)}
             buffers.append(data)
         else:

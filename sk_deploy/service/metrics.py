@@ -31,7 +31,8 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r, m = self.registry, {"model": model}
 
-        self.requests = Counter("sk_requests", "HTTP requests answered, by endpoint and status code",
+        self.requests = Counter("sk_requests", "Requests answered, by endpoint (an HTTP route or a gRPC method) "
+                                "and status code (gRPC: the HTTP status its answer stands for)",
                                 ["endpoint", "status"], registry=r)
         self.request_seconds = Histogram("sk_request_duration_seconds", "End-to-end time of a request",
                                          ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)

@@ -7,24 +7,15 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 
-import sk_deploy
+from sk_deploy.service import v2_model
 from sk_deploy.service.bodies import infer_body, read_body
-from sk_deploy.service.errors import ApiError, error_responses
-from sk_deploy.service.kserve import (
-    BINARY_CONTENT_TYPE,
-    HEADER_LENGTH,
-    ProtocolError,
-    RequestedOutput,
-    classification,
-    encode_response,
-    parse_infer,
-    v2_datatype,
-)
+from sk_deploy.service.errors import error_responses
+from sk_deploy.service.kserve import BINARY_CONTENT_TYPE, HEADER_LENGTH, InferRequest, encode_response, parse_infer
 from sk_deploy.service.served import VERSION, Service, current_service, deadline_for, unless_disconnected
+from sk_deploy.service.v2_model import check_model, shapes
 
 router = APIRouter(tags=["v2"])
 ServiceDep = Annotated[Service, Depends(current_service)]
@@ -32,24 +23,10 @@ MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 _EMPTY = {"description": "No body: the status says it", "content": {}}
 
 
-def check_model(service: Service, name: str, version: str | None = None) -> None:
-    """A 404 unless ``name`` (and ``version``, if given) is what this server serves."""
-    if name != service.model:
-        raise ApiError(404, f"unknown model {name!r}; this server serves {service.model!r}")
-    if version not in (None, "", VERSION):
-        raise ApiError(404, f"unknown version {version!r} of {name!r}; it has version {VERSION}")
-
-
-def _shapes(service: Service) -> tuple[str, list[int], list[int]]:
-    spec = service.input_spec
-    return v2_datatype(spec.dtype), [-1, *spec.item_shape], [-1, service.classes]
-
-
 @router.get("/v2", summary="KServe v2 server metadata")
 async def server_metadata() -> dict[str, Any]:
     """The server's name, version and protocol extensions."""
-    return {"name": "sk-deploy", "version": sk_deploy.__version__,
-            "extensions": ["binary_tensor_data", "classification"]}
+    return v2_model.server_metadata()
 
 
 @router.get("/v2/health/live", summary="KServe v2 liveness", response_class=Response, responses={200: _EMPTY})
@@ -67,11 +44,7 @@ async def v2_ready(service: ServiceDep) -> Response:
 
 async def model_metadata(service: ServiceDep) -> dict[str, Any]:
     """The model's versions, platform, inputs and outputs."""
-    datatype, input_shape, output_shape = _shapes(service)
-    backend = service.predictor.backend if service.predictor else service.config.backend
-    return {"name": service.model, "versions": [VERSION], "platform": f"sk-deploy_{backend}",
-            "inputs": [{"name": service.input_spec.name, "datatype": datatype, "shape": input_shape}],
-            "outputs": [{"name": service.output_name, "datatype": "FP32", "shape": output_shape}]}
+    return v2_model.model_metadata(service)
 
 
 async def model_ready(service: ServiceDep) -> Response:
@@ -81,7 +54,7 @@ async def model_ready(service: ServiceDep) -> Response:
 
 async def model_config(service: ServiceDep) -> dict[str, Any]:
     """The model's configuration as Triton describes one (batching, inputs, outputs)."""
-    datatype, _, _ = _shapes(service)
+    datatype, _, _ = shapes(service)
     spec = service.input_spec
     return {"name": service.model, "max_batch_size": service.config.max_batch,
             "input": [{"name": spec.name, "data_type": f"TYPE_{datatype}", "dims": list(spec.item_shape)}],
@@ -96,25 +69,13 @@ HeaderLength = Annotated[int, Header(alias=HEADER_LENGTH, ge=0, le=2**40, descri
 async def infer(request: Request, service: ServiceDep, header_length: HeaderLength = None) -> Response:  # type: ignore[assignment]
     """Run the model on the request's input tensor; outputs as JSON, binary, or top-k classifications."""
     start = time.monotonic()
-    try:
-        service.require_ready()
+
+    async def parse() -> InferRequest:
         body = await read_body(request, service.config.max_body_bytes)
-        parsed = await asyncio.to_thread(parse_infer, body, header_length)  # validation off the event loop
-        array = _model_input(service, parsed.inputs)
-        wanted = parsed.outputs or [RequestedOutput(service.output_name, parsed.binary_output_default)]
-        for out in wanted:
-            if out.name != service.output_name:
-                raise ApiError(400, f"unknown output {out.name!r}; the model's output is {service.output_name!r}")
-        logits, _ = await unless_disconnected(request, service.infer(array, deadline_for(service, None, start)))
-    except ProtocolError as exc:
-        service.metrics.failure.inc()
-        raise ApiError(400, str(exc)) from None
-    except ApiError:
-        service.metrics.failure.inc()
-        raise
-    service.metrics.succeeded(time.monotonic() - start)
-    outputs = [(out, classification(logits, out.classification, service.labels) if out.classification
-                else logits) for out in wanted]
+        return await asyncio.to_thread(parse_infer, body, header_length)  # validation off the event loop
+
+    parsed, outputs = await v2_model.infer(service, parse, deadline_for(service, None, start), start,
+                                           guard=lambda work: unless_disconnected(request, work))
     content, length = encode_response(service.model, VERSION, parsed.id, outputs)
     if length is None:
         return Response(content, media_type="application/json")
@@ -145,16 +106,3 @@ for _path, _check in zip(MODEL_PATHS, (served_model, served_version), strict=Tru
                          responses=error_responses(400, 404, 408, 413, 422, 429, 499, 500, 503, 504),
                          summary="KServe v2 inference (JSON or binary)")
 
-
-def _model_input(service: Service, inputs: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
-    spec = service.input_spec
-    datatype, input_shape, _ = _shapes(service)
-    expected = f"{spec.name!r} {datatype} {input_shape}"
-    if list(inputs) != [spec.name]:
-        raise ApiError(400, f"the model takes one input, {expected}; got {', '.join(map(repr, inputs))}")
-    got_type, array = inputs[spec.name]
-    if got_type != datatype or tuple(array.shape[1:]) != spec.item_shape or array.ndim != len(input_shape) \
-            or array.shape[0] < 1:
-        raise ApiError(400, f"input {spec.name!r}: expected {datatype} {input_shape}, "
-                            f"got {got_type} {list(array.shape)}")
-    return np.ascontiguousarray(array)

@@ -141,9 +141,12 @@ class Service:
         batcher = self.require_ready()
         step = self.config.max_batch
         count_pictures(len(array), True, self.config.max_queue)  # the v2 path; v1 counted before decoding
+        pieces: list[asyncio.Future[BatchResult]] = []
         try:
-            results = await asyncio.gather(*(batcher.submit(array[i:i + step], deadline)
-                                             for i in range(0, len(array), step)))
+            batcher.check_room(len(array))
+            pieces = [asyncio.ensure_future(batcher.submit(array[i:i + step], deadline))
+                      for i in range(0, len(array), step)]
+            results = await asyncio.gather(*pieces)
         except QueueFull as exc:
             self.metrics.reject("queue_full")
             raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from None
@@ -153,6 +156,9 @@ class Service:
             raise ApiError(503, str(exc)) from None
         except RuntimeError as exc:
             raise ApiError(500, str(exc)) from None
+        finally:
+            for piece in pieces:  # one piece refused or failed: the others would be computed for nobody
+                piece.cancel()
         logits = np.concatenate([r.logits for r in results])
         if not np.isfinite(logits).all():  # never a bare NaN in a response: strict JSON only
             raise ApiError(422, "the model's output for this input is not finite (NaN or infinity); inputs far "

@@ -2,9 +2,9 @@
 connections guarded (``protocol.GuardedProtocol``: a cap on open connections, a deadline on headers).
 
 On SIGTERM or Ctrl-C the server first drains: ``/readyz`` turns 503 and new inference requests are answered
-503 while load balancers notice, for ``drain_seconds``; then uvicorn stops accepting connections, waits for the
-requests in flight, and the app finishes what is queued before the backend is released. A second signal
-skips the drain.
+503 (gRPC: UNAVAILABLE) while load balancers notice, for ``drain_seconds``; then uvicorn stops accepting
+connections, waits for the requests in flight, the gRPC server lets its calls in flight finish, and the app
+finishes what is queued before the backend is released. A second signal skips the drain.
 """
 
 from __future__ import annotations
@@ -59,13 +59,16 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 1.0,
-          log_level: str = "info", access_log: bool = True, sock: socket.socket | None = None) -> str | None:
-    """Serve ``config`` until stopped, on ``sock`` (from ``bind``) or a socket uvicorn binds to ``host:port``;
-    the model's load error, if it could not be served, else None."""
+          log_level: str = "info", access_log: bool = True, sock: socket.socket | None = None,
+          grpc_socket: socket.socket | None = None) -> str | None:
+    """Serve ``config`` until stopped, on ``sock`` (from ``bind``) or a socket uvicorn binds to ``host:port``,
+    and with ``grpc_socket`` (from ``reserve``) KServe v2 over gRPC on its address, in the same event loop; the
+    model's load error, if it could not be served, else None."""
     map_large_blocks()  # large buffers (bodies, pictures, batches) go back to the system when freed
     service = Service(config)
     holder: dict[str, DrainingServer] = {}
-    app = create_app(config, service, on_load_error=lambda message: holder["server"].stop_for(message))
+    app = create_app(config, service, on_load_error=lambda message: holder["server"].stop_for(message),
+                     grpc_socket=grpc_socket)
     limits = ConnectionLimits(max_connections=config.max_connections, header_timeout=config.header_timeout_ms / 1e3)
     uv_config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=access_log,
                                timeout_graceful_shutdown=int(config.timeout_ms / 1e3) + 5, timeout_keep_alive=30,
