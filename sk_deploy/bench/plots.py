@@ -19,7 +19,8 @@ class PlotsUnavailable(RuntimeError):
     """matplotlib is missing; the message says what to install."""
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on its Agg backend; a PlotsUnavailable without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -54,7 +55,7 @@ def nice_log_ticks(low: float, high: float) -> list[float]:
 def write_plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
     """Write the two PNGs into ``out`` (names prefixed with ``prefix``); their paths. A PlotsUnavailable
     without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = series(report["rows"])
     if not groups:
         return []
