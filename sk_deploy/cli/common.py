@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from typer import rich_utils
+from typer._click.core import ParameterSource
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from sk_deploy.errors import SkDeployError
@@ -263,3 +264,23 @@ def items(values: list[str] | None, what: str, default: str = "", cast: Any = st
         note(f"repeating {what} is deprecated and will be removed in the next release; give one comma-separated "
              f"list: {what} {','.join(values)}", label="warning")
     return split(",".join(values), what, cast)
+
+
+def file_settings(ctx: typer.Context, path: Any, params: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """The serving settings of the ``--config`` file at ``path`` (None: none) for the options not given on the
+    command line (``params``: each settings key -> the command's parameter names for it), said in one line;
+    a bad file is one error line."""
+    if path is None:
+        return {}
+    from sk_deploy.serving_config import read_settings
+
+    try:
+        settings = read_settings(path)
+    except SkDeployError as exc:
+        raise fail(str(exc)) from None
+    taken = {key: value for key, value in settings.items()
+             if not any(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE for name in params[key])}
+    if taken:
+        shown = ", ".join(f"{key} {value:g}" for key, value in taken.items())
+        err_console.print(f"[dim]from {path}:[/] {shown}", highlight=False, soft_wrap=True)
+    return taken
