@@ -139,8 +139,8 @@ def bench_http_command(
     protocol: Annotated[str, typer.Option(help="With --request-rate: http (raw pictures to URL/v1/classify) or grpc "
                                           "(KServe v2 ModelInfer of the model's input tensor, made client-side, to "
                                           "--grpc-url; URL still answers /readyz and /metrics).")] = "http",
-    grpc_url: Annotated[str | None, typer.Option(help="With --protocol grpc: HOST:PORT of the server's gRPC port "
-                                                 "(serve --grpc-port).")] = None,
+    grpc_url: Annotated[str | None, typer.Option(help="With --protocol grpc: HOST:PORT of the server's KServe v2 "
+                                                 "gRPC endpoint.")] = None,
     max_in_flight: Annotated[int, typer.Option(min=1, help="With --request-rate: requests in flight at most; one "
                                                "due beyond it is a drop, as is one whose instant passed more than "
                                                "--timeout-ms ago.")] = 256,

@@ -277,7 +277,9 @@ def file_settings(ctx: typer.Context, path: Any, params: dict[str, tuple[str, ..
     try:
         settings = read_settings(path)
     except SkDeployError as exc:
-        raise fail(str(exc)) from None
+        from rich.markup import escape
+
+        raise fail(escape(str(exc))) from None  # the message names the [serving] table
     taken = {key: value for key, value in settings.items()
              if not any(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE for name in params[key])}
     if taken:

@@ -43,7 +43,7 @@ def triton_repo_command(
                                                "Runtime's TensorRT provider (precision_mode from --precision).")]
     = False,
     force: Annotated[bool, typer.Option(help="Replace an existing OUT/<model>/ directory.")] = False,
-    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings ([serving] "
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings (table serving: "
                                                      "max_batch -> max_batch_size, max_delay_ms -> "
                                                      "max_queue_delay_microseconds, instances -> instance_group "
                                                      "count; from `sk-deploy tune`); options given here win over "

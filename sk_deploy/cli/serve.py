@@ -34,7 +34,7 @@ def serve_command(
     instances: Annotated[int, typer.Option(min=1, help="Inference threads taking batches from the one queue, each "
                                            "with its share of the cores (ort-cpu and openvino; others run one).")]
     = 1,
-    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings ([serving] "
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings (table serving: "
                                                      "max_batch, max_delay_ms, instances; from `sk-deploy tune`); "
                                                      "options given here win over it.")] = None,
     timeout_ms: Annotated[float, typer.Option(min=1, help="A request's deadline; past it, 504 and dropped from the "
