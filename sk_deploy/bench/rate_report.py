@@ -11,8 +11,8 @@ from typing import Any
 
 from sk_deploy.bench.machine import describe_machine, describe_short, machine_libraries
 from sk_deploy.bench.open_loop import KNEE_RULE, RateConfig, RateRun, knee
-from sk_deploy.bench.plots import PlotsUnavailable, pyplot
-from sk_deploy.bundle import atomic_path, atomic_write_bytes, atomic_write_json
+from sk_deploy.bench.plots import plots_or_why, pyplot, save_figure
+from sk_deploy.bundle import atomic_write_bytes, atomic_write_json
 
 FORMAT = "sk-deploy-bench-http-rate"
 FILES = {"json": "bench-http-rate.json", "md": "bench-http-rate.md"}
@@ -177,13 +177,7 @@ def write_rate_plots(report: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlabel("offered rate, requests/s")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.text(0.01, 0.01, describe_short(report["client_machine"])[:140], fontsize=7, color="0.35")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path = out / filename
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / filename, report["client_machine"]))
     return paths
 
 
@@ -191,13 +185,7 @@ def write_rate_report(report: dict[str, Any], out: Path, with_plots: bool = True
     """bench-http-rate.json, bench-http-rate.md and the plots into ``out``; the paths, and why there are no
     plots when matplotlib is missing."""
     out.mkdir(parents=True, exist_ok=True)
-    plots: list[Path] = []
-    why = None
-    if with_plots:
-        try:
-            plots = write_rate_plots(report, out)
-        except PlotsUnavailable as exc:
-            why = str(exc)
+    plots, why = plots_or_why(lambda: write_rate_plots(report, out), with_plots)
     atomic_write_json(out / FILES["json"], report)
     atomic_write_bytes(out / FILES["md"], rate_markdown(report, [p.name for p in plots]).encode())
     return [out / name for name in FILES.values()] + plots, why

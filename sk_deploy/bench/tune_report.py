@@ -11,9 +11,9 @@ from typing import Any
 
 from sk_deploy.bench.machine import describe_machine, describe_short, machine_libraries
 from sk_deploy.bench.open_loop import MEETS_RULE
-from sk_deploy.bench.plots import PlotsUnavailable, pyplot
+from sk_deploy.bench.plots import plots_or_why, pyplot, save_figure
 from sk_deploy.bench.tune import TuneConfig, TuneResult
-from sk_deploy.bundle import Bundle, atomic_path, atomic_write_bytes, atomic_write_json
+from sk_deploy.bundle import Bundle, atomic_write_bytes, atomic_write_json
 from sk_deploy.serving_config import write_settings
 
 FORMAT = "sk-deploy-tune"
@@ -144,27 +144,16 @@ def write_tune_plot(report: dict[str, Any], out: Path) -> Path | None:
     ax.set_title(f"{report['model']} on {report['backend']} {report['precision']}: tune", loc="left")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.text(0.01, 0.01, describe_short(report["machine"])[:140], fontsize=7, color="0.35")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out / PLOT
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / PLOT, report["machine"])
 
 
 def write_tune_report(report: dict[str, Any], out: Path, with_plots: bool = True) -> tuple[list[Path], str | None]:
     """tune.json, tune.md (and tune.png) into ``out``; the paths, and why there is no plot without matplotlib."""
     out.mkdir(parents=True, exist_ok=True)
-    plot, why = None, None
-    if with_plots:
-        try:
-            plot = write_tune_plot(report, out)
-        except PlotsUnavailable as exc:
-            why = str(exc)
+    plots, why = plots_or_why(lambda: [p for p in (write_tune_plot(report, out),) if p], with_plots)
     atomic_write_json(out / FILES["json"], report)
-    atomic_write_bytes(out / FILES["md"], tune_markdown(report, plot.name if plot else None).encode())
-    return [out / name for name in FILES.values()] + ([plot] if plot else []), why
+    atomic_write_bytes(out / FILES["md"], tune_markdown(report, plots[0].name if plots else None).encode())
+    return [out / name for name in FILES.values()] + plots, why
 
 
 def write_choice(report: dict[str, Any], path: Path) -> Path | None:

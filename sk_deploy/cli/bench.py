@@ -3,8 +3,9 @@ a running service)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -168,27 +169,21 @@ def bench_http_command(
     and the server's own batch sizes read from URL/metrics around each step. Bounded by --duration-ms and
     --max-requests per step; loopback only unless --allow-remote. Ctrl-C keeps the finished steps (exit 130)."""
     import dataclasses
-    import signal
 
+    duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
+    timeout_ms = renamed(timeout_ms, timeout, "--timeout", "--timeout-ms", lambda seconds: seconds * 1000)
     if request_rate is not None:
         if concurrency:
             raise fail("--concurrency (closed loop) and --request-rate (open loop) are two modes: give one")
         _bench_rates(url, images, request_rate, arrivals, seed, protocol, grpc_url, max_in_flight, p99_ms,
-                     renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000),
-                     max_requests,
-                     renamed(timeout_ms, timeout, "--timeout", "--timeout-ms", lambda seconds: seconds * 1000),
-                     top_k, out, plots, allow_remote, as_json)
+                     duration_ms, max_requests, timeout_ms, top_k, out, plots, allow_remote, as_json)
         return
     if protocol != "http" or p99_ms is not None:
         raise fail("--protocol and --p99-ms go with --request-rate (the open loop)")
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from sk_deploy.bench.http_load import LoadConfig, StepResult, check_url, load_payloads, run_sweep
     from sk_deploy.bench.report import build_http_report, http_table, write_http_report
 
-    duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
-    timeout_ms = renamed(timeout_ms, timeout, "--timeout", "--timeout-ms", lambda seconds: seconds * 1000)
     config = LoadConfig(url=url, concurrency=items(concurrency, "--concurrency", "1,4,16,64", int),
                         duration_s=duration_ms / 1000, max_requests=max_requests, timeout_s=timeout_ms / 1000,
                         top_k=top_k, allow_remote=allow_remote)
@@ -201,25 +196,15 @@ def bench_http_command(
                + f" --concurrency {','.join(map(str, config.concurrency))} --duration-ms {duration_ms:g} "
                f"--max-requests {max_requests}")
     steps: list[StepResult] = []
-    interrupted = False
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("waiting for the server")
 
-        def on_step(step: StepResult) -> None:
-            p50 = f"p50 {step.latency.p50:.1f} ms" if step.latency else "no successful request"
-            bar.console.print(f"[green]done[/] {step.concurrency} clients: {step.requests} requests, "
-                              f"{step.requests_per_s:.1f}/s, {p50}, {step.errors} errors", highlight=False)
+    def step_line(step: StepResult) -> str:
+        p50 = f"p50 {step.latency.p50:.1f} ms" if step.latency else "no successful request"
+        return (f"{step.concurrency} clients: {step.requests} requests, {step.requests_per_s:.1f}/s, {p50}, "
+                f"{step.errors} errors")
 
-        try:
-            run_sweep(config, payloads, on_start=lambda n: bar.update(task, description=f"{n} clients"),
-                      on_step=on_step, results=steps)
-        except UserError as exc:
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            interrupted = True
-    if interrupted:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupted = _with_progress(lambda on_start, on_step: run_sweep(config, payloads, on_start=on_start,
+                                                                     on_step=on_step, results=steps),
+                                 lambda n: f"{n} clients", step_line)
     report = build_http_report(config, steps, len(payloads), command, interrupted)
     if as_json:
         render.as_json(report)
@@ -238,9 +223,6 @@ def _bench_rates(url: str, images: Path | None, request_rate: str, arrivals: str
                  as_json: bool) -> None:
     """bench-http's open loop: every rate in turn, the report, the knee."""
     import dataclasses
-    import signal
-
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from sk_deploy.bench.http_load import check_url, load_payloads
     from sk_deploy.bench.open_loop import RateConfig, RateRun, RateStep, check_config, run_rates
@@ -263,26 +245,15 @@ def _bench_rates(url: str, images: Path | None, request_rate: str, arrivals: str
                + f" --duration-ms {duration_ms:g} --max-requests {max_requests} --max-in-flight {max_in_flight}"
                + (f" --p99-ms {p99_ms:g}" if p99_ms is not None else ""))
     run = RateRun()
-    interrupted = False
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("waiting for the server")
 
-        def on_step(step: RateStep) -> None:
-            p99 = f"p99 {step.latency.p99:.1f} ms" if step.latency else "no successful request"
-            bar.console.print(f"[green]done[/] {step.rate:g}/s offered: {step.sent} sent, {step.dropped} dropped, "
-                              f"{step.errors} errors, {step.ok / step.seconds if step.seconds else 0:.1f} ok/s, "
-                              f"{p99}", highlight=False)
+    def step_line(step: RateStep) -> str:
+        p99 = f"p99 {step.latency.p99:.1f} ms" if step.latency else "no successful request"
+        return (f"{step.rate:g}/s offered: {step.sent} sent, {step.dropped} dropped, {step.errors} errors, "
+                f"{step.ok / step.seconds if step.seconds else 0:.1f} ok/s, {p99}")
 
-        try:
-            run_rates(config, payloads, on_start=lambda r: bar.update(task, description=f"{r:g} requests/s"),
-                      on_step=on_step, run=run)
-        except UserError as exc:
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            interrupted = True
-    if interrupted:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupted = _with_progress(lambda on_start, on_step: run_rates(config, payloads, on_start=on_start,
+                                                                     on_step=on_step, run=run),
+                                 lambda rate: f"{rate:g} requests/s", step_line)
     report = build_rate_report(config, run, len(payloads), command, interrupted)
     if as_json:
         render.as_json(report)
@@ -299,3 +270,28 @@ def _bench_rates(url: str, images: Path | None, request_rate: str, arrivals: str
     if interrupted:
         raise fail(f"interrupted after {len(run.steps)} rate(s)" + (f"; partial report in {out}" if out else ""),
                    code=130)
+
+
+def _with_progress(run: Callable[[Callable[[Any], None], Callable[[Any], None]], Any],
+                   starting: Callable[[Any], str], finished: Callable[[Any], str]) -> bool:
+    """``run(on_start, on_step)`` under a spinner naming the step under way (``starting``) and a line per step
+    done (``finished``); a person's error is one line; True when Ctrl-C stopped it (a second one then ignored,
+    so the partial report is written)."""
+    import signal
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    interrupted = False
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("waiting for the server")
+        try:
+            run(lambda value: bar.update(task, description=starting(value)),
+                lambda step: bar.console.print(f"[green]done[/] {finished(step)}", highlight=False))
+        except UserError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return interrupted
