@@ -93,3 +93,16 @@ def test_the_grpc_protocol_sends_model_infer(small_bundle: Bundle) -> None:
     [step] = run.steps
     assert step.statuses == {"OK": 10} and step.ok == 10 and step.dropped == 0
     assert run.single is not None and step.server is not None and step.server["images"] == 10
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--request-rate", "10", "--protocol", "grpc"], "--protocol grpc needs --grpc-url HOST:PORT"),
+    (["--request-rate", "10", "--protocol", "grpc", "--grpc-url", "10.1.2.3:8001"], "not a loopback address"),
+    (["--request-rate", "10", "--concurrency", "4"], "two modes: give one"),
+    (["--request-rate", "0"], "request rates must be positive"),
+    (["--request-rate", "10", "--arrivals", "bursty"], "unknown arrivals 'bursty'"),
+    (["--p99-ms", "50"], "go with --request-rate"),
+])
+def test_open_loop_usage_errors_are_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["bench-http", "http://127.0.0.1:9", *args])
+    assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1
