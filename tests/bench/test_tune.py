@@ -103,3 +103,17 @@ def test_instances_where_the_backend_runs_several(small_bundle: Bundle) -> None:
     result = runner.invoke(app, ["serve", str(small_bundle.path), "--backend", "torch", "--instances", "2",
                                  "--port", "0"])
     assert result.exit_code == 1 and "--instances 2: torch runs one instance" in result.output
+
+
+def test_the_grid_drops_what_cannot_differ(small_bundle: Bundle) -> None:
+    from sk_deploy.bench.tune import TuneConfig, TuneError, plan_grid
+
+    config = TuneConfig(bundle=small_bundle.path, p99_ms=100, max_batch=(1, 8), max_delay_ms=(0, 5), instances=(1, 2))
+    grid, note = plan_grid(config, "ort-cpu", instances_refusal("ort-cpu"))
+    assert note is None and len(grid) == 8
+    same = [(c.max_batch, c.max_delay_ms, c.instances) for c in grid if c.status == "same"]
+    assert same == [(1, 5, 1), (1, 5, 2)]  # a batch of one never waits: the delay cannot matter
+    grid, note = plan_grid(config, "torch", instances_refusal("torch"))
+    assert {c.instances for c in grid} == {1} and len(grid) == 4 and "torch runs one" in (note or "")
+    with pytest.raises(TuneError):
+        plan_grid(TuneConfig(bundle=small_bundle.path, p99_ms=100, max_batch=(0,)), "ort-cpu", None)
