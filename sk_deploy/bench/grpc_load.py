@@ -58,9 +58,12 @@ class GrpcSender:
     @classmethod
     async def open(cls, target: str, model: str, payloads: list[Payload]) -> GrpcSender:
         """A sender for ``model`` at ``target``, its inputs made from ``payloads`` as ModelMetadata describes."""
-        import tritonclient.grpc.aio as grpcclient
-        from tritonclient.utils import InferenceServerException
-
+        try:
+            import tritonclient.grpc.aio as grpcclient
+            from tritonclient.utils import InferenceServerException
+        except ImportError as exc:
+            raise LoadError(f"--protocol grpc needs tritonclient and grpcio ({exc.name} is missing): pip install "
+                            "'sk-deploy[bench]'") from None
         client = grpcclient.InferenceServerClient(url=target)
         try:
             metadata = await client.get_model_metadata(model)
