@@ -166,6 +166,7 @@ VOCABULARY: dict[str, str] = {
     "--engine": "a TensorRT engine file of the bundle",
     "--exclude": "op types or node names to keep float32, comma-separated",
     "--exporter": "the torch exporter",
+    "--finalists": "tune's best candidates verified over longer steps",
     "--force": "replace an existing output",
     "--fuse-preprocess": "the graph takes uint8 NHWC pictures",
     "--gate": "refuse a graph that misses its accuracy gate",

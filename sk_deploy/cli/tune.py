@@ -31,6 +31,9 @@ def tune_command(
     budget_ms: Annotated[float, typer.Option(min=1000, help="Milliseconds the whole tune may take; candidates that "
                                              "would start past it are listed as not run (540000: 9 minutes).")]
     = 540_000.0,
+    finalists: Annotated[int, typer.Option(min=0, help="Candidates with the highest sustained rates served again "
+                                           "and held at that rate for 5 x --duration-ms (short steps flatter a "
+                                           "rate just above capacity); the choice is among them (0: none).")] = 3,
     max_queue: Annotated[int, typer.Option(min=1, help="Each server's --max-queue.")] = 256,
     max_in_flight: Annotated[int, typer.Option(min=1, help="Open-loop requests in flight at most.")] = 256,
     arrivals: Annotated[str, typer.Option(help="Open-loop arrivals: constant or poisson (seeded by --seed).")]
@@ -69,7 +72,7 @@ def tune_command(
                         max_delay_ms=split(max_delay_ms, "--max-delay-ms", float),
                         instances=split(instances, "--instances", int), duration_s=duration_ms / 1000,
                         probe_s=duration_ms / 2000, budget_s=budget_ms / 1000, max_queue=max_queue,
-                        max_in_flight=max_in_flight, arrivals=arrivals, seed=seed)
+                        max_in_flight=max_in_flight, arrivals=arrivals, seed=seed, finalists=finalists)
     try:
         opened = Bundle.open(bundle)
         chosen = plan(opened, backend, precision, probe_machine()).backend
@@ -78,7 +81,8 @@ def tune_command(
         raise fail(str(exc)) from None
     command = (f"sk-deploy tune {bundle} --p99-ms {p99_ms:g} --backend {backend} --precision {precision} "
                f"--max-batch {max_batch} --max-delay-ms {max_delay_ms} --instances {instances} --duration-ms "
-               f"{duration_ms:g} --budget-ms {budget_ms:g}" + (f" --images {images}" if images else "")
+               f"{duration_ms:g} --budget-ms {budget_ms:g} --finalists {finalists}"
+               + (f" --images {images}" if images else "")
                + (f" --arrivals poisson --seed {seed}" if arrivals == "poisson" else ""))
     load_before = load_average()
     err_console.print(f"tuning {opened.model_name} on {chosen} {precision} for p99 <= {p99_ms:g} ms",
@@ -87,7 +91,16 @@ def tune_command(
     def on_start(candidate: Candidate, index: int, count: int) -> None:
         err_console.print(f"[dim][{index}/{count}][/] {candidate.label}...", highlight=False)
 
+    def on_verify(candidate: Candidate) -> None:
+        err_console.print(f"[dim]finalist:[/] {candidate.label}, held at {candidate.sustained_per_s:.1f}/s for "
+                          f"{config.duration_s * config.verify_factor:g} s...", highlight=False)
+
     def on_done(candidate: Candidate) -> None:
+        if candidate.verify_tried:
+            held = candidate.verified
+            err_console.print("  " + (f"holds {held.rate:.1f}/s, p99 {held.latency.p99:.1f} ms" if held and held.latency
+                                      else candidate.reason or "no rate held"), highlight=False)
+            return
         if candidate.status != "ok":
             err_console.print(f"  [red]{candidate.status}[/]: {candidate.reason}", highlight=False, soft_wrap=True)
             return
@@ -100,7 +113,8 @@ def tune_command(
     result = TuneResult(chosen, [])
     interrupted = False
     try:
-        tune(config, chosen, instances_refusal(chosen), payloads, on_start=on_start, on_done=on_done, result=result)
+        tune(config, chosen, instances_refusal(chosen), payloads, on_start=on_start, on_done=on_done, result=result,
+             on_verify=on_verify)
     except UserError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -29,8 +29,8 @@ def tuned(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> tup
     folder = tmp_path_factory.mktemp("tune")
     result = runner.invoke(app, ["tune", str(small_bundle.path), "--p99-ms", "5000", "--backend", "ort-cpu",
                                  "--max-batch", "1,4", "--max-delay-ms", "1", "--instances", "1", "--duration-ms",
-                                 "300", "--out", str(folder / "out"), "--config", str(folder / "chosen.toml"),
-                                 "--json"])
+                                 "300", "--finalists", "1", "--out", str(folder / "out"), "--config",
+                                 str(folder / "chosen.toml"), "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), folder
 
@@ -45,12 +45,17 @@ def test_tune_measures_the_grid_and_writes_the_choice(tuned: tuple[dict, Path]) 
         met = [t["offered_per_s"] for t in candidate["tried"] if t["meets"]]
         assert candidate["sustained_per_s"] == max(met)
     best = max(grid, key=lambda c: c["sustained_per_s"])
-    assert report["choice"]["sustained_per_s"] == best["sustained_per_s"]
+    # the finalist: the best of the short steps, held over a step 5 times as long (at its rate, then 0.85 of it)
+    [finalist] = [c for c in grid if c["finalist"]]
+    assert finalist["sustained_per_s"] == best["sustained_per_s"] and 1 <= len(finalist["verify_tried"]) <= 2
+    assert finalist["verify_tried"][0]["offered_per_s"] == finalist["sustained_per_s"]
+    assert finalist["verify_tried"][0]["seconds"] >= 1.5  # 5 x 300 ms of schedule, and the last answers
+    choice = report["choice"]
+    assert choice == finalist and choice["verified_per_s"] == finalist["verify_tried"][-1]["offered_per_s"]
     assert report["backend"] == "ort-cpu" and report["machine"]["cpu_features"] is not None
     assert report["command"].startswith("sk-deploy tune ") and report["load_before"] is not None
     assert sorted(p.name for p in (folder / "out").iterdir()) == ["tune.json", "tune.md", "tune.png"]
     assert "| max batch |" in (folder / "out" / "tune.md").read_text()
-    choice = report["choice"]
     assert read_settings(folder / "chosen.toml") == {"max_batch": choice["max_batch"], "max_delay_ms": 1.0,
                                                      "instances": 1}
 
