@@ -63,14 +63,14 @@ def main() -> None:
         sk_deploy("tune", str(bundle), "--p99-ms", f"{args.p99_ms:g}", "--out", str(work / "tune"), "--config",
                   str(settings), *images, *tune_args)
         tuned = json.loads((work / "tune" / "tune.json").read_text())
-        if tuned["choice"] is None:
-            raise SystemExit("no setting met the target: nothing to confirm")
         shutil.copy(work / "tune" / "tune.png", out / f"{stem}.png")
         tuned["settings_file"] = str(settings.relative_to(REPO_ROOT))
         tuned["script"] = script
         heading, rest = tune_markdown(tuned, f"{stem}.png").split("\n", 1)
         write_result(out, stem, tuned, f"{heading}\n\nFrom `{script}`; the chosen settings: "
                                        f"[{settings.name}]({settings.name}).\n{rest}")
+        if tuned["choice"] is None:
+            raise SystemExit("no setting met the target: nothing to confirm")
 
         choice = tuned["choice"]
         rate = choice["verified_per_s"] if choice["finalist"] else choice["sustained_per_s"]

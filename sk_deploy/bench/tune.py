@@ -12,8 +12,8 @@ that met the target.
 Short steps flatter a rate just above capacity: its queue grows too slowly to show in two seconds (measured on
 skresnet18: 51 requests/s met p99 100 ms over 2 s and missed it, at 744 ms, over 10 s). So the ``finalists``
 candidates with the highest sustained rates are served again and held at that rate for ``verify_factor`` times
-as long, and if one misses, at 0.85 of it; the choice is the finalist with the highest rate that held (ties:
-the lower p99), and none when no finalist held one.
+as long, and while one misses, at 0.85 of the rate before (twice); the choice is the finalist with the highest
+rate that held (ties: the lower p99), and none when no finalist held one.
 
 With max batch 1 a batch never waits, so the delays are one setting: only the smallest is run, the others are
 listed as the same. The whole tune is bounded by ``budget_s``: a candidate that would start past it (judged by
@@ -67,7 +67,7 @@ class TuneConfig:
 
 
 #: each try of a finalist's verification offers this fraction of the rate before (the first: its sustained rate)
-VERIFY_STEPS = (1.0, 0.85)
+VERIFY_STEPS = (1.0, 0.85, 0.85)
 
 
 @dataclass
@@ -212,8 +212,9 @@ def _serve(config: TuneConfig, backend: str, candidate: Candidate) -> LocalServe
 
 
 def verify(config: TuneConfig, backend: str, candidate: Candidate, payloads: list[Payload]) -> None:
-    """Serve a finalist again and hold its sustained rate for ``verify_factor`` x ``duration_s`` (then 0.85 of
-    it, if missed): ``candidate.verified`` is the step that held a rate, None if neither did."""
+    """Serve a finalist again and hold its sustained rate for ``verify_factor`` x ``duration_s`` (then, while it
+    misses, 0.85 of the rate before, twice): ``candidate.verified`` is the step that held a rate, None if none
+    did."""
     started = time.perf_counter()
     try:
         server = _serve(config, backend, candidate)
@@ -296,8 +297,8 @@ def tune(config: TuneConfig, backend: str, refusal: str | None, payloads: list[P
     result.verified = config.finalists > 0
     started = time.perf_counter()
     runnable = [c for c in candidates if c.status == "pending"]
-    # the finalists' time is kept aside: a server start and one longer step each, and half a step more
-    reserve = config.finalists * (config.duration_s * config.verify_factor * 1.5 + 5)
+    # the finalists' time is kept aside: a server start and two longer steps each
+    reserve = config.finalists * (config.duration_s * config.verify_factor * 2 + 5)
     done: list[float] = []
     for index, candidate in enumerate(runnable, 1):
         elapsed = time.perf_counter() - started

@@ -23,7 +23,7 @@ METHOD = ("each candidate: a fresh `sk-deploy serve` on 127.0.0.1; a closed-loop
           "clients, 4 to 64) gives its capacity C; open-loop steps bisect [0, 1.1 C] from 0.7 of it (the upper bound "
           "raised to 1.5 x a rate that meets the target until one misses) for the highest offered rate that meets "
           f"the target ({MEETS_RULE}); the finalists, the candidates with the highest sustained rates, are "
-          "served again and held at that rate (then at 0.85 of it) for 5 times as long, since short steps "
+          "served again and held at that rate (then at 0.85 of it, and of that) for 5 times as long, since short steps "
           "flatter a rate just above capacity; the choice is the finalist with the highest rate held")
 
 

@@ -32,8 +32,9 @@ def tune_command(
                                              "would start past it are listed as not run (540000: 9 minutes).")]
     = 540_000.0,
     finalists: Annotated[int, typer.Option(min=0, help="Candidates with the highest sustained rates served again "
-                                           "and held at that rate for 5 x --duration-ms (short steps flatter a "
-                                           "rate just above capacity); the choice is among them (0: none).")] = 3,
+                                           "and held at that rate (then lower) for 5 x --duration-ms (short steps "
+                                           "flatter a rate just above capacity); the choice is among them (0: "
+                                           "none).")] = 3,
     max_queue: Annotated[int, typer.Option(min=1, help="Each server's --max-queue.")] = 256,
     max_in_flight: Annotated[int, typer.Option(min=1, help="Open-loop requests in flight at most.")] = 256,
     arrivals: Annotated[str, typer.Option(help="Open-loop arrivals: constant or poisson (seeded by --seed).")]

@@ -45,9 +45,9 @@ def test_tune_measures_the_grid_and_writes_the_choice(tuned: tuple[dict, Path]) 
         met = [t["offered_per_s"] for t in candidate["tried"] if t["meets"]]
         assert candidate["sustained_per_s"] == max(met)
     best = max(grid, key=lambda c: c["sustained_per_s"])
-    # the finalist: the best of the short steps, held over a step 5 times as long (at its rate, then 0.85 of it)
+    # the finalist: the best of the short steps, held over a step 5 times as long (at its rate, then lower)
     [finalist] = [c for c in grid if c["finalist"]]
-    assert finalist["sustained_per_s"] == best["sustained_per_s"] and 1 <= len(finalist["verify_tried"]) <= 2
+    assert finalist["sustained_per_s"] == best["sustained_per_s"] and 1 <= len(finalist["verify_tried"]) <= 3
     assert finalist["verify_tried"][0]["offered_per_s"] == finalist["sustained_per_s"]
     assert finalist["verify_tried"][0]["seconds"] >= 1.5  # 5 x 300 ms of schedule, and the last answers
     choice = report["choice"]
