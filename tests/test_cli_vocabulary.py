@@ -32,7 +32,8 @@ def _help(name: str) -> str:
 
 def test_every_command_is_covered() -> None:
     assert set(COMMANDS) == {"models", "predict", "export", "verify", "inspect", "quantize", "build", "serve",
-                             "bench", "bench-http", "triton-repo", "prepare", "run", "evaluate", "optimize", "import"}
+                             "bench", "bench-http", "tune", "triton-repo", "prepare", "run", "evaluate", "optimize",
+                             "import"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -129,7 +129,8 @@ class StepResult:
         }
 
 
-async def _scrape(client: Any, base: str) -> tuple[list[Sample] | None, str | None]:
+async def scrape_metrics(client: Any, base: str) -> tuple[list[Sample] | None, str | None]:
+    """The server's /metrics samples, or None and why not."""
     import httpx
 
     try:
@@ -162,7 +163,7 @@ async def _step(client: Any, base: str, config: LoadConfig, payloads: list[Paylo
     import httpx
 
     result = StepResult(concurrency)
-    before, note = await _scrape(client, base)
+    before, note = await scrape_metrics(client, base)
     statuses: Counter[str] = Counter()
     ok_ms: list[float] = []
     issued = 0
@@ -192,7 +193,7 @@ async def _step(client: Any, base: str, config: LoadConfig, payloads: list[Paylo
     result.requests, result.ok = sum(statuses.values()), len(ok_ms)
     result.statuses = dict(sorted(statuses.items()))
     result.latency = summarize(ok_ms) if ok_ms else None
-    after, after_note = await _scrape(client, base)
+    after, after_note = await scrape_metrics(client, base)
     if before is not None and after is not None:
         result.server = server_delta(before, after)
     else:
@@ -204,7 +205,8 @@ async def _step(client: Any, base: str, config: LoadConfig, payloads: list[Paylo
 CONNECT_S = 2.0
 
 
-async def _wait_ready(client: Any, base: str, timeout_s: float) -> None:
+async def wait_ready(client: Any, base: str, timeout_s: float) -> None:
+    """Return once /readyz answers 200; a LoadError when the server does not answer or is not ready in time."""
     import httpx
 
     start = time.perf_counter()
@@ -233,7 +235,7 @@ async def _sweep(config: LoadConfig, payloads: list[Payload], ready_timeout_s: f
     limits = httpx.Limits(max_connections=max(config.concurrency), max_keepalive_connections=max(config.concurrency))
     # trust_env off: a proxy from the environment must not carry loopback load elsewhere
     async with httpx.AsyncClient(timeout=config.timeout_s, limits=limits, trust_env=False) as client:
-        await _wait_ready(client, base, ready_timeout_s)
+        await wait_ready(client, base, ready_timeout_s)
         for concurrency in config.concurrency:
             if on_start:
                 on_start(concurrency)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ class PlotsUnavailable(RuntimeError):
     """matplotlib is missing; the message says what to install."""
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on its Agg backend; a PlotsUnavailable without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -28,6 +30,29 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path, machine: dict[str, Any]) -> Path:
+    """Finish ``fig`` (the machine in small print at its foot), write it to ``path`` as PNG atomically, close it."""
+    import matplotlib.pyplot as plt
+
+    fig.text(0.01, 0.01, describe_short(machine)[:140], fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def plots_or_why(draw: Callable[[], list[Path]], wanted: bool = True) -> tuple[list[Path], str | None]:
+    """The paths ``draw()`` wrote, or none and the one line saying why (matplotlib missing); none when not
+    ``wanted``."""
+    if not wanted:
+        return [], None
+    try:
+        return draw(), None
+    except PlotsUnavailable as exc:
+        return [], str(exc)
 
 
 def series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -54,12 +79,11 @@ def nice_log_ticks(low: float, high: float) -> list[float]:
 def write_plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
     """Write the two PNGs into ``out`` (names prefixed with ``prefix``); their paths. A PlotsUnavailable
     without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = series(report["rows"])
     if not groups:
         return []
     batches = sorted({r["batch"] for group in groups.values() for r in group})
-    subtitle = describe_short(report["machine"])
     paths = []
     for kind, filename in PLOTS.items():
         fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
@@ -92,11 +116,5 @@ def write_plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Pat
             ax.set_title(f"{report['model']}: throughput vs batch", loc="left")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.text(0.01, 0.01, subtitle[:140], fontsize=7, color="0.35")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path = out / f"{prefix}{filename}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"{prefix}{filename}", report["machine"]))
     return paths

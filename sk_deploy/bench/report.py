@@ -209,16 +209,10 @@ def write_result(out: Path, stem: str, result: dict[str, Any], markdown: str) ->
 def write_report(report: dict[str, Any], out: Path, with_plots: bool = True) -> tuple[list[Path], str | None]:
     """Write bench.json, bench.csv, bench.md (and the PNG plots when matplotlib is there) into ``out``; the
     paths written and, when the plots were skipped, the one line saying why."""
-    from sk_deploy.bench.plots import PlotsUnavailable, write_plots
+    from sk_deploy.bench.plots import plots_or_why, write_plots
 
     out.mkdir(parents=True, exist_ok=True)
-    plots: list[Path] = []
-    why = None
-    if with_plots:
-        try:
-            plots = write_plots(report, out)
-        except PlotsUnavailable as exc:
-            why = str(exc)
+    plots, why = plots_or_why(lambda: write_plots(report, out), with_plots)
     atomic_write_json(out / FILES["json"], report)
     atomic_write_bytes(out / FILES["csv"], to_csv(report).encode())
     atomic_write_bytes(out / FILES["md"], to_markdown(report, [p.name for p in plots]).encode())

@@ -2,9 +2,9 @@
 the package, and ``render`` for what they print.
 
 ``models``/``predict`` (models.py), ``export``/``verify``/``inspect`` (graph.py), ``quantize``/``build``
-(precision.py), ``serve`` (serve.py), ``bench``/``bench-http`` (bench.py), ``triton-repo``/``prepare``
-(deploy.py), ``run``/``evaluate``/``optimize``/``import`` (recipe.py). Every error meant for a person is an
-``SkDeployError``: one line, exit 1.
+(precision.py), ``serve`` (serve.py), ``bench``/``bench-http`` (bench.py), ``tune`` (tune.py),
+``triton-repo``/``prepare`` (deploy.py), ``run``/``evaluate``/``optimize``/``import`` (recipe.py). Every error
+meant for a person is an ``SkDeployError``: one line, exit 1.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sk_deploy.cli.common import app
 
 # Each module registers its commands on ``app``; imported in the order of the flow, which --help lists them in.
 # isort: off
-from sk_deploy.cli import models, graph, precision, serve, bench, deploy, recipe  # noqa: F401
+from sk_deploy.cli import models, graph, precision, serve, bench, tune, deploy, recipe  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

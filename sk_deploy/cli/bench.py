@@ -3,13 +3,14 @@ a running service)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed
+from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed, split
 
 
 @app.command("bench")
@@ -128,34 +129,61 @@ def bench_http_command(
     images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG/WebP pictures to post (the first 64; "
                                                 "default: 8 generated PNG pictures).")] = None,
     concurrency: Annotated[list[str] | None, typer.Option(help="Comma-separated numbers of concurrent clients, one "
-                                                          "step each (default 1,4,16,64).")] = None,
+                                                          "closed-loop step each (default 1,4,16,64).")] = None,
+    request_rate: Annotated[str | None, typer.Option(help="Comma-separated request rates (requests/s), one "
+                                                     "open-loop step each, in place of --concurrency: each request "
+                                                     "sent at its instant whether or not earlier ones were answered, "
+                                                     "its latency from that instant.")] = None,
+    arrivals: Annotated[str, typer.Option(help="With --request-rate: constant (evenly spaced) or poisson (seeded "
+                                          "by --seed).")] = "constant",
+    seed: Annotated[int, typer.Option(help="Seed of the Poisson arrivals (one seed: the same schedule).")] = 0,
+    protocol: Annotated[str, typer.Option(help="With --request-rate: http (raw pictures to URL/v1/classify) or grpc "
+                                          "(KServe v2 ModelInfer of the model's input tensor, made client-side, to "
+                                          "--grpc-url; URL still answers /readyz and /metrics).")] = "http",
+    grpc_url: Annotated[str | None, typer.Option(help="With --protocol grpc: HOST:PORT of the server's KServe v2 "
+                                                 "gRPC endpoint.")] = None,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="With --request-rate: requests in flight at most; one "
+                                               "due beyond it is a drop, as is one whose instant passed more than "
+                                               "--timeout-ms ago.")] = 256,
+    p99_ms: Annotated[float | None, typer.Option(min=0.001, help="With --request-rate: the p99 target; the knee is "
+                                                 "the highest rate meeting it (p99 within it and drops + errors "
+                                                 "under 1% of the requests scheduled), every lower rate meeting it "
+                                                 "too.")] = None,
     duration_ms: Annotated[float, typer.Option(min=10, help="Milliseconds per step (in-flight requests then "
                                                "finish).")] = 10_000.0,
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per step at most.")] = 10_000,
     timeout_ms: Annotated[float, typer.Option(min=10, help="Milliseconds one request may take.")] = 30_000.0,
     top_k: Annotated[int, typer.Option(min=1, help="top_k asked of the service.")] = 5,
-    out: Annotated[Path | None, typer.Option(help="Directory to write bench-http.json and bench-http.md to.")]
-    = None,
+    out: Annotated[Path | None, typer.Option(help="Directory to write bench-http.json and bench-http.md to "
+                                             "(open loop: bench-http-rate.json, .md and the PNG plots).")] = None,
+    plots: Annotated[bool, typer.Option(help="Open loop: draw the PNG plots into --out (needs matplotlib).")] = True,
     allow_remote: Annotated[bool, typer.Option(help="Allow a host that is not loopback (only a server you run).")]
     = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     duration: Annotated[float | None, typer.Option(min=0.01, hidden=True, help="Deprecated: --duration-ms.")] = None,
     timeout: Annotated[float | None, typer.Option(min=0.01, hidden=True, help="Deprecated: --timeout-ms.")] = None,
 ) -> None:
-    """Load a running classification service over HTTP: a sweep of concurrent clients posting raw pictures to
-    URL/v1/classify; requests/s, latency percentiles, errors by status, and the server's own batch sizes read
-    from URL/metrics around each step. Bounded by --duration-ms and --max-requests per step; loopback only unless
-    --allow-remote. Ctrl-C keeps the finished steps (exit 130)."""
+    """Load a running classification service: a sweep of concurrent clients posting raw pictures to
+    URL/v1/classify (closed loop, the default), or with --request-rate open-loop arrivals at each rate over HTTP
+    or gRPC (achieved rate, drops, the knee under --p99-ms); requests/s, latency percentiles, errors by status,
+    and the server's own batch sizes read from URL/metrics around each step. Bounded by --duration-ms and
+    --max-requests per step; loopback only unless --allow-remote. Ctrl-C keeps the finished steps (exit 130)."""
     import dataclasses
-    import signal
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
+    timeout_ms = renamed(timeout_ms, timeout, "--timeout", "--timeout-ms", lambda seconds: seconds * 1000)
+    if request_rate is not None:
+        if concurrency:
+            raise fail("--concurrency (closed loop) and --request-rate (open loop) are two modes: give one")
+        _bench_rates(url, images, request_rate, arrivals, seed, protocol, grpc_url, max_in_flight, p99_ms,
+                     duration_ms, max_requests, timeout_ms, top_k, out, plots, allow_remote, as_json)
+        return
+    if protocol != "http" or p99_ms is not None:
+        raise fail("--protocol and --p99-ms go with --request-rate (the open loop)")
 
     from sk_deploy.bench.http_load import LoadConfig, StepResult, check_url, load_payloads, run_sweep
     from sk_deploy.bench.report import build_http_report, http_table, write_http_report
 
-    duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
-    timeout_ms = renamed(timeout_ms, timeout, "--timeout", "--timeout-ms", lambda seconds: seconds * 1000)
     config = LoadConfig(url=url, concurrency=items(concurrency, "--concurrency", "1,4,16,64", int),
                         duration_s=duration_ms / 1000, max_requests=max_requests, timeout_s=timeout_ms / 1000,
                         top_k=top_k, allow_remote=allow_remote)
@@ -168,25 +196,15 @@ def bench_http_command(
                + f" --concurrency {','.join(map(str, config.concurrency))} --duration-ms {duration_ms:g} "
                f"--max-requests {max_requests}")
     steps: list[StepResult] = []
-    interrupted = False
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("waiting for the server")
 
-        def on_step(step: StepResult) -> None:
-            p50 = f"p50 {step.latency.p50:.1f} ms" if step.latency else "no successful request"
-            bar.console.print(f"[green]done[/] {step.concurrency} clients: {step.requests} requests, "
-                              f"{step.requests_per_s:.1f}/s, {p50}, {step.errors} errors", highlight=False)
+    def step_line(step: StepResult) -> str:
+        p50 = f"p50 {step.latency.p50:.1f} ms" if step.latency else "no successful request"
+        return (f"{step.concurrency} clients: {step.requests} requests, {step.requests_per_s:.1f}/s, {p50}, "
+                f"{step.errors} errors")
 
-        try:
-            run_sweep(config, payloads, on_start=lambda n: bar.update(task, description=f"{n} clients"),
-                      on_step=on_step, results=steps)
-        except UserError as exc:
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            interrupted = True
-    if interrupted:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupted = _with_progress(lambda on_start, on_step: run_sweep(config, payloads, on_start=on_start,
+                                                                     on_step=on_step, results=steps),
+                                 lambda n: f"{n} clients", step_line)
     report = build_http_report(config, steps, len(payloads), command, interrupted)
     if as_json:
         render.as_json(report)
@@ -197,3 +215,83 @@ def bench_http_command(
         console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
     if interrupted:
         raise fail(f"interrupted after {len(steps)} step(s)" + (f"; partial report in {out}" if out else ""), code=130)
+
+
+def _bench_rates(url: str, images: Path | None, request_rate: str, arrivals: str, seed: int, protocol: str,
+                 grpc_url: str | None, max_in_flight: int, p99_ms: float | None, duration_ms: float,
+                 max_requests: int, timeout_ms: float, top_k: int, out: Path | None, plots: bool, allow_remote: bool,
+                 as_json: bool) -> None:
+    """bench-http's open loop: every rate in turn, the report, the knee."""
+    import dataclasses
+
+    from sk_deploy.bench.http_load import check_url, load_payloads
+    from sk_deploy.bench.open_loop import RateConfig, RateRun, RateStep, check_config, run_rates
+    from sk_deploy.bench.rate_report import build_rate_report, knee_line, rate_table, write_rate_report
+
+    config = RateConfig(url=url, rates=split(request_rate, "--request-rate", float), arrivals=arrivals, seed=seed,
+                        duration_s=duration_ms / 1000, max_requests=max_requests, max_in_flight=max_in_flight,
+                        timeout_s=timeout_ms / 1000, top_k=top_k, p99_ms=p99_ms, protocol=protocol,
+                        grpc_url=grpc_url, allow_remote=allow_remote)
+    try:
+        config = dataclasses.replace(config, url=check_url(url, allow_remote))
+        check_config(config)
+        payloads = load_payloads(images)
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    command = (f"sk-deploy bench-http {config.url}" + (f" --images {images}" if images else "")
+               + f" --request-rate {','.join(f'{r:g}' for r in config.rates)} --arrivals {arrivals}"
+               + (f" --seed {seed}" if arrivals == "poisson" else "")
+               + (f" --protocol grpc --grpc-url {grpc_url}" if protocol == "grpc" else "")
+               + f" --duration-ms {duration_ms:g} --max-requests {max_requests} --max-in-flight {max_in_flight}"
+               + (f" --p99-ms {p99_ms:g}" if p99_ms is not None else ""))
+    run = RateRun()
+
+    def step_line(step: RateStep) -> str:
+        p99 = f"p99 {step.latency.p99:.1f} ms" if step.latency else "no successful request"
+        return (f"{step.rate:g}/s offered: {step.sent} sent, {step.dropped} dropped, {step.errors} errors, "
+                f"{step.ok / step.seconds if step.seconds else 0:.1f} ok/s, {p99}")
+
+    interrupted = _with_progress(lambda on_start, on_step: run_rates(config, payloads, on_start=on_start,
+                                                                     on_step=on_step, run=run),
+                                 lambda rate: f"{rate:g} requests/s", step_line)
+    report = build_rate_report(config, run, len(payloads), command, interrupted)
+    if as_json:
+        render.as_json(report)
+    else:
+        render.show(rate_table(report))
+        line = knee_line(report)
+        if line:
+            console.print(line, highlight=False, soft_wrap=True)
+    if out is not None:
+        written, no_plots = write_rate_report(report, out, with_plots=plots)
+        if no_plots:
+            note(no_plots)
+        err_console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    if interrupted:
+        raise fail(f"interrupted after {len(run.steps)} rate(s)" + (f"; partial report in {out}" if out else ""),
+                   code=130)
+
+
+def _with_progress(run: Callable[[Callable[[Any], None], Callable[[Any], None]], Any],
+                   starting: Callable[[Any], str], finished: Callable[[Any], str]) -> bool:
+    """``run(on_start, on_step)`` under a spinner naming the step under way (``starting``) and a line per step
+    done (``finished``); a person's error is one line; True when Ctrl-C stopped it (a second one then ignored,
+    so the partial report is written)."""
+    import signal
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    interrupted = False
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("waiting for the server")
+        try:
+            run(lambda value: bar.update(task, description=starting(value)),
+                lambda step: bar.console.print(f"[green]done[/] {finished(step)}", highlight=False))
+        except UserError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return interrupted

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from typer import rich_utils
+from typer._click.core import ParameterSource
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from sk_deploy.errors import SkDeployError
@@ -144,6 +145,7 @@ def split(text: str, what: str, cast: Any = str) -> tuple:
 VOCABULARY: dict[str, str] = {
     "--access-log": "log every request",
     "--allow-remote": "allow a host that is not loopback",
+    "--arrivals": "open-loop arrivals: constant or poisson",
     "--auto-exclude": "keep the fewest most sensitive layers float until the gate passes",
     "--backend": "one backend (predict, serve: the Predictor's; triton-repo: Triton's)",
     "--backends": "backends to measure, comma-separated",
@@ -152,9 +154,11 @@ VOCABULARY: dict[str, str] = {
     "--batch-sizes": "batch sizes to measure, comma-separated (1,8,32)",
     "--build-engine": "auto, always or never build a TensorRT engine",
     "--body-timeout-ms": "how long a request's body may take to arrive after its headers",
+    "--budget-ms": "the time a whole run may take",
     "--bundle": "a bundle directory",
     "--calib-size": "photos of --images to calibrate on",
     "--concurrency": "numbers of concurrent clients, comma-separated",
+    "--config": "a TOML file of serving settings (from tune); options given on the command line win",
     "--decode-threads": "threads decoding pictures",
     "--device": "the PyTorch device (auto, cpu, cuda, cuda:N)",
     "--drain-ms": "how long a stopping server answers 503 before it stops",
@@ -162,11 +166,13 @@ VOCABULARY: dict[str, str] = {
     "--engine": "a TensorRT engine file of the bundle",
     "--exclude": "op types or node names to keep float32, comma-separated",
     "--exporter": "the torch exporter",
+    "--finalists": "tune's best candidates verified over longer steps",
     "--force": "replace an existing output",
     "--fuse-preprocess": "the graph takes uint8 NHWC pictures",
     "--gate": "refuse a graph that misses its accuracy gate",
     "--gmacs": "count GMACs",
     "--grpc-port": "port to serve KServe v2 over gRPC on",
+    "--grpc-url": "HOST:PORT of a KServe v2 gRPC endpoint",
     "--hardware-compat": "which GPUs an engine may run on",
     "--high-precision": "the type of an int8 graph's non-quantized part: fp16 or fp32",
     "--holdout-size": "other photos of --images to measure accuracy on",
@@ -175,7 +181,7 @@ VOCABULARY: dict[str, str] = {
     "--images": "a folder of photos (JPEG/PNG/WebP), searched recursively",
     "--input-size": "input height and width",
     "--instance-kind": "Triton instance kind: gpu or cpu",
-    "--instances": "Triton model instances",
+    "--instances": "model instances: serve's inference threads, Triton's instance count",
     "--json": "print JSON",
     "--labels": "a CSV of FILE,CLASS_INDEX ground-truth labels",
     "--limit": "photos of --images to use",
@@ -186,6 +192,7 @@ VOCABULARY: dict[str, str] = {
     "--max-body-mb": "largest request body",
     "--max-connections": "open connections allowed",
     "--max-delay-ms": "longest wait for a batch to fill",
+    "--max-in-flight": "open-loop requests in flight at most",
     "--max-pixels": "largest picture decoded",
     "--max-queue": "pictures allowed to wait",
     "--max-queue-delay-ms": "Triton's dynamic batcher delay",
@@ -200,6 +207,7 @@ VOCABULARY: dict[str, str] = {
     "--opset": "ONNX opset",
     "--ort-tensorrt": "ONNX Runtime's TensorRT provider in Triton",
     "--out": "the directory to write",
+    "--p99-ms": "the p99 latency target",
     "--plots": "draw PNG plots",
     "--port": "port to listen on",
     "--precision": "one precision: fp32 (the default), fp16, int8 or tf32 (GPUs: the fp32 graph with TF32)",
@@ -207,8 +215,11 @@ VOCABULARY: dict[str, str] = {
     "--preferred-batch-sizes": "Triton's preferred batch sizes, comma-separated",
     "--preprocess": "the pictures' preprocessing preset (import)",
     "--pretrained": "the timm checkpoint from the Hugging Face hub",
+    "--protocol": "http or grpc",
     "--recompute-bn": "recompute BatchNorm statistics on --images before export",
     "--recompute-bn-count": "photos of --images --recompute-bn uses",
+    "--request-rate": "open-loop request rates (requests/s), comma-separated",
+    "--seed": "the seed of random arrivals",
     "--set": "recipe keys to override, comma-separated key.path=value pairs (run)",
     "--target": "the int8 form: auto, tensorrt or cpu",
     "--threads": "ONNX Runtime intra-op threads",
@@ -255,3 +266,25 @@ def items(values: list[str] | None, what: str, default: str = "", cast: Any = st
         note(f"repeating {what} is deprecated and will be removed in the next release; give one comma-separated "
              f"list: {what} {','.join(values)}", label="warning")
     return split(",".join(values), what, cast)
+
+
+def file_settings(ctx: typer.Context, path: Any, params: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """The serving settings of the ``--config`` file at ``path`` (None: none) for the options not given on the
+    command line (``params``: each settings key -> the command's parameter names for it), said in one line;
+    a bad file is one error line."""
+    if path is None:
+        return {}
+    from sk_deploy.serving_config import read_settings
+
+    try:
+        settings = read_settings(path)
+    except SkDeployError as exc:
+        from rich.markup import escape
+
+        raise fail(escape(str(exc))) from None  # the message names the [serving] table
+    taken = {key: value for key, value in settings.items()
+             if not any(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE for name in params[key])}
+    if taken:
+        shown = ", ".join(f"{key} {value:g}" for key, value in taken.items())
+        err_console.print(f"[dim]from {path}:[/] {shown}", highlight=False, soft_wrap=True)
+    return taken

@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, items, note, renamed, waiting
+from sk_deploy.cli.common import UserError, app, err_console, fail, file_settings, items, note, renamed, waiting
 
 
 @app.command("triton-repo")
 def triton_repo_command(
+    ctx: typer.Context,
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model repository directory; the model goes into "
                                       "OUT/<model>/ (other models there are left alone).")],
@@ -42,6 +43,11 @@ def triton_repo_command(
                                                "Runtime's TensorRT provider (precision_mode from --precision).")]
     = False,
     force: Annotated[bool, typer.Option(help="Replace an existing OUT/<model>/ directory.")] = False,
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings (table serving: "
+                                                     "max_batch -> max_batch_size, max_delay_ms -> "
+                                                     "max_queue_delay_microseconds, instances -> instance_group "
+                                                     "count; from `sk-deploy tune`); options given here win over "
+                                                     "it.")] = None,
     device: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --instance-kind.")] = None,
     preferred_batch: Annotated[list[str] | None, typer.Option(hidden=True, help="Deprecated: "
                                                               "--preferred-batch-sizes.")] = None,
@@ -52,6 +58,12 @@ def triton_repo_command(
     instance group, I/O read from the graph), OUT/<model>/1/model.onnx or model.plan, OUT/<model>/labels.txt."""
     from sk_deploy.deploy.triton import TritonRequest, write_repository
 
+    chosen = file_settings(ctx, config_file, {"max_batch": ("max_batch",),
+                                              "max_delay_ms": ("max_queue_delay_ms", "max_queue_delay_us"),
+                                              "instances": ("instances",)})
+    max_batch = chosen.get("max_batch", max_batch)
+    max_queue_delay_ms = chosen.get("max_delay_ms", max_queue_delay_ms)
+    instances = chosen.get("instances", instances)
     instance_kind = renamed(instance_kind, device, "--device", "--instance-kind")
     if instance_kind is None and backend != "openvino":  # Triton's OpenVINO backend runs on KIND_CPU
         instance_kind = "gpu"

@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, renamed, split, waiting
+from sk_deploy.cli.common import UserError, app, err_console, fail, file_settings, renamed, split, waiting
 
 
 @app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="BUNDLE|MODEL", help="A bundle directory, or a registered model "
                                           "name to export first (into ~/.cache/sk-deploy/bundles, reused).")],
     backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino or "
@@ -33,6 +34,12 @@ def serve_command(
                                                 "picture's arrival.")] = 2.0,
     max_queue: Annotated[int, typer.Option(min=1, help="Pictures allowed to wait; beyond, 429 with Retry-After.")]
     = 256,
+    instances: Annotated[int, typer.Option(min=1, help="Inference threads taking batches from the one queue, each "
+                                           "with its share of the cores (ort-cpu and openvino; others run one).")]
+    = 1,
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings (table serving: "
+                                                     "max_batch, max_delay_ms, instances; from `sk-deploy tune`); "
+                                                     "options given here win over it.")] = None,
     timeout_ms: Annotated[float, typer.Option(min=1, help="A request's deadline; past it, 504 and dropped from the "
                                               "queue.")] = 5000.0,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body; beyond, 413.")] = 16.0,
@@ -59,8 +66,8 @@ def serve_command(
     drain_seconds: Annotated[float | None, typer.Option(min=0, hidden=True, help="Deprecated: --drain-ms.")] = None,
 ) -> None:
     """Serve a bundle over HTTP: /v1/classify, KServe v2 (/v2/...), /healthz, /readyz, /metrics; with --grpc-port
-    KServe v2 over gRPC too, on the same batcher. Dynamic batching on one inference thread. The model loads and
-    warms up after the server starts (/readyz turns 200)."""
+    KServe v2 over gRPC too, on the same batcher. Dynamic batching on one inference thread (--instances: more,
+    where the backend allows). The model loads and warms up after the server starts (/readyz turns 200)."""
     from sk_deploy.service.listen import bind, reserve
 
     try:
@@ -69,12 +76,18 @@ def serve_command(
     except UserError as exc:
         raise fail(str(exc)) from None
     from sk_deploy.runtime.availability import probe_machine
+    from sk_deploy.runtime.instances import instances_refusal
     from sk_deploy.runtime.predictor import plan
     from sk_deploy.service.app import ServiceConfig
     from sk_deploy.service.batcher import check_buckets
     from sk_deploy.service.server import serve
     from sk_deploy.service.target import resolve_target
 
+    chosen = file_settings(ctx, config_file, {"max_batch": ("max_batch",), "max_delay_ms": ("max_delay_ms",),
+                                              "instances": ("instances",)})
+    max_batch = chosen.get("max_batch", max_batch)
+    max_delay_ms = chosen.get("max_delay_ms", max_delay_ms)
+    instances = chosen.get("instances", instances)
     buckets = split(batch_buckets, "--batch-buckets", int) or None
     if buckets:
         try:
@@ -90,6 +103,9 @@ def serve_command(
             choice = plan(bundle, backend, precision, machine)  # a backend it lacks: one line now
     except UserError as exc:
         raise fail(str(exc)) from None
+    refusal = instances_refusal(choice.backend) if instances > 1 else None
+    if refusal:
+        raise fail(f"--instances {instances}: {choice.backend} runs one instance ({refusal})")
     bundle_dir = bundle.path
     if exported:
         err_console.print(f"exported {target} to {bundle_dir}", highlight=False)
@@ -101,7 +117,7 @@ def serve_command(
                            max_body_mb=max_body_mb, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
                            decode_threads=decode_threads, header_timeout_ms=header_timeout_ms,
                            body_timeout_ms=body_timeout_ms, max_connections=max_connections,
-                           batch_buckets=buckets)
+                           batch_buckets=buckets, instances=instances)
     error = serve(config, host=host, port=port, drain_seconds=drain_ms / 1000, log_level=log_level,
                   access_log=access_log, sock=sock, grpc_socket=grpc_socket)
     if error:

@@ -11,6 +11,7 @@ second start of the same graph on the same machine imports instead of compiling.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -110,7 +111,12 @@ class OpenVinoBackend(Backend):
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.hint = str(self.compiled.get_property("PERFORMANCE_HINT"))
-        self._request = self.compiled.create_infer_request()
+        #: one infer request per calling thread: a compiled model is thread-safe, a request is not (the
+        #: service's instances run in parallel, one request each, over NUM_STREAMS streams)
+        self._local = threading.local()
+        self._requests: list[Any] = []
+        self._lock = threading.Lock()
+        self._request()
 
     @property
     def description(self) -> str:
@@ -119,11 +125,22 @@ class OpenVinoBackend(Backend):
                 f"{' (int8 graph)' if self.precision == 'int8' else ''}, {self.threads} threads, "
                 f"{self.streams} stream(s), {self.hint}")
 
+    def _request(self) -> Any:
+        """This thread's infer request (made on its first run)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            with self._lock:
+                request = self._local.request = self.compiled.create_infer_request()
+                self._requests.append(request)
+        return request
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32) of ``batch``."""
-        self._request.infer({0: batch}, share_inputs=True)
-        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+        request = self._request()
+        request.infer({0: batch}, share_inputs=True)
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
     def _release(self) -> None:
-        self._request = None
+        self._requests.clear()
+        self._local = threading.local()
         self.compiled = None

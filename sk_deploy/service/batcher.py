@@ -1,6 +1,7 @@
 """Dynamic batching: pictures from many clients gathered into one batch, run on one inference thread.
 
-Requests are submitted from the event loop and wait there; one thread per device takes the oldest request,
+Requests are submitted from the event loop and wait there; an inference thread (one, or ``workers`` where the
+backend runs batches in parallel: model instances sharing the one queue) takes the oldest request,
 gathers more until ``max_batch`` pictures are waiting or ``max_delay`` has passed since the oldest arrived,
 runs them as one batch on the backend and scatters the rows back. The event loop never runs inference.
 
@@ -126,9 +127,10 @@ class Batcher:
         max_queue: int,
         metrics: ServiceMetrics,
         buckets: tuple[int, ...] | None = None,
+        workers: int = 1,
     ) -> None:
-        if max_batch < 1 or max_queue < 1 or max_delay < 0:
-            raise ValueError("max_batch and max_queue must be >= 1 and max_delay >= 0")
+        if max_batch < 1 or max_queue < 1 or max_delay < 0 or workers < 1:
+            raise ValueError("max_batch, max_queue and workers must be >= 1 and max_delay >= 0")
         self._run = run
         #: the sizes batches are padded to (None: any size runs as it is)
         self.buckets = check_buckets(buckets, max_batch) if buckets else None
@@ -141,8 +143,10 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._last_batch_seconds = 0.0
-        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"inference-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     async def submit(self, array: np.ndarray, deadline: float) -> BatchResult:
         """The logits of ``array`` (N, ...) once its batch has run. ``deadline`` is a ``time.monotonic()``
@@ -246,8 +250,9 @@ class Batcher:
             offset += job.rows
 
     def close(self, timeout: float | None = None) -> None:
-        """Take no new requests, finish the queued ones, stop the thread."""
+        """Take no new requests, finish the queued ones, stop the threads."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)

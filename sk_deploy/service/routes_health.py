@@ -26,7 +26,8 @@ async def index(service: ServiceDep) -> dict[str, Any]:
             "backend_reason": predictor.reason if predictor else None,
             "input": {"name": service.input_spec.name, "form": service.input_spec.describe()},
             "batching": {"max_batch": config.max_batch, "max_delay_ms": config.max_delay_ms,
-                         "max_queue": config.max_queue, "timeout_ms": config.timeout_ms},
+                         "max_queue": config.max_queue, "timeout_ms": config.timeout_ms,
+                         "instances": config.instances},
             "endpoints": ["/v1/classify", "/v1/classify/batch", f"/v2/models/{service.model}/infer",
                           "/healthz", "/readyz", "/metrics", "/docs"]}
 

@@ -17,6 +17,8 @@ from starlette.requests import Request
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.labels import imagenet_labels
+from sk_deploy.machine import BackendUnavailable
+from sk_deploy.runtime.instances import instance_options, instances_refusal
 from sk_deploy.runtime.predictor import Predictor
 from sk_deploy.service.batcher import (
     Batcher,
@@ -64,6 +66,9 @@ class ServiceConfig:
     batch_buckets: tuple[int, ...] | None = None
     """The sizes batches are padded to for a backend that captures CUDA graphs (None: the powers of two up to
     ``max_batch``); a backend that captures none takes any size."""
+    instances: int = 1
+    """Inference threads taking batches from the one queue, each with its share of the cores (backends that run
+    batches in parallel only: ``runtime.instances``)."""
 
     @property
     def max_body_bytes(self) -> int:
@@ -101,9 +106,16 @@ class Service:
         """Open the Predictor, warm it up at batch 1 and at the largest batch, start the batcher (blocking)."""
         started = time.perf_counter()
         config = self.config
-        predictor = Predictor(self.bundle, config.backend, config.precision)
+        predictor = Predictor(self.bundle, config.backend, config.precision,
+                              options=instance_options(config.precision, config.instances))
+        refusal = instances_refusal(predictor.backend) if config.instances > 1 else None
+        if refusal:
+            predictor.close()
+            raise BackendUnavailable(f"{config.instances} instances: {predictor.backend} runs one ({refusal})")
         log.info("model %s on %s (%s), loading took %.1f s", self.model, predictor.description, predictor.reason,
                  time.perf_counter() - started)
+        if config.instances > 1:
+            log.info("%d instances: %d inference threads on the one queue", config.instances, config.instances)
         buckets = None
         if predictor.captures_graphs:
             buckets = check_buckets(config.batch_buckets or default_buckets(config.max_batch), config.max_batch)
@@ -115,7 +127,8 @@ class Service:
             log.info("warm-up at batch %s took %.1f s", ",".join(map(str, sizes)), seconds)
         self.predictor = predictor
         self.batcher = Batcher(predictor.predict, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1e3,
-                               max_queue=config.max_queue, metrics=self.metrics, buckets=buckets)
+                               max_queue=config.max_queue, metrics=self.metrics, buckets=buckets,
+                               workers=config.instances)
         log.info("ready: %s", self.model)
 
     def close(self) -> None:

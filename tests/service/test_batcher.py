@@ -4,6 +4,7 @@ its own rows; a full queue refused at once; requests past their deadline or canc
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -100,3 +101,23 @@ def test_close_finishes_what_is_queued() -> None:
         return (await task).logits
 
     np.testing.assert_array_equal(asyncio.run(main()), [[2.0, 2.0]])
+
+
+def test_instances_run_batches_in_parallel_from_the_one_queue() -> None:
+    # each batch waits at a barrier for another batch to be running: it passes only if two run at once
+    barrier = threading.Barrier(2, timeout=10)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        barrier.wait()
+        return batch * 2
+
+    batcher = Batcher(run, max_batch=1, max_delay=0.0, max_queue=8, metrics=ServiceMetrics("test"), workers=2)
+
+    async def main() -> list:
+        deadline = time.monotonic() + 20
+        return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32), deadline) for i in range(4)))
+
+    results = asyncio.run(main())
+    batcher.close()
+    assert [float(r.logits[0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
+    assert not barrier.broken
