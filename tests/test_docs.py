@@ -56,9 +56,10 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     ci = [line for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
           if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
     assert len(ci) == 1, f".ci/run should run one command, runs {ci}"
-    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
-    commands = [block.strip() for block in blocks if "pytest" in block]
-    assert commands == [ci[0]], f"README's test command {commands} is not what .ci/run runs: {ci[0]!r}"
+    for page in (README, DOCS / "tests.md"):
+        blocks = re.findall(r"^```bash\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
+        commands = [block.strip() for block in blocks if "pytest" in block]
+        assert commands == [ci[0]], f"{page.name}'s test command {commands} is not what .ci/run runs: {ci[0]!r}"
 
 
 def _links() -> list[tuple[Path, str]]:
