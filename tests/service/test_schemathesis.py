@@ -1,6 +1,6 @@
 """schemathesis, every check, against the real server's OpenAPI document (its request bodies described), with
 a fixed seed and a bounded number of examples: no server error, no traceback, and every failure that remains
-is of a kind the README explains (a schema-valid request the server still refuses with a 400, because the
+is of a kind docs/service.md explains (a schema-valid request the server still refuses with a 400, because the
 schema cannot say "a decodable picture" or "as many values as the shape holds").
 
 The one 5xx allowed: 504 to a request that set its own ``timeout_ms`` (the deadline the client asked for,
@@ -23,7 +23,7 @@ pytest.importorskip("schemathesis")
 
 EXAMPLES, SEED = 25, 1
 EXPLAINED = {"positive_data_acceptance"}
-"""Failure kinds the README explains (Service, "schemathesis")."""
+"""Failure kinds docs/service.md explains ("Soak, schemathesis and the tests")."""
 
 
 @dataclass(frozen=True)
