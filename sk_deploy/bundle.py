@@ -76,9 +76,9 @@ GRAPH_FORMS: tuple[GraphForm, ...] = (
     GraphForm("model.onnx", "fp32", None, "sk-deploy export MODEL --out BUNDLE"),
     GraphForm("model.fp16.onnx", "fp16", None, "sk-deploy quantize BUNDLE --precision fp16"),
     GraphForm("model.int8-cpu.onnx", "int8", "cpu", "sk-deploy quantize BUNDLE --precision int8 --target cpu "
-              "--calib PHOTOS"),
+              "--images PHOTOS"),
     GraphForm("model.int8.onnx", "int8", "tensorrt", "sk-deploy quantize BUNDLE --precision int8 --target tensorrt "
-              "--calib PHOTOS"),
+              "--images PHOTOS"),
     # bf16 has no file of its own: OpenVINO compiles the float32 graph with bf16 inference precision, on CPUs.
     GraphForm("model.onnx", "bf16", "cpu", "sk-deploy export MODEL --out BUNDLE"),
 )

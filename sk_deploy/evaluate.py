@@ -22,6 +22,7 @@ from sk_deploy.compare import BatchFor, Pictures, Runner, VerifyError, compare_r
 from sk_deploy.errors import SkDeployError
 from sk_deploy.metrics import Agreement
 from sk_deploy.models.reference import is_trained
+from sk_deploy.settings.recipe import AUTO_LABELS
 
 DEFAULT_BACKEND = "ort-cpu"
 PRECISION_OF = {name: form.precision for name, form in FILE_FORMS.items()}
@@ -71,6 +72,14 @@ def folder_labels(images: Path, files: list[Path]) -> dict[Path, int]:
     by_wnid = all(c in wnids for c in classes)
     index = {c: (wnids[c] if by_wnid else i) for i, c in enumerate(classes)}
     return {f: index[f.relative_to(images).parts[0]] for f in files if len(f.relative_to(images).parts) > 1}
+
+
+def labels_file(labels: str | Path | None, images: Path) -> Path | None:
+    """``--labels``: a CSV path, or ``auto`` for the photo folder's own labels.csv when it has one (else None)."""
+    if labels == AUTO_LABELS:
+        found = Path(images) / "labels.csv"
+        return found if found.is_file() else None
+    return Path(labels) if labels else None
 
 
 def labelled_files(images: str | Path, labels: str | Path | None, limit: int | None) -> tuple[list[Path], list[int]]:

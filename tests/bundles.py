@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle
+from sk_deploy.graph.pipeline import export_bundle
 from sk_deploy.models import create_model, get_spec
+from sk_deploy.settings.graph import ExportSettings
 from tests.graph.conftest import calibrate_bn
 
 SIZE = 64
@@ -23,7 +24,7 @@ def realistic_bundle(name: str, folder: Path, size: int = SIZE, fuse_preprocess:
     model = calibrate_bn(create_model(name), (get_spec(name).input_size[0], size, size))
     weights = folder / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
-    request = ExportRequest(model=name, out=folder / f"{name}-bundle", weights=weights, input_size=(size, size),
+    request = ExportSettings(model=name, out=folder / f"{name}-bundle", weights=weights, input_size=(size, size),
                             fuse_preprocess=fuse_preprocess, verify=False)
     bundle, _ = export_bundle(request)
     return bundle

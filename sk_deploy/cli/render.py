@@ -9,6 +9,7 @@ from rich.table import Table
 from sk_deploy.cli.common import console, err_console
 
 if TYPE_CHECKING:
+    from sk_deploy.bench.tune import Candidate
     from sk_deploy.bundle import Bundle
     from sk_deploy.deploy.triton import TritonResult
     from sk_deploy.graph.verify import VerifyReport
@@ -202,3 +203,35 @@ def triton_lines(result: TritonResult) -> None:
           f"{plan.input.data_type} {list(plan.input.dims)}, output {plan.output.name} {plan.output.data_type} "
           f"{list(plan.output.dims)}, {batching}, {plan.instances} x {plan.kind}")
     plain(f"serve it: tritonserver --model-repository={result.path.parent}")
+
+
+class TuneLines:
+    """``tune``'s progress on stderr: a line per candidate started, its figures when done, each finalist held."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+
+    def start(self, candidate: Candidate, index: int, count: int) -> None:
+        """A candidate started."""
+        err_console.print(f"[dim][{index}/{count}][/] {candidate.label}...", highlight=False)
+
+    def verify(self, candidate: Candidate) -> None:
+        """A finalist held at its rate."""
+        err_console.print(f"[dim]finalist:[/] {candidate.label}, held at {candidate.sustained_per_s:.1f}/s for "
+                          f"{self.hold_s:g} s...", highlight=False)
+
+    def done(self, candidate: Candidate) -> None:
+        """A candidate's (or a finalist's) figures."""
+        if candidate.verify_tried:
+            held = candidate.verified
+            err_console.print("  " + (f"holds {held.rate:.1f}/s, p99 {held.latency.p99:.1f} ms" if held and held.latency
+                                      else candidate.reason or "no rate held"), highlight=False)
+            return
+        if candidate.status != "ok":
+            err_console.print(f"  [red]{candidate.status}[/]: {candidate.reason}", highlight=False, soft_wrap=True)
+            return
+        best = candidate.sustained
+        figures = (f"sustains {best.rate:.1f}/s, p99 {best.latency.p99:.1f} ms" if best and best.latency
+                   else candidate.reason)
+        err_console.print(f"  capacity {candidate.capacity_per_s:.1f}/s closed loop; {figures} "
+                          f"({candidate.seconds:.0f} s)", highlight=False)

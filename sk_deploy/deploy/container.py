@@ -21,8 +21,7 @@ from sk_deploy.bundle import MODEL_FILE, PRECISIONS, Bundle, BundleError, stagin
 from sk_deploy.engines.compat import fitting_engine as engine_for
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import Machine, probe_machine
-
-BUILD_MODES = ("auto", "always", "never")
+from sk_deploy.settings.deploy import BUILD_MODES
 
 
 class PrepareError(SkDeployError, RuntimeError):

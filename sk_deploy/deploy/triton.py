@@ -35,19 +35,17 @@ from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, atomic_write_bytes
 from sk_deploy.engines.compat import find_engine
 from sk_deploy.errors import SkDeployError
 from sk_deploy.runtime.predictor import BACKEND_SPECS
+from sk_deploy.settings.deploy import BACKENDS, KINDS, TritonSettings
 
-BACKENDS = ("onnxruntime", "tensorrt", "openvino")
 # Triton's OpenVINO backend has no platform string: it is named by `backend:` and loads the file that
 # default_model_filename names. Its CPU parameters are INFERENCE_NUM_THREADS, NUM_STREAMS, PERFORMANCE_HINT and
 # HINT_BF16; it has none that pins f32 (OpenVINO's own default is bf16 on a CPU with native bfloat16).
 TRITON_BACKENDS = {"openvino": "openvino"}
 OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
-DEVICES = ("gpu", "cpu")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # the file names Triton looks for
 LABELS_FILE = "labels.txt"
 VERSION = "1"
-DEFAULT_QUEUE_DELAY_US = 2000
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 ORT_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
@@ -73,11 +71,11 @@ class TritonRequest:
     out: Path
     backend: str = "onnxruntime"
     precision: str = "fp32"
-    device: str | None = None
+    instance_kind: str | None = None
     """gpu or cpu; None: cpu for openvino, gpu otherwise"""
     max_batch: int | None = None
-    preferred_batch: tuple[int, ...] = ()
-    max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_ms: float = TritonSettings.model_fields["max_queue_delay_ms"].default
     instances: int = 1
     name: str | None = None
     engine: str | None = None
@@ -129,11 +127,12 @@ class TritonPlan:
 
 def _check_options(request: TritonRequest) -> None:
     """The checks that need no file."""
-    for value, allowed, what in ((request.backend, BACKENDS, "backend"), (request.device, DEVICES, "instance kind"),
+    for value, allowed, what in ((request.backend, BACKENDS, "backend"),
+                                 (request.instance_kind, KINDS, "instance kind"),
                                  (request.precision, PRECISIONS, "precision")):
         if value not in allowed:
             raise TritonRepoError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
-    if request.backend == "openvino" and request.device != "cpu":
+    if request.backend == "openvino" and request.instance_kind != "cpu":
         raise TritonRepoError("Triton's OpenVINO backend runs on the CPU: use --instance-kind cpu (the default for "
                               "openvino)")
     if request.backend == "openvino" and request.precision == "fp16":
@@ -141,18 +140,18 @@ def _check_options(request: TritonRequest) -> None:
     if request.precision == "bf16" and request.backend != "openvino":
         raise TritonRepoError("bf16 is served by Triton's OpenVINO backend on a CPU with native bfloat16: use "
                               "--backend openvino")
-    if request.backend == "tensorrt" and request.device == "cpu":
+    if request.backend == "tensorrt" and request.instance_kind == "cpu":
         raise TritonRepoError("a TensorRT plan runs on a GPU only: use --instance-kind gpu, or --backend onnxruntime "
                               "for CPU")
-    if request.ort_tensorrt and (request.backend != "onnxruntime" or request.device != "gpu"):
+    if request.ort_tensorrt and (request.backend != "onnxruntime" or request.instance_kind != "gpu"):
         raise TritonRepoError("--ort-tensorrt is ONNX Runtime's TensorRT provider: it needs --backend onnxruntime "
                               "--instance-kind gpu")
     if request.engine is not None and request.backend != "tensorrt":
         raise TritonRepoError("--engine picks a TensorRT plan: add --backend tensorrt")
     if request.instances < 1:
         raise TritonRepoError(f"--instances must be at least 1, got {request.instances}")
-    if request.max_queue_delay_us < 0:
-        raise TritonRepoError(f"--max-queue-delay-ms must be 0 or more, got {request.max_queue_delay_us / 1000:g}")
+    if request.max_queue_delay_ms < 0:
+        raise TritonRepoError(f"--max-queue-delay-ms must be 0 or more, got {request.max_queue_delay_ms:g}")
     if request.name is not None and not _NAME.match(request.name):
         raise TritonRepoError(f"model name {request.name!r}: use letters, digits, '_', '.' and '-' (it names a "
                               "directory and the model in Triton's URLs)")
@@ -240,20 +239,20 @@ def _batching(request: TritonRequest, limit: int, limit_hint: str) -> tuple[int,
         raise TritonRepoError(f"--max-batch must be at least 1, got {max_batch}")
     if max_batch > limit:
         raise TritonRepoError(f"--max-batch {max_batch} is above the batch profile's maximum {limit}; {limit_hint}")
-    preferred = tuple(sorted(set(request.preferred_batch)))
+    preferred = tuple(sorted(set(request.preferred_batch_sizes)))
     wrong = [size for size in preferred if not 1 <= size <= max_batch]
     if wrong:
-        raise TritonRepoError(f"--preferred-batch {', '.join(map(str, wrong))}: each must be 1 to max batch "
+        raise TritonRepoError(f"--preferred-batch-sizes {', '.join(map(str, wrong))}: each must be 1 to max batch "
                               f"{max_batch}")
     return max_batch, preferred
 
 
 def plan_repository(request: TritonRequest) -> TritonPlan:
     """Check everything and work out the configuration; writes nothing."""
-    if request.device is None:
-        request = replace(request, device="cpu" if request.backend == "openvino" else "gpu")
+    if request.instance_kind is None:
+        request = replace(request, instance_kind="cpu" if request.backend == "openvino" else "gpu")
     _check_options(request)
-    assert request.device is not None
+    assert request.instance_kind is not None
     bundle = Bundle.open(request.bundle)
     warnings: list[str] = []
     if request.backend == "tensorrt":
@@ -262,7 +261,7 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
         if not bundle.has(graph):
             raise TritonRepoError(f"{source}: its source graph {graph!r} is not in the bundle; cannot tell its I/O")
         limit = int(entry.get("profile", {}).get("max") or bundle.batch_profile[2])
-        limit_hint = "rebuild the engine with a larger profile: sk-deploy build BUNDLE --batch 1:OPT:MAX"
+        limit_hint = "rebuild the engine with a larger profile: sk-deploy build BUNDLE --batch-profile 1:OPT:MAX"
         trt, gpu = entry.get("tensorrt", {}), entry.get("gpu", {})
         compat = entry.get("hardware_compat", "none")
         runs_on = {"none": f"on {gpu.get('name')} only", "same-cc": "on GPUs of compute capability "
@@ -275,21 +274,22 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
     else:
         # the Predictor's choice too: OpenVINO takes the TensorRT INT8 form first
         prefer = BACKEND_SPECS["openvino"].prefers if request.backend == "openvino" else None
-        source = graph = bundle.graph(request.precision, request.device, f" for a {request.device.upper()} instance",
-                                      prefer=prefer)
+        kind = request.instance_kind
+        source = graph = bundle.graph(request.precision, kind, f" for a {kind.upper()} instance", prefer=prefer)
         limit = bundle.batch_profile[2]
-        limit_hint = "export again with a larger profile: sk-deploy export MODEL --batch 1:OPT:MAX"
+        limit_hint = "export again with a larger profile: sk-deploy export MODEL --batch-profile 1:OPT:MAX"
         if request.backend == "openvino" and request.precision != "bf16":
             warnings.append("Triton's OpenVINO backend has no parameter pinning f32: on a CPU with native bfloat16 "
                             "OpenVINO computes this graph's float parts in bf16, as `sk-deploy serve --backend "
                             "openvino --precision bf16` does (measure it: sk-deploy quantize BUNDLE --precision bf16)")
-        if request.device == "cpu" and request.precision == "fp16":
+        if request.instance_kind == "cpu" and request.precision == "fp16":
             warnings.append("ONNX Runtime's CPU provider has few float16 kernels and casts around the rest: a float16 "
                             "graph on KIND_CPU is usually slower than fp32")
-        if request.device == "cpu" and source == graph_form("int8", "tensorrt").file and request.backend != "openvino":
+        tensorrt_form = source == graph_form("int8", "tensorrt").file
+        if request.instance_kind == "cpu" and tensorrt_form and request.backend != "openvino":
             warnings.append("model.int8.onnx is the TensorRT form (symmetric int8 Q/DQ), slow on ONNX Runtime's CPU "
                             "provider; make the CPU form: " + graph_form("int8", "cpu").make)
-        if request.device == "gpu" and request.precision == "int8" and not request.ort_tensorrt:
+        if request.instance_kind == "gpu" and request.precision == "int8" and not request.ort_tensorrt:
             warnings.append("ONNX Runtime's CUDA provider runs the int8 Q/DQ graph without int8 kernels (slower than "
                             "fp32); add --ort-tensorrt or use --backend tensorrt for int8 speed")
     bundle.check_file(source)
@@ -310,8 +310,8 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
         parameters=parameters,
         graph=graph, max_batch=max_batch, batch_limit=limit, input=model_input, output=model_output,
         labels=_labels(bundle, model_output.dims[-1]), preferred_batch=preferred,
-        max_queue_delay_us=request.max_queue_delay_us, instances=request.instances,
-        kind=INSTANCE_KINDS[request.device], accelerator=accelerator, warnings=warnings,
+        max_queue_delay_us=round(request.max_queue_delay_ms * 1000), instances=request.instances,
+        kind=INSTANCE_KINDS[request.instance_kind], accelerator=accelerator, warnings=warnings,
     )
 
 

@@ -41,7 +41,7 @@ class QuantizeRequest:
     bundle: Path
     precision: str
     target: str = "tensorrt"
-    calib: Path | None = None
+    images: Path | None = None
     calib_size: int = 256
     holdout_size: int = 64
     method: str = "minmax"
@@ -94,11 +94,11 @@ def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
     bundle.check_file(SOURCE_FILE)
     if request.precision == "bf16":
         _check_bf16(request)
-    if request.precision == "int8" and request.calib is None:
+    if request.precision == "int8" and request.images is None:
         raise PrecisionError("int8 needs calibration pictures: pass --images DIR (a folder of JPEG/PNG photos)")
-    files = list_images(request.calib) if request.calib is not None else []
+    files = list_images(request.images) if request.images is not None else []
     if len(files) == 1:
-        raise PrecisionError(f"{request.calib}: one picture; calibration and the held-out accuracy check need two "
+        raise PrecisionError(f"{request.images}: one picture; calibration and the held-out accuracy check need two "
                              "different ones at least")
     return bundle, files
 
@@ -143,7 +143,7 @@ def quantize_bundle(
             mixed, mixed_report = to_mixed(onnx.load(qdq_path), request.high, request.exclude)
             onnx.save_model(mixed, out)
             details["high_precision"] = asdict(mixed_report)
-            details["calibration"] = {"folder": str(request.calib), "images": int8.calibration_images,
+            details["calibration"] = {"folder": str(request.images), "images": int8.calibration_images,
                                       "skipped": len(int8.skipped_images)}
         inputs, reference = _holdout_reference(request, source, holdout, (input_name, spec, uint8), progress, advance)
         accuracy = judge(name, key, reference, ort_logits(out, lambda dtype: inputs), trained)
@@ -166,8 +166,7 @@ def quantize_bundle(
 
 def _check_bf16(request: QuantizeRequest) -> None:
     """The bf16 refusals that need no file: OpenVINO missing, a CPU without native bfloat16, --exclude."""
-    from sk_deploy.machine import BackendUnavailable, import_openvino
-    from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+    from sk_deploy.machine import BackendUnavailable, bf16_refusal, detect_cpu, import_openvino
 
     if request.exclude:
         raise PrecisionError("--exclude keeps nodes float32 in an fp16 or int8 graph; bf16 has no graph of its own")
@@ -200,7 +199,8 @@ def _holdout_reference(request: QuantizeRequest, source: Path, holdout: list[Any
 
 
 def _holdout_details(request: QuantizeRequest, inputs: np.ndarray) -> dict[str, Any]:
-    return {"images": len(inputs), "source": str(request.calib) if request.calib is not None else "generated pictures"}
+    source = str(request.images) if request.images is not None else "generated pictures"
+    return {"images": len(inputs), "source": source}
 
 
 def _gate_bf16(request: QuantizeRequest, bundle: Bundle, holdout: list[Any], trained: bool,

@@ -25,7 +25,6 @@ from sk_deploy.machine import Machine, probe_machine
 from sk_deploy.recipe.schema import Recipe
 
 RUN_STAGE = "run"
-AUTO_LABELS = "auto"
 BACKENDS = {"cpu": ("torch", "ort-cpu"), "gpu": ("torch", "ort-cuda", "ort-tensorrt", "tensorrt")}
 #: evaluate runs ort-cpu everywhere (the agreement figures do not depend on a GPU), and the GPU backends there
 EVALUATE_BACKENDS = {"cpu": ("ort-cpu",), "gpu": ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")}
@@ -174,23 +173,20 @@ class RecipeRun:
             check_target(self.out)  # a non-empty directory that is not a bundle: refused, not replaced
 
     def _export(self) -> str:
-        from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle
+        from sk_deploy.graph.pipeline import export_bundle
+        from sk_deploy.settings.graph import ExportSettings
 
         recipe, section = self.recipe, self.recipe.export
         weights = recipe.model.weights
         path = None if weights in ("random", "pretrained") else Path(weights)
         inputs = {"weights": sha256_file(path) if path and path.is_file() else None,
                   "bn_photos": folder_fingerprint(self._photos) if section.recompute_bn else None}
-        key = stage_key({"model": recipe.model.model_dump(), "export": section.model_dump()}, inputs)
+        key = stage_key({"model": recipe.model.model_dump(), "export": section.model_dump(mode="json")}, inputs)
 
         def work() -> None:
-            size = section.input_size
-            request = ExportRequest(
+            request = ExportSettings(
                 model=recipe.model.name, out=self.out, weights=path, pretrained=weights == "pretrained",
-                opset=section.opset, exporter=section.exporter, batch=BatchProfile.parse(section.batch_profile),
-                input_size=(size, size) if size else None, fuse_preprocess=section.fuse_preprocess, force=True,
-                verify=False, calibrate_bn=self._photos if section.recompute_bn else None,
-                calibrate_bn_count=section.recompute_bn_count)
+                **section.model_dump(), force=True, verify=False, images=self._photos)
             export_bundle(request, progress=self.hooks.update)
 
         return self._stage("export", key, self._intact(MODEL_FILE), work)
@@ -217,15 +213,15 @@ class RecipeRun:
 
         calib, settings = self.recipe.calibration, self.recipe.precisions[name]
         uses_photos = form.precision == "int8" or self._photos is not None
-        key = stage_key({"form": form.file, "precision": settings.model_dump(),
-                         "calibration": calib.model_dump() if form.precision == "int8" else
-                         {"images": calib.images, "holdout": calib.holdout}},
+        key = stage_key({"form": form.file, "precision": settings.model_dump(mode="json"),
+                         "calibration": calib.model_dump(mode="json") if form.precision == "int8" else
+                         {"images": str(calib.images), "holdout_size": calib.holdout_size}},
                         {"model": self._file_sha(MODEL_FILE), "export": export_key,
                          "photos": folder_fingerprint(self._photos) if uses_photos else None})
 
         def work() -> str | None:
             request = QuantizeRequest(bundle=self.out, precision=form.precision, target=form.target or "tensorrt",
-                                      calib=self._photos, calib_size=calib.count, holdout_size=calib.holdout,
+                                      images=self._photos, calib_size=calib.calib_size, holdout_size=calib.holdout_size,
                                       method=calib.method, exclude=tuple(settings.exclude), gate=settings.gate)
             result = quantize_bundle(request, lambda message, total: self.hooks.update(message))
             if not result.accuracy.passed and not result.written:
@@ -247,11 +243,11 @@ class RecipeRun:
         from sk_deploy.engines.tensorrt import BuildRequest, build_engine
 
         settings = self.recipe.build
-        key = stage_key({"build": settings.model_dump(), "tensorrt": version}, {"graph": graph_key})
+        key = stage_key({"build": settings.model_dump(mode="json"), "tensorrt": version}, {"graph": graph_key})
         built: list[str] = []
 
         def work() -> None:
-            request = BuildRequest(bundle=self.out, precision=form.precision, workspace_gib=settings.workspace_gib,
+            request = BuildRequest(bundle=self.out, precision=form.precision, workspace=settings.workspace,
                                    timing_cache=Path(settings.timing_cache) if settings.timing_cache else None,
                                    hardware_compat=settings.hardware_compat)
             built.append(build_engine(request, progress=self.hooks.update)[0])
@@ -270,7 +266,7 @@ class RecipeRun:
             self._skip(stage, "no photos: set evaluate.images (or calibration.images)")
             return graph_key
         labels = self._labels(photos)
-        key = stage_key({"evaluate": section.model_dump(), "images": str(photos)},
+        key = stage_key({"evaluate": section.model_dump(mode="json"), "images": str(photos)},
                         {"graph": graph_key, "model": self._file_sha(MODEL_FILE),
                          "photos": folder_fingerprint(photos), "labels": sha256_file(labels) if labels else None})
 
@@ -288,11 +284,9 @@ class RecipeRun:
 
     def _labels(self, photos: Path) -> Path | None:
         """``evaluate.labels``: a CSV path, or ``auto`` for the photo folder's own labels.csv when it has one."""
-        labels = self.recipe.evaluate.labels
-        if labels == AUTO_LABELS:
-            found = photos / "labels.csv"
-            return found if found.is_file() else None
-        return Path(labels) if labels else None
+        from sk_deploy.evaluate import labels_file
+
+        return labels_file(self.recipe.evaluate.labels, photos)
 
     def _bench(self, name: str, form: GraphForm, graph_key: str) -> str:
         from sk_deploy.bench.latency import BenchConfig, BenchRun
@@ -307,7 +301,7 @@ class RecipeRun:
         config = BenchConfig(backends=backends, precisions=(form.precision,), batches=tuple(section.batch_sizes),
                              warmup_s=section.warmup_ms / 1000, duration_s=section.duration_ms / 1000,
                              threads=section.threads)
-        key = stage_key({"bench": section.model_dump(), "backends": backends, "cpu": cpu_name()},
+        key = stage_key({"bench": section.model_dump(mode="json"), "backends": backends, "cpu": cpu_name()},
                         {"graph": graph_key})
 
         def work() -> None:
@@ -324,8 +318,8 @@ class RecipeRun:
     def _report(self, keys: list[str]) -> None:
         from sk_deploy.recipe.report import REPORT_FILES, write_report
 
-        key = stage_key({"precisions": list(self.recipe.precisions), "batch_sizes": self.recipe.bench.batch_sizes},
-                        {str(i): k for i, k in enumerate(keys)})
+        settings = {"precisions": list(self.recipe.precisions), "batch_sizes": list(self.recipe.bench.batch_sizes)}
+        key = stage_key(settings, {str(i): k for i, k in enumerate(keys)})
 
         def work() -> None:
             write_report(self._bundle(), self.recipe)

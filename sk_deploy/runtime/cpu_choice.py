@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.machine import OPENVINO_INSTALL, BackendUnavailable, Machine
-from sk_deploy.runtime.cpu_features import bf16_refusal
+from sk_deploy.machine import OPENVINO_INSTALL, BackendUnavailable, Machine, bf16_refusal
 
 RESULTS = "benchmarks/results/cpu-2core/openvino.md"
 

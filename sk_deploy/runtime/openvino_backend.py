@@ -18,9 +18,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from sk_deploy.runtime.availability import BackendUnavailable, import_openvino, openvino_version
+from sk_deploy.machine import (
+    BackendUnavailable,
+    CpuFeatures,
+    bf16_refusal,
+    detect_cpu,
+    import_openvino,
+    openvino_version,
+)
 from sk_deploy.runtime.backend import Backend
-from sk_deploy.runtime.cpu_features import CpuFeatures, bf16_refusal, detect_cpu
 
 if TYPE_CHECKING:
     from sk_deploy.bundle import Bundle

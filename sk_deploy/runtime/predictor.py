@@ -5,7 +5,7 @@ Backends: ``tensorrt`` (an engine built by ``sk-deploy build``), ``ort-tensorrt`
 CPU: fp32, bf16 on a CPU with native bfloat16, int8), and ``torch`` (the PyTorch network the bundle was exported
 from; the baseline). ``auto`` picks the fastest one this machine can run and
 says why. The input is what the bundle's graph takes: float32 NCHW, or uint8 NHWC crops when preprocessing is
-fused into the graph; ``input_spec`` describes it, and a wrong array is a ``PredictorInputError`` naming it.
+fused into the graph; ``input_spec`` describes it, and a wrong array is a ``bundle.InputError`` naming it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from sk_deploy.bundle import PRECISIONS, Bundle, InputSpec, MissingGraph, gpu_only_refusal
-from sk_deploy.bundle import InputError as PredictorInputError
 from sk_deploy.engines.compat import find_engine, fitting_engine
 from sk_deploy.machine import BackendUnavailable, Machine, import_openvino, import_tensorrt, probe_machine
 from sk_deploy.runtime.backend import Backend
@@ -32,8 +31,8 @@ from sk_deploy.runtime.ort_backend import OrtOptions
 from sk_deploy.runtime.torch_backend import TorchOptions
 from sk_deploy.runtime.trt_backend import TensorRTOptions
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendSpec", "Choice", "InputSpec", "Predictor", "PredictorInputError",
-           "onnx_file", "plan"]
+__all__ = ["BACKENDS", "PRECISIONS", "BackendSpec", "Choice", "InputSpec", "Predictor", "onnx_file",
+           "plan"]
 
 
 #: What the ONNX Runtime and TensorRT backends run: a graph (or engine) of each precision; tf32 is the fp32 graph

@@ -99,7 +99,7 @@ class TensorRTBackend(Backend):
         size = batch.shape[0]
         if not self.min_batch <= size <= self.max_batch:
             raise ValueError(f"batch of {size} is outside the engine's profile ({self.min_batch} to {self.max_batch}); "
-                             f"rebuild with sk-deploy build --batch MIN:OPT:MAX")
+                             f"rebuild with sk-deploy build --batch-profile MIN:OPT:MAX")
         torch = self._torch
 
         def mark() -> None:

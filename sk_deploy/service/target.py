@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sk_deploy.bundle import Bundle, BundleError
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle
+from sk_deploy.graph.pipeline import export_bundle
 from sk_deploy.models import list_models
 from sk_deploy.models.reference import describe_weights
+from sk_deploy.settings.graph import ExportSettings
 
 
 def default_cache() -> Path:
@@ -42,6 +43,6 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
     except (BundleError, KeyError):
         pass
     progress(f"exporting {target} to {out}")
-    bundle, _ = export_bundle(ExportRequest(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
+    bundle, _ = export_bundle(ExportSettings(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
                               progress=progress)
     return bundle, True

@@ -9,7 +9,7 @@ import pytest
 from sk_deploy.bench.latency import BenchConfig, BenchRun
 from sk_deploy.bench.report import build_report
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+from sk_deploy.machine import bf16_refusal, detect_cpu
 
 pytest.importorskip("openvino", reason="OpenVINO is a default dependency; this install lacks it")
 

@@ -45,7 +45,8 @@ def test_bench_refuses_in_one_line(small_bundle: Bundle, tmp_path: Path) -> None
 def test_ctrl_c_after_the_first_row_leaves_a_partial_report(small_bundle: Bundle, tmp_path: Path) -> None:
     out, log = tmp_path / "partial", tmp_path / "stderr.txt"
     command = [sys.executable, "-m", "sk_deploy", "bench", str(small_bundle.path), "--backends", "torch,ort-cpu",
-               "--precisions", "fp32", "--batch", "1,2,4,8", "--warmup", "0", "--duration", "1", "--out", str(out)]
+               "--precisions", "fp32", "--batch-sizes", "1,2,4,8", "--warmup-ms", "0", "--duration-ms", "1000",
+               "--out", str(out)]
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)

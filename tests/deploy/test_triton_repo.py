@@ -44,7 +44,7 @@ def full_bundle(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) 
     shutil.copytree(small_bundle.path, path)
     quantize_bundle(QuantizeRequest(bundle=path, precision="fp16", holdout_size=2))
     for target in ("tensorrt", "cpu"):
-        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, calib=pictures, calib_size=4,
+        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, images=pictures, calib_size=4,
                                         holdout_size=2, gate=False))
     bundle = Bundle.open(path)
     (path / ENGINE).write_bytes(b"stand-in serialized engine " * 100)
@@ -90,8 +90,8 @@ def check_matches_graph(config: mc.ModelConfig, model_file: Path) -> None:
 
 def test_fp32_repository_every_field(full_bundle: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    code, output = triton_repo(str(full_bundle), "--out", str(repo), "--max-batch", "16", "--preferred-batch", "8",
-                               "--preferred-batch", "4", "--max-queue-delay-us", "500", "--instances", "2")
+    code, output = triton_repo(str(full_bundle), "--out", str(repo), "--max-batch", "16",
+                               "--preferred-batch-sizes", "8,4", "--max-queue-delay-ms", "0.5", "--instances", "2")
     assert code == 0, output
     model_dir = repo / "skresnet18"
     assert sorted(p.name for p in repo.iterdir()) == ["skresnet18"]  # no staging left behind
@@ -117,7 +117,7 @@ def test_fp32_repository_every_field(full_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_defaults_take_the_bundle_profile(full_bundle: Path, tmp_path: Path) -> None:
-    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--name", "sk18-cpu", "--device", "cpu")
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--name", "sk18-cpu", "--instance-kind", "cpu")
     assert code == 0, output
     config = parse(tmp_path / "sk18-cpu")
     profile_max = Bundle.open(full_bundle).manifest["input"]["batch"]["max"]
@@ -134,7 +134,8 @@ def test_defaults_take_the_bundle_profile(full_bundle: Path, tmp_path: Path) -> 
 def test_precision_graphs_keep_float32_io(
     full_bundle: Path, tmp_path: Path, precision: str, device: str, expected_file: str
 ) -> None:
-    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--precision", precision, "--device", device)
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--precision", precision,
+                               "--instance-kind", device)
     assert code == 0, output
     model_file = tmp_path / "skresnet18" / "1" / "model.onnx"
     assert sha256(model_file) == Bundle.open(full_bundle).manifest["files"][expected_file]["sha256"]
@@ -173,7 +174,7 @@ def test_fused_preprocess_bundle_takes_uint8_nhwc(fused_bundle: Bundle, tmp_path
 
 def test_tensorrt_plan(full_bundle: Path, tmp_path: Path) -> None:
     code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--backend", "tensorrt", "--precision", "fp16",
-                               "--preferred-batch", "16")
+                               "--preferred-batch-sizes", "16")
     assert code == 0, output
     model_dir = tmp_path / "skresnet18"
     assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.plan"]
@@ -193,16 +194,15 @@ def test_tensorrt_plan(full_bundle: Path, tmp_path: Path) -> None:
     [
         (["--precision", "fp16"], "no fp16 graph model.fp16.onnx for a GPU instance; make it: sk-deploy quantize "
                                   "BUNDLE --precision fp16"),
-        (["--precision", "int8"], "--precision int8 --target tensorrt --calib PHOTOS"),
-        (["--precision", "int8", "--device", "cpu"], "model.int8-cpu.onnx (or model.int8.onnx)"),
+        (["--precision", "int8"], "--precision int8 --target tensorrt --images PHOTOS"),
+        (["--precision", "int8", "--instance-kind", "cpu"], "model.int8-cpu.onnx (or model.int8.onnx)"),
         (["--backend", "tensorrt"], "no fp32 TensorRT engine; build one"),
-        (["--backend", "tensorrt", "--device", "cpu"], "a TensorRT plan runs on a GPU only"),
-        (["--backend", "triton"], "unknown backend 'triton'"),
+        (["--backend", "tensorrt", "--instance-kind", "cpu"], "a TensorRT plan runs on a GPU only"),
         (["--max-batch", "64"], "--max-batch 64 is above the batch profile's maximum 32"),
-        (["--max-batch", "8", "--preferred-batch", "16"], "--preferred-batch 16: each must be 1 to max batch 8"),
-        (["--instances", "0"], "--instances must be at least 1"),
+        (["--max-batch", "8", "--preferred-batch-sizes", "16"], "--preferred-batch-sizes 16: each must be 1 to max "
+                                                          "batch 8"),
         (["--name", "a/b"], "model name 'a/b'"),
-        (["--device", "cpu", "--ort-tensorrt"], "--ort-tensorrt is ONNX Runtime's TensorRT provider"),
+        (["--instance-kind", "cpu", "--ort-tensorrt"], "--ort-tensorrt is ONNX Runtime's TensorRT provider"),
         (["--engine", "model.plan"], "--engine picks a TensorRT plan"),
     ],
 )
@@ -261,7 +261,7 @@ def test_openvino_repository(full_bundle: Path, tmp_path: Path, precision: str, 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--backend", "openvino", "--device", "gpu"), "Triton's OpenVINO backend runs on the CPU"),
+    (("--backend", "openvino", "--instance-kind", "gpu"), "Triton's OpenVINO backend runs on the CPU"),
     (("--backend", "openvino", "--precision", "fp16"), "the openvino backend serves fp32, bf16 or int8"),
     (("--precision", "bf16"), "bf16 is served by Triton's OpenVINO backend"),
 ])

@@ -9,11 +9,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from sk_deploy.bundle import Bundle, BundleError, sha256_file
 from sk_deploy.graph.export import ExportError
-from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle, resolve_input
+from sk_deploy.graph.pipeline import BatchProfile, export_bundle, resolve_input
 from sk_deploy.graph.verify import (
     Thresholds,
     VerifyError,
@@ -26,6 +27,7 @@ from sk_deploy.images import open_image
 from sk_deploy.models import create_model, get_spec
 from sk_deploy.models.reference import build_reference
 from sk_deploy.models.weights import WeightsError
+from sk_deploy.settings.graph import ExportSettings
 from tests.graph.conftest import calibrate_bn
 
 SIZE = (64, 64)
@@ -46,8 +48,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Bundle
     out = tmp_path_factory.mktemp("bundles") / "skresnet18"
     messages: list[str] = []
     result, report = export_bundle(
-        ExportRequest("skresnet18", out, weights=checkpoint, exporter="legacy", input_size=SIZE,
-                      batch=BatchProfile(1, 4, 16)),
+        ExportSettings(model="skresnet18", out=out, weights=checkpoint, exporter="legacy", input_size=SIZE,
+                      batch_profile="1:4:16"),
         progress=messages.append,
     )
     assert report is not None and report.passed, report
@@ -125,8 +127,8 @@ def test_changed_checkpoint_is_refused(bundle: Bundle, tmp_path: Path, checkpoin
 
 
 def test_fused_preprocessing_bundle_verifies(tmp_path: Path, checkpoint: Path) -> None:
-    bundle, report = export_bundle(ExportRequest(
-        "skresnet18", tmp_path / "fused", weights=checkpoint, exporter="legacy", input_size=SIZE,
+    bundle, report = export_bundle(ExportSettings(
+        model="skresnet18", out=tmp_path / "fused", weights=checkpoint, exporter="legacy", input_size=SIZE,
         fuse_preprocess=True,
     ))
     assert report is not None and report.passed
@@ -140,11 +142,11 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, checkpoint: Path) -> None
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(BundleError, match="not empty; pass --force"):
-        export_bundle(ExportRequest("skresnet18", tmp_path / "full", exporter="legacy", input_size=SIZE))
+        export_bundle(ExportSettings(model="skresnet18", out=tmp_path / "full", exporter="legacy", input_size=SIZE))
     with pytest.raises(WeightsError, match="does not fit"):
-        export_bundle(ExportRequest("skresnet34", tmp_path / "new", weights=checkpoint, input_size=SIZE))
-    with pytest.raises(ExportError, match="opset 12"):
-        export_bundle(ExportRequest("skresnet18", tmp_path / "new", opset=12))
+        export_bundle(ExportSettings(model="skresnet34", out=tmp_path / "new", weights=checkpoint, input_size=SIZE))
+    with pytest.raises(ValidationError, match="opset"):
+        export_bundle(ExportSettings(model="skresnet18", out=tmp_path / "new", opset=12))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
 
@@ -157,7 +159,7 @@ def test_failed_export_leaves_no_staging_directory(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(pipeline, "optimize", broken_optimize)
     with pytest.raises(ExportError, match="optimiser crashed"):
-        export_bundle(ExportRequest("skresnet18", tmp_path / "b", exporter="legacy", input_size=SIZE))
+        export_bundle(ExportSettings(model="skresnet18", out=tmp_path / "b", exporter="legacy", input_size=SIZE))
     assert list(tmp_path.iterdir()) == []
 
 

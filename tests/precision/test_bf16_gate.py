@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+from sk_deploy.machine import bf16_refusal, detect_cpu
 from tests.conftest import make_image
 from tests.test_cli import sk_deploy
 
@@ -42,7 +42,7 @@ def photos(tmp_path: Path) -> Path:
 def test_bf16_gate_records_figures_and_no_file(bundle_dir: Path, photos: Path) -> None:
     files_before = sorted(p.name for p in bundle_dir.iterdir())
     # the same held-out split as int8's (calibration photos unused), so the precisions compare on the same photos
-    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "bf16", "--calib", str(photos),
+    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "bf16", "--images", str(photos),
                                  "--calib-size", "2", "--holdout-size", "4"])
     assert result.exit_code == 0, result.output
     assert "recorded" in result.output and "--precision bf16" in result.output
@@ -65,6 +65,6 @@ def test_bf16_refusals_are_one_line_and_leave_the_bundle(bundle_dir: Path, photo
     result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "bf16", "--exclude", "Conv"])
     assert result.exit_code == 1 and "--exclude keeps nodes float32" in result.output
     if REFUSAL is not None:  # this CPU: the real refusal
-        result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "bf16", "--calib", str(photos)])
+        result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "bf16", "--images", str(photos)])
         assert result.exit_code == 1 and "native bfloat16" in result.output
     assert (bundle_dir / "manifest.json").read_text() == manifest

@@ -38,7 +38,7 @@ def bundle_dir(small_bundle: Bundle, tmp_path: Path) -> Path:
 
 
 def request(bundle_dir: Path, photos: Path, **options) -> QuantizeRequest:
-    return QuantizeRequest(bundle=bundle_dir, precision="int8", calib=photos, calib_size=12, holdout_size=12,
+    return QuantizeRequest(bundle=bundle_dir, precision="int8", images=photos, calib_size=12, holdout_size=12,
                            gate=False, **options)
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.availability import BackendUnavailable, Machine, probe_machine
+from sk_deploy.machine import BackendUnavailable, CpuFeatures, Machine, bf16_refusal, parse_cpuinfo, probe_machine
 from sk_deploy.runtime.cpu_choice import cpu_backend, faster_tip
-from sk_deploy.runtime.cpu_features import CpuFeatures, bf16_refusal, parse_cpuinfo
 from sk_deploy.runtime.predictor import Predictor, plan
 
 CPUINFO = """processor\t: 0

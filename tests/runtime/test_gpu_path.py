@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from sk_deploy.bundle import GPU_PRECISIONS, PRECISIONS, Bundle
-from sk_deploy.cli.common import VOCABULARY
 from sk_deploy.machine import BackendUnavailable
 from sk_deploy.runtime import predictor as predictor_module
 from sk_deploy.runtime.backend import Backend
@@ -24,12 +23,13 @@ from sk_deploy.runtime.ort_backend import OrtCpuBackend, OrtOptions, provider_li
 from sk_deploy.runtime.predictor import BACKEND_SPECS, BackendSpec, Choice, Predictor
 from sk_deploy.service.batcher import Batcher, bucket_for, check_buckets, default_buckets
 from sk_deploy.service.metrics import ServiceMetrics
+from sk_deploy.settings.serve import ServeSettings
 from tests.test_cli import sk_deploy
 
 
 def test_tf32_is_a_precision_of_its_own_in_every_table() -> None:
     assert "tf32" in PRECISIONS and GPU_PRECISIONS["tf32"] == "fp32"
-    assert "tf32" in VOCABULARY["--precision"]
+    assert "tf32" in (ServeSettings.model_fields["precision"].description or "")
     assert BACKEND_SPECS["ort-cuda"].options("fp32", False).tf32 is False
     assert BACKEND_SPECS["ort-cuda"].options("tf32", False).tf32 is True
     assert BACKEND_SPECS["torch"].options("fp32", False).tf32 is False

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from sk_deploy.bundle import Bundle
+from sk_deploy.machine import BackendUnavailable, bf16_refusal, detect_cpu
 from sk_deploy.metrics import agreement
 from sk_deploy.models import list_models
-from sk_deploy.runtime.availability import BackendUnavailable
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
 from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
 from sk_deploy.runtime.predictor import Predictor
 from tests.bundles import BundleCache
@@ -53,7 +52,7 @@ def test_bf16_runs_natively_within_its_gate(small_bundle: Bundle, tmp_path: Path
 
 
 def test_bf16_refused_in_one_line_where_the_cpu_lacks_it(small_bundle: Bundle) -> None:
-    from sk_deploy.runtime.cpu_features import CpuFeatures
+    from sk_deploy.machine import CpuFeatures
 
     avx2_only = CpuFeatures("AMD EPYC 7B12", frozenset({"avx", "avx2", "fma"}))
     with pytest.raises(BackendUnavailable) as caught:
@@ -74,7 +73,7 @@ def test_int8_runs_the_faster_graph_and_agrees_with_ort_on_it(small_bundle: Bund
     path = tmp_path / "bundle"
     shutil.copytree(small_bundle.path, path)
     for target in ("tensorrt", "cpu"):
-        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, calib=pictures, calib_size=3,
+        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, images=pictures, calib_size=3,
                                         holdout_size=1, gate=False))
     options = OpenVinoOptions(cache_dir="")
     with Predictor(path, "openvino", "int8", openvino=options) as ov:

@@ -12,8 +12,8 @@ import pytest
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.images import load_batch
+from sk_deploy.machine import bf16_refusal, detect_cpu
 from sk_deploy.runtime.classify import softmax
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
 from sk_deploy.runtime.predictor import Predictor
 from tests.servers import served
 
