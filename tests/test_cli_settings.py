@@ -141,6 +141,8 @@ def test_the_reproducing_command_line_is_made_from_the_model() -> None:
     (["export", "skresnet18", "--out", "B", "--opset", "11"], "error: Invalid value for '--opset'"),
     (["export", "skresnet18", "--out", "B", "--exporter", "jit"], "error: Invalid value for '--exporter'"),
     (["quantize", "B", "--precision", "int8", "--method", "median"], "error: Invalid value for '--method'"),
+    (["bench-http", "http://127.0.0.1:9", "--request-rate", "10", "--arrivals", "bursty"],
+     "error: Invalid value for '--arrivals'"),
     (["triton-repo", "B", "--out", "R", "--instances", "0"], "error: Invalid value for '--instances'"),
 ])
 def test_a_value_the_model_refuses_is_a_one_line_usage_error(args: list[str], message: str) -> None:

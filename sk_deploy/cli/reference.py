@@ -34,6 +34,8 @@ def kind(field: FieldInfo) -> str:
     annotation = base_type(field.annotation)
     if is_list(field):
         item = base_type(typing.get_args(annotation)[0])
+        if cli_of(field).repeat:
+            return f"{TYPES.get(item, 'text')}, repeatable"
         return f"list of {TYPES.get(item, 'text')}s" + ("" if cli_of(field).argument else ", comma-separated")
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:

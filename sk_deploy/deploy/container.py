@@ -21,11 +21,16 @@ from sk_deploy.bundle import MODEL_FILE, PRECISIONS, Bundle, BundleError, stagin
 from sk_deploy.engines.compat import fitting_engine as engine_for
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import Machine, probe_machine
-from sk_deploy.settings.deploy import BUILD_MODES
+from sk_deploy.settings.base import defaults
+from sk_deploy.settings.deploy import BUILD_MODES, PrepareSettings
 
 
 class PrepareError(SkDeployError, RuntimeError):
     """A bundle that cannot be made ready to serve; the message is meant for a person."""
+
+
+#: the command's defaults, from its settings model
+PREPARE = defaults(PrepareSettings)
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,8 @@ class PrepareRequest:
     """What the entrypoint asks for: the mounted bundle, the precision to serve and whether to build an engine."""
 
     bundle: Path
-    precision: str = "fp32"
-    build: str = "auto"
+    precision: str = PREPARE["precision"]
+    build: str = PREPARE["build_engine"]
     work_dir: Path | None = None
 
 

@@ -35,6 +35,7 @@ from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, atomic_write_bytes
 from sk_deploy.engines.compat import find_engine
 from sk_deploy.errors import SkDeployError
 from sk_deploy.runtime.predictor import BACKEND_SPECS
+from sk_deploy.settings.base import defaults
 from sk_deploy.settings.deploy import BACKENDS, KINDS, TritonSettings
 
 # Triton's OpenVINO backend has no platform string: it is named by `backend:` and loads the file that
@@ -63,24 +64,28 @@ class TritonRepoError(SkDeployError, RuntimeError):
     """A model repository that cannot be written as asked; the message is meant for a person."""
 
 
+#: the command's defaults, from its settings model
+TRITON = defaults(TritonSettings)
+
+
 @dataclass(frozen=True)
 class TritonRequest:
     """Everything ``sk-deploy triton-repo`` was asked to do."""
 
     bundle: Path
     out: Path
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
+    backend: str = TRITON["backend"]
+    precision: str = TRITON["precision"]
     instance_kind: str | None = None
     """gpu or cpu; None: cpu for openvino, gpu otherwise"""
     max_batch: int | None = None
     preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_ms: float = TritonSettings.model_fields["max_queue_delay_ms"].default
-    instances: int = 1
+    max_queue_delay_ms: float = TRITON["max_queue_delay_ms"]
+    instances: int = TRITON["instances"]
     name: str | None = None
     engine: str | None = None
-    ort_tensorrt: bool = False
-    force: bool = False
+    ort_tensorrt: bool = TRITON["ort_tensorrt"]
+    force: bool = TRITON["force"]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from sk_deploy.engines.compat import engine_file_name
 from sk_deploy.engines.inspect import InspectionError, PrecisionSummary, check_requested, summarize
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import import_tensorrt, require_cuda
-from sk_deploy.settings.precision import HARDWARE_COMPAT
+from sk_deploy.settings.base import defaults
+from sk_deploy.settings.precision import HARDWARE_COMPAT, BuildSettings
 
 #: What an engine is built at: the bundle's precisions less bf16, which only OpenVINO runs (on CPUs).
 ENGINE_PRECISIONS = tuple(p for p in PRECISIONS if p != "bf16")
@@ -30,16 +31,20 @@ class BuildError(SkDeployError, RuntimeError):
     """An engine that cannot be built (bad request, a graph TensorRT cannot parse); meant for a person."""
 
 
+#: the command's defaults, from its settings model
+BUILD = defaults(BuildSettings)
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     """What ``sk-deploy build`` was asked for; ``batch_profile`` None takes the bundle's MIN:OPT:MAX."""
 
     bundle: Path
-    precision: str = "fp32"
+    precision: str = BUILD["precision"]
     batch_profile: tuple[int, int, int] | None = None
-    workspace: float = 4.0
+    workspace: float = BUILD["workspace"]
     timing_cache: Path | None = None
-    hardware_compat: str = "none"
+    hardware_compat: str = BUILD["hardware_compat"]
 
 
 @dataclass(frozen=True)

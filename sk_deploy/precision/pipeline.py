@@ -28,10 +28,16 @@ from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclu
 from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
 from sk_deploy.precision.mixed import check_high_precision, to_mixed
 from sk_deploy.precision.sensitivity import search_exclusions
+from sk_deploy.settings.base import defaults
+from sk_deploy.settings.precision import QuantizeSettings
 
 SOURCE_FILE = MODEL_FILE
 PRECISIONS = ("fp16", "int8", "bf16")
 BF16_KEY = "bf16"  # stages.precision entry of the bf16 gate (no file of its own)
+
+
+#: the command's defaults, from its settings model
+QUANTIZE = defaults(QuantizeSettings)
 
 
 @dataclass(frozen=True)
@@ -42,15 +48,15 @@ class QuantizeRequest:
     precision: str
     target: str = "tensorrt"
     images: Path | None = None
-    calib_size: int = 256
-    holdout_size: int = 64
-    method: str = "minmax"
-    exclude: tuple[str, ...] = ()
-    gate: bool = True
+    calib_size: int = QUANTIZE["calib_size"]
+    holdout_size: int = QUANTIZE["holdout_size"]
+    method: str = QUANTIZE["method"]
+    exclude: tuple[str, ...] = QUANTIZE["exclude"]
+    gate: bool = QUANTIZE["gate"]
     batch_size: int = 8
-    high_precision: str | None = None
+    high_precision: str | None = QUANTIZE["high_precision"]
     """int8: the type of what is not quantized (fp16 or fp32); None: fp16 for TensorRT, fp32 for the CPU."""
-    auto_exclude: bool = False
+    auto_exclude: bool = QUANTIZE["auto_exclude"]
     """Keep the fewest most sensitive layers float until the gate passes (``sensitivity.auto_exclude``)."""
 
     @property

@@ -34,6 +34,7 @@ from sk_deploy.service.errors import ApiError
 from sk_deploy.service.gpu_metrics import GpuMetrics
 from sk_deploy.service.images import Decoder, PictureForm
 from sk_deploy.service.metrics import ServiceMetrics
+from sk_deploy.settings.base import defaults
 from sk_deploy.settings.serve import ServeSettings
 
 log = logging.getLogger("uvicorn.error")  # uvicorn configures it: our lines appear with the server's own
@@ -41,7 +42,7 @@ VERSION = "1"
 
 
 #: serve's defaults, from its settings model
-SERVE = {name: field.default for name, field in ServeSettings.model_fields.items()}
+SERVE = defaults(ServeSettings)
 
 
 @dataclass(frozen=True)

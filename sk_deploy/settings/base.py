@@ -67,6 +67,11 @@ class Settings(BaseModel):
     """A section's stage model (``section``); None for a stage's own model."""
 
 
+def defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """Each optional field's default: what a stage's request takes its defaults from."""
+    return {name: field.default for name, field in model.model_fields.items() if not field.is_required()}
+
+
 def cli_of(field: FieldInfo) -> Cli:
     """The field's ``Cli`` marker (a default one when it has none)."""
     return next((m for m in field.metadata if isinstance(m, Cli)), Cli())
