@@ -41,8 +41,9 @@ from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.metrics import agreement  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
 from sk_deploy.precision.mixed import FLOATS, elem_types, float32_islands  # noqa: E402
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle  # noqa: E402
+from sk_deploy.precision.pipeline import quantize_bundle  # noqa: E402
 from sk_deploy.settings.graph import ExportSettings  # noqa: E402
+from sk_deploy.settings.precision import QuantizeSettings  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -115,7 +116,7 @@ def main() -> None:
         for high in ("fp32", "fp16"):
             print(f"sk-deploy quantize: int8 tensorrt, --high-precision {high}", flush=True)
             start = time.perf_counter()
-            result = quantize_bundle(QuantizeRequest(bundle=bundle_dir, precision="int8", target="tensorrt",
+            result = quantize_bundle(QuantizeSettings(bundle=bundle_dir, precision="int8", target="tensorrt",
                                                      images=args.calib, calib_size=args.calib_size,
                                                      holdout_size=args.holdout_size, high_precision=high,
                                                      gate=False))

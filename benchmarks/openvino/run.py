@@ -61,27 +61,29 @@ ROWS = {
 def prepare_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     """SKNet-50 at 224 with realistic activations and its two INT8 graphs, exported into ``out``."""
     from sk_deploy.graph.pipeline import export_bundle
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
     from sk_deploy.settings.graph import ExportSettings
+    from sk_deploy.settings.precision import QuantizeSettings
 
     print("exporting sknet50 (BatchNorm statistics on photos)...", flush=True)
     bundle, _ = export_bundle(ExportSettings(model="sknet50", out=out, images=args.bn_images,
                                              recompute_bn=args.bn_images is not None, verify=False))
     for target in ("cpu", "tensorrt"):
         print(f"int8 graph for {target}...", flush=True)
-        quantize_bundle(QuantizeRequest(bundle=bundle.path, precision="int8", target=target, images=args.calib,
+        quantize_bundle(QuantizeSettings(bundle=bundle.path, precision="int8", target=target, images=args.calib,
                                         calib_size=128, holdout_size=64, gate=False))
     return Bundle.open(bundle.path)
 
 
 def add_bf16_gate(bundle: Bundle, calib: Path | None) -> None:
     """``sk-deploy quantize --precision bf16`` when the bundle has no bf16 figures and the CPU can run it."""
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
+    from sk_deploy.settings.precision import QuantizeSettings
 
     if "bf16" in bundle.manifest["stages"].get("precision", {}) or bf16_refusal(detect_cpu()):
         return
     print("bf16 gate against fp32 on held-out photos...", flush=True)
-    quantize_bundle(QuantizeRequest(bundle=bundle.path, precision="bf16", images=calib, holdout_size=64, gate=False))
+    quantize_bundle(QuantizeSettings(bundle=bundle.path, precision="bf16", images=calib, holdout_size=64, gate=False))
 
 
 def open_rows(bundle: Bundle, threads: int) -> tuple[dict[str, Any], dict[str, str], dict[str, dict[str, Any]]]:

@@ -33,8 +33,9 @@ from sk_deploy.bench.timing import interleaved  # noqa: E402
 from sk_deploy.bundle import tool_versions  # noqa: E402
 from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle  # noqa: E402
+from sk_deploy.precision.pipeline import quantize_bundle  # noqa: E402
 from sk_deploy.settings.graph import ExportSettings  # noqa: E402
+from sk_deploy.settings.precision import QuantizeSettings  # noqa: E402
 
 TIMED = ("model.onnx", "model.int8-cpu.onnx", "model.int8.onnx")
 
@@ -62,7 +63,7 @@ def main() -> None:
         accuracy = {}
         for precision, target in (("fp16", "tensorrt"), ("int8", "tensorrt"), ("int8", "cpu")):
             print(f"quantizing: {precision} {target}", flush=True)
-            result = quantize_bundle(QuantizeRequest(
+            result = quantize_bundle(QuantizeSettings(
                 bundle=bundle_dir, precision=precision, target=target, images=args.calib,
                 calib_size=args.calib_size, holdout_size=args.holdout_size, method=args.method, gate=False,
             ))

@@ -70,8 +70,9 @@ def prepare_bundle(model: str, folder: Path, mode: dict[str, Any], args: argpars
     """Export ``model`` and add its precision graphs (and engines on a GPU with TensorRT); the bundle and what
     each step measured (seconds, INT8 accuracy against float32)."""
     from sk_deploy.graph.pipeline import export_bundle
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
     from sk_deploy.settings.graph import ExportSettings
+    from sk_deploy.settings.precision import QuantizeSettings
 
     info: dict[str, Any] = {}
     photos = args.bn_images if args.bn_images.is_dir() else None
@@ -95,7 +96,7 @@ def prepare_bundle(model: str, folder: Path, mode: dict[str, Any], args: argpars
             continue
         log(f"{model}: {precision} graph for {target}")
         started = time.perf_counter()
-        result = quantize_bundle(QuantizeRequest(
+        result = quantize_bundle(QuantizeSettings(
             bundle=bundle.path, precision=precision, target=target,
             images=args.calib if precision != "fp16" and args.calib.is_dir() else None,
             calib_size=mode["calib"], holdout_size=mode["holdout"], gate=False))

@@ -15,15 +15,12 @@ def quantize_command(settings: QuantizeSettings) -> None:
     measure bf16 against float32 (no file) and record its figures in the manifest."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle, resolve_target
 
     bundle, precision, as_json = settings.bundle, settings.precision, settings.as_json
-    target = settings.target
-    target = _int8_target(target) if precision == "int8" else ("tensorrt" if target == "auto" else target)
-    request = QuantizeRequest(bundle=bundle, precision=precision, target=target, images=settings.images,
-                              calib_size=settings.calib_size, holdout_size=settings.holdout_size,
-                              method=settings.method, exclude=settings.exclude, gate=settings.gate,
-                              high_precision=settings.high_precision, auto_exclude=settings.auto_exclude)
+    request = resolve_target(settings)
+    if precision == "int8" and settings.target == "auto":
+        _said_int8_target(request.target)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = None
@@ -61,18 +58,14 @@ def quantize_command(settings: QuantizeSettings) -> None:
     out.print(f"[green]wrote[/] {bundle / result.file}", highlight=False, soft_wrap=True)
 
 
-def _int8_target(target: str) -> str:
-    """``--target auto``: the form for where the bundle will run, taken as this machine (said in one line)."""
-    if target != "auto":
-        return target
+def _said_int8_target(chosen: str) -> None:
+    """``--target auto``'s choice for int8, and why, in one line."""
     from sk_deploy.machine import probe_machine
 
     machine = probe_machine()
-    chosen = "tensorrt" if machine.cuda else "cpu"
     why = f"{machine.gpu_name} here" if machine.cuda else "no CUDA GPU here, and ONNX Runtime runs the TensorRT form " \
         "slower than float32 on a CPU"
     note(f"--target auto: the {chosen} int8 form ({why}); --target tensorrt or cpu to choose")
-    return chosen
 
 
 @command(BuildSettings)

@@ -28,7 +28,6 @@ from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclu
 from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
 from sk_deploy.precision.mixed import check_high_precision, to_mixed
 from sk_deploy.precision.sensitivity import search_exclusions
-from sk_deploy.settings.base import defaults
 from sk_deploy.settings.precision import QuantizeSettings
 
 SOURCE_FILE = MODEL_FILE
@@ -36,33 +35,27 @@ PRECISIONS = ("fp16", "int8", "bf16")
 BF16_KEY = "bf16"  # stages.precision entry of the bf16 gate (no file of its own)
 
 
-#: the command's defaults, from its settings model
-QUANTIZE = defaults(QuantizeSettings)
+#: pictures per calibration and held-out batch
+CALIBRATION_BATCH = 8
 
 
-@dataclass(frozen=True)
-class QuantizeRequest:
-    """Everything ``sk-deploy quantize`` was asked to do."""
+def resolve_target(request: QuantizeSettings) -> QuantizeSettings:
+    """``--target auto``: ``tensorrt`` for fp16 and bf16 (their one form); for int8 the form for where the bundle
+    will run, taken as this machine: ``tensorrt`` with a CUDA GPU here, else ``cpu``."""
+    if request.target != "auto":
+        return request
+    target = "tensorrt"
+    if request.precision == "int8":
+        from sk_deploy.machine import probe_machine
 
-    bundle: Path
-    precision: str
-    target: str = "tensorrt"
-    images: Path | None = None
-    calib_size: int = QUANTIZE["calib_size"]
-    holdout_size: int = QUANTIZE["holdout_size"]
-    method: str = QUANTIZE["method"]
-    exclude: tuple[str, ...] = QUANTIZE["exclude"]
-    gate: bool = QUANTIZE["gate"]
-    batch_size: int = 8
-    high_precision: str | None = QUANTIZE["high_precision"]
-    """int8: the type of what is not quantized (fp16 or fp32); None: fp16 for TensorRT, fp32 for the CPU."""
-    auto_exclude: bool = QUANTIZE["auto_exclude"]
-    """Keep the fewest most sensitive layers float until the gate passes (``sensitivity.auto_exclude``)."""
+        target = "tensorrt" if probe_machine().cuda else "cpu"
+    return request.model_copy(update={"target": target})
 
-    @property
-    def high(self) -> str:
-        """The resolved high precision of an INT8 graph."""
-        return self.high_precision or ("fp16" if self.target == "tensorrt" else "fp32")
+
+def high_precision(request: QuantizeSettings) -> str:
+    """The type of an INT8 graph's non-quantized part: ``--high-precision``, else fp16 for TensorRT, fp32 for the
+    CPU."""
+    return request.high_precision or ("fp16" if request.target == "tensorrt" else "fp32")
 
 
 @dataclass
@@ -80,7 +73,7 @@ def output_name(precision: str, target: str) -> str:
     return graph_form(precision, target).file
 
 
-def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
+def check_request(request: QuantizeSettings) -> tuple[Bundle, list[Path]]:
     """Every check that needs no heavy work; returns the bundle and the listed calibration pictures."""
     if request.precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}")
@@ -110,13 +103,14 @@ def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
 
 
 def quantize_bundle(
-    request: QuantizeRequest, progress: Callable[[str, int], None] = lambda message, total: None,
+    request: QuantizeSettings, progress: Callable[[str, int], None] = lambda message, total: None,
     advance: Callable[[int], None] = lambda n: None,
 ) -> QuantizeResult:
     """Make the precision graph ``request`` asks for and record it in the bundle if it passes its gate.
 
     ``progress(message, total)`` announces a step of ``total`` pictures (0: no count); ``advance(n)`` moves it.
     """
+    request = resolve_target(request)
     bundle, files = check_request(request)
     source = bundle.file(SOURCE_FILE)
     model = onnx.load(source)
@@ -142,11 +136,11 @@ def quantize_bundle(
             details["fp16"] = asdict(fp16)
         else:
             progress(f"calibrating on {len(calibration)} pictures ({request.method})", len(calibration))
-            reader = ImageBatches(calibration, input_name, spec, request.batch_size, uint8, on_batch=advance)
+            reader = ImageBatches(calibration, input_name, spec, CALIBRATION_BATCH, uint8, on_batch=advance)
             qdq_path = Path(tmp) / "qdq.onnx"
             int8 = quantize_int8(model, qdq_path, reader, request.target, request.method, request.exclude)
             details["int8"] = asdict(int8)
-            mixed, mixed_report = to_mixed(onnx.load(qdq_path), request.high, request.exclude)
+            mixed, mixed_report = to_mixed(onnx.load(qdq_path), high_precision(request), request.exclude)
             onnx.save_model(mixed, out)
             details["high_precision"] = asdict(mixed_report)
             details["calibration"] = {"folder": str(request.images), "images": int8.calibration_images,
@@ -157,7 +151,7 @@ def quantize_bundle(
             progress("searching for the layers to keep float (--auto-exclude)", 0)
             accuracy, details["auto_exclude"] = search_exclusions(
                 onnx.load(qdq_path), model, inputs, out, lambda graph: judge(name, key, reference, graph, trained),
-                request.high, request.exclude, accuracy,
+                high_precision(request), request.exclude, accuracy,
             )
         details["holdout"] = _holdout_details(request, inputs)
         result = QuantizeResult(name, written=accuracy.passed or not request.gate, accuracy=accuracy, details=details)
@@ -170,7 +164,7 @@ def quantize_bundle(
     return result
 
 
-def _check_bf16(request: QuantizeRequest) -> None:
+def _check_bf16(request: QuantizeSettings) -> None:
     """The bf16 refusals that need no file: OpenVINO missing, a CPU without native bfloat16, --exclude."""
     from sk_deploy.machine import BackendUnavailable, bf16_refusal, detect_cpu, import_openvino
 
@@ -185,7 +179,7 @@ def _check_bf16(request: QuantizeRequest) -> None:
         raise PrecisionError(refusal)
 
 
-def _split(request: QuantizeRequest, files: list[Path]) -> tuple[list[Path], list[Any]]:
+def _split(request: QuantizeSettings, files: list[Path]) -> tuple[list[Path], list[Any]]:
     """Calibration and held-out pictures: a fixed-seed split of the folder, or generated pictures without one."""
     if files:
         split = split_images(files, min(request.calib_size, max(1, len(files) - 1)), request.holdout_size)
@@ -193,23 +187,23 @@ def _split(request: QuantizeRequest, files: list[Path]) -> tuple[list[Path], lis
     return [], generated_images(min(request.holdout_size, 16))
 
 
-def _holdout_reference(request: QuantizeRequest, source: Path, holdout: list[Any], form: tuple[str, Any, bool],
+def _holdout_reference(request: QuantizeSettings, source: Path, holdout: list[Any], form: tuple[str, Any, bool],
                        progress: Callable[[str, int], None], advance: Callable[[int], None]
                        ) -> tuple[np.ndarray, np.ndarray]:
     """The held-out pictures as the graph's input, and the float32 graph's logits of them (ONNX Runtime)."""
     input_name, spec, uint8 = form
     progress(f"measuring against float32 on {len(holdout)} held-out pictures", len(holdout))
-    pictures = ImageBatches(holdout, input_name, spec, request.batch_size, uint8, on_batch=advance)
+    pictures = ImageBatches(holdout, input_name, spec, CALIBRATION_BATCH, uint8, on_batch=advance)
     inputs = np.concatenate(list(pictures.arrays()))
     return inputs, ort_logits(source, lambda dtype: inputs)
 
 
-def _holdout_details(request: QuantizeRequest, inputs: np.ndarray) -> dict[str, Any]:
+def _holdout_details(request: QuantizeSettings, inputs: np.ndarray) -> dict[str, Any]:
     source = str(request.images) if request.images is not None else "generated pictures"
     return {"images": len(inputs), "source": source}
 
 
-def _gate_bf16(request: QuantizeRequest, bundle: Bundle, holdout: list[Any], trained: bool,
+def _gate_bf16(request: QuantizeSettings, bundle: Bundle, holdout: list[Any], trained: bool,
                form: tuple[str, Any, bool], progress: Callable[[str, int], None],
                advance: Callable[[int], None]) -> QuantizeResult:
     """bf16 against float32 on the held-out pictures: the float32 graph compiled by OpenVINO in bf16 (refused in
@@ -224,7 +218,7 @@ def _gate_bf16(request: QuantizeRequest, bundle: Bundle, holdout: list[Any], tra
         raise PrecisionError(str(exc)) from None
     with backend:
         inputs, reference = _holdout_reference(request, source, holdout, form, progress, advance)
-        step = request.batch_size
+        step = CALIBRATION_BATCH
         output = np.concatenate([backend.run(inputs[i:i + step]) for i in range(0, len(inputs), step)])
         details: dict[str, Any] = {"source": SOURCE_FILE, "file": None, "bf16": {
             "runtime": backend.description, "compiled_precision": backend.compiled_precision,

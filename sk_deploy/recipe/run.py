@@ -209,7 +209,8 @@ class RecipeRun:
         return self._stage("verify", key, lambda bundle: True, work)
 
     def _quantize(self, name: str, form: GraphForm, export_key: str) -> str:
-        from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+        from sk_deploy.precision.pipeline import quantize_bundle
+        from sk_deploy.settings.precision import QuantizeSettings
 
         calib, settings = self.recipe.calibration, self.recipe.precisions[name]
         uses_photos = form.precision == "int8" or self._photos is not None
@@ -220,9 +221,8 @@ class RecipeRun:
                          "photos": folder_fingerprint(self._photos) if uses_photos else None})
 
         def work() -> str | None:
-            request = QuantizeRequest(bundle=self.out, precision=form.precision, target=form.target or "tensorrt",
-                                      images=self._photos, calib_size=calib.calib_size, holdout_size=calib.holdout_size,
-                                      method=calib.method, exclude=tuple(settings.exclude), gate=settings.gate)
+            request = QuantizeSettings(bundle=self.out, precision=form.precision, target=form.target or "tensorrt",
+                                       **{**calib.model_dump(), "images": self._photos}, **settings.model_dump())
             result = quantize_bundle(request, lambda message, total: self.hooks.update(message))
             if not result.accuracy.passed and not result.written:
                 return f"{result.file} misses its accuracy gate ({'; '.join(result.accuracy.failures)}); not added"

@@ -20,7 +20,8 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
 from sk_deploy.deploy.triton import TritonRequest, plan_repository
 from sk_deploy.labels import imagenet_labels
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.precision.pipeline import quantize_bundle
+from sk_deploy.settings.precision import QuantizeSettings
 
 from ..conftest import make_image
 
@@ -42,9 +43,9 @@ def full_bundle(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) 
         make_image(pictures / f"p{i}.jpg", size=(96, 80), seed=i)
     path = folder / "bundle"
     shutil.copytree(small_bundle.path, path)
-    quantize_bundle(QuantizeRequest(bundle=path, precision="fp16", holdout_size=2))
+    quantize_bundle(QuantizeSettings(bundle=path, precision="fp16", holdout_size=2))
     for target in ("tensorrt", "cpu"):
-        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, images=pictures, calib_size=4,
+        quantize_bundle(QuantizeSettings(bundle=path, precision="int8", target=target, images=pictures, calib_size=4,
                                         holdout_size=2, gate=False))
     bundle = Bundle.open(path)
     (path / ENGINE).write_bytes(b"stand-in serialized engine " * 100)

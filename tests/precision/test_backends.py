@@ -15,7 +15,8 @@ from sk_deploy.cli import app
 from sk_deploy.compare import Pictures, generated_images
 from sk_deploy.machine import Machine
 from sk_deploy.precision.backends import FP32_GATE, Pair, compare_backends, runnable_pairs
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.precision.pipeline import quantize_bundle
+from sk_deploy.settings.precision import QuantizeSettings
 
 runner = CliRunner()
 CPU_ONLY = Machine(cuda=False, gpu_name=None, compute_capability=None, ort_providers=("CPUExecutionProvider",),
@@ -28,7 +29,7 @@ H200 = Machine(cuda=True, gpu_name="NVIDIA H200", compute_capability=(9, 0),
 def with_fp16(small_bundle: Bundle, tmp_path: Path) -> Bundle:
     copy = tmp_path / "bundle"
     shutil.copytree(small_bundle.path, copy)
-    quantize_bundle(QuantizeRequest(bundle=copy, precision="fp16"))
+    quantize_bundle(QuantizeSettings(bundle=copy, precision="fp16"))
     return Bundle.open(copy)
 
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
 from sk_deploy.graph.pipeline import export_bundle
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.precision.pipeline import quantize_bundle
 from sk_deploy.settings.graph import ExportSettings
+from sk_deploy.settings.precision import QuantizeSettings
 
 from ..conftest import make_image
 
@@ -89,11 +90,11 @@ def test_failed_gate_leaves_the_bundle_unchanged(bundle_dir: Path, photos: Path,
 
     monkeypatch.setitem(accuracy.GATES, "int8-cpu", accuracy.Gate(min_cosine=1.0001))  # unreachable
     before = snapshot(bundle_dir)
-    result = quantize_bundle(QuantizeRequest(bundle=bundle_dir, precision="int8", target="cpu", images=photos,
+    result = quantize_bundle(QuantizeSettings(bundle=bundle_dir, precision="int8", target="cpu", images=photos,
                                              calib_size=8, holdout_size=4))
     assert not result.written and not result.accuracy.passed
     assert snapshot(bundle_dir) == before
-    kept = quantize_bundle(QuantizeRequest(bundle=bundle_dir, precision="int8", target="cpu", images=photos,
+    kept = quantize_bundle(QuantizeSettings(bundle=bundle_dir, precision="int8", target="cpu", images=photos,
                                            calib_size=8, holdout_size=4, gate=False))
     assert kept.written and (bundle_dir / "model.int8-cpu.onnx").is_file()
 
@@ -149,7 +150,7 @@ def test_int8_on_real_photos(shared_data: Path, tmp_path: Path) -> None:
                                 images=shared_data / "imagenet-samples", recompute_bn=True, recompute_bn_count=32,
                                  verify=False))
     for target in ("tensorrt", "cpu"):
-        result = quantize_bundle(QuantizeRequest(bundle=out, precision="int8", target=target,
+        result = quantize_bundle(QuantizeSettings(bundle=out, precision="int8", target=target,
                                                  images=shared_data / "imagenet-val-1300", calib_size=64,
                                                  holdout_size=48))
         agreement = result.accuracy.agreement

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
 from sk_deploy.precision import accuracy
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.precision.pipeline import quantize_bundle
 from sk_deploy.precision.sensitivity import keep_float, quantized_layers
+from sk_deploy.settings.precision import QuantizeSettings
 
 from ..conftest import make_image
 
@@ -37,9 +38,9 @@ def bundle_dir(small_bundle: Bundle, tmp_path: Path) -> Path:
     return copy
 
 
-def request(bundle_dir: Path, photos: Path, **options) -> QuantizeRequest:
-    return QuantizeRequest(bundle=bundle_dir, precision="int8", images=photos, calib_size=12, holdout_size=12,
-                           gate=False, **options)
+def request(bundle_dir: Path, photos: Path, **options) -> QuantizeSettings:
+    return QuantizeSettings(**{"bundle": bundle_dir, "precision": "int8", "target": "tensorrt", "images": photos,
+                               "calib_size": 12, "holdout_size": 12, "gate": False, **options})
 
 
 def dtypes(path: Path) -> set[int]:
@@ -57,13 +58,13 @@ def test_high_precision_choices_and_refusals(bundle_dir: Path, photos: Path) -> 
     assert plain.written and TensorProto.FLOAT16 not in dtypes(bundle_dir / "model.int8.onnx")
     cpu = quantize_bundle(request(bundle_dir, photos, target="cpu"))
     assert cpu.details["high_precision"]["high_precision"] == "fp32"
-    for args, message in [
-        (["--target", "cpu", "--high-precision", "fp16"], "--high-precision fp16 is for the TensorRT form"),
-        (["--high-precision", "bf16"], "unknown high precision 'bf16'"),
+    for args, code, message in [
+        (["--target", "cpu", "--high-precision", "fp16"], 1, "--high-precision fp16 is for the TensorRT form"),
+        (["--high-precision", "bf16"], 2, "Invalid value for '--high-precision'"),  # not a choice: a usage error
     ]:
         result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--images", str(photos),
                                      *args])
-        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+        assert result.exit_code == code and message in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "fp16", "--auto-exclude"])
     assert result.exit_code == 1 and "--auto-exclude searches the quantized layers of an int8 graph" in result.output
 

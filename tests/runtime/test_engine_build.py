@@ -37,7 +37,7 @@ def test_fused_bundle_profile_is_nhwc(fused_bundle: Bundle) -> None:
         ({"precision": "int8"}, "no model.int8.onnx .*--target tensorrt"),
         ({"precision": "bf16"}, "unknown precision 'bf16'"),
         ({"hardware_compat": "turing+"}, "unknown hardware compatibility 'turing\\+'"),
-        ({"batch": (8, 4, 16)}, "must satisfy 1 <= MIN <= OPT <= MAX"),
+        ({"batch_profile": (8, 4, 16)}, "must satisfy 1 <= MIN <= OPT <= MAX"),
         ({"workspace": 0}, "workspace must be positive"),
     ],
 )

@@ -63,7 +63,8 @@ def test_bf16_refused_in_one_line_where_the_cpu_lacks_it(small_bundle: Bundle) -
 
 
 def test_int8_runs_the_faster_graph_and_agrees_with_ort_on_it(small_bundle: Bundle, tmp_path: Path) -> None:
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
+    from sk_deploy.settings.precision import QuantizeSettings
     from tests.conftest import make_image
 
     pictures = tmp_path / "pictures"
@@ -73,7 +74,7 @@ def test_int8_runs_the_faster_graph_and_agrees_with_ort_on_it(small_bundle: Bund
     path = tmp_path / "bundle"
     shutil.copytree(small_bundle.path, path)
     for target in ("tensorrt", "cpu"):
-        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, images=pictures, calib_size=3,
+        quantize_bundle(QuantizeSettings(bundle=path, precision="int8", target=target, images=pictures, calib_size=3,
                                         holdout_size=1, gate=False))
     options = OpenVinoOptions(cache_dir="")
     with Predictor(path, "openvino", "int8", openvino=options) as ov:
