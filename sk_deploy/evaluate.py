@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from sk_deploy.backends import BACKENDS, REFERENCE
 from sk_deploy.bundle import FILE_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name
-from sk_deploy.compare import BatchFor, Pictures, Runner, VerifyError, compare_runners, image_files, onnx_runner
+from sk_deploy.compare import Pictures, Runner, VerifyError, compare_runners, image_files
 from sk_deploy.errors import SkDeployError
 from sk_deploy.metrics import Agreement
 from sk_deploy.models.reference import is_trained
 
-DEFAULT_BACKEND = "ort-cpu"
+DEFAULT_BACKEND = REFERENCE
 PRECISION_OF = {name: form.precision for name, form in FILE_FORMS.items()}
 
 RANDOM_NOTE = "random weights: accuracy against the labels is meaningless; only the agreement with float32 counts"
@@ -137,23 +138,19 @@ class EvaluateReport:
                 "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped}
 
 
-def predictor_runner(bundle: Bundle, file: str, backend: str, chunk: int = 8) -> Runner:
-    """The graph ``file`` (or, for the tensorrt backend, the engine of its precision) on ``backend`` through the
+def predictor_runner(bundle: Bundle, file: str, backend: str) -> Runner:
+    """The graph ``file`` (or, for an engine backend, the engine of its precision) on ``backend`` through the
     Predictor, as a comparator runner; a BackendUnavailable when this machine cannot run it."""
-    from sk_deploy.runtime.predictor import BACKEND_SPECS, Predictor
+    from sk_deploy.runtime.predictor import Predictor
 
     precision = PRECISION_OF.get(file, "fp32")
-    onnx_backend = BACKEND_SPECS[backend].runs == "onnx"
-    predictor = Predictor(bundle, backend, precision, file=file if onnx_backend else None)
+    spec = BACKENDS.get(backend)
+    if spec is None or not spec.evaluate:
+        from sk_deploy.machine import BackendUnavailable
 
-    def run(batch_for: BatchFor) -> np.ndarray:
-        batch = batch_for(predictor.input_spec.dtype)
-        try:
-            return np.concatenate([predictor.predict(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
-        finally:
-            predictor.close()
-
-    return run
+        evaluated = ", ".join(name for name, other in BACKENDS.items() if other.evaluate)
+        raise BackendUnavailable(f"evaluate does not run {backend}; its backends: {evaluated}")
+    return Predictor(bundle, backend, precision, file=file if spec.runs == "onnx" else None)
 
 
 def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | None = None, limit: int | None = 64,
@@ -179,18 +176,12 @@ def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | Non
                 runners[name, backend] = predictor_runner(bundle, name, backend)
             except SkDeployError as exc:
                 report.skipped.append({"file": name, "backend": backend, "reason": one_line(exc)})
-    outputs: dict[str, np.ndarray] = {}
+    from sk_deploy.runtime.runners import onnx_cpu_runner
 
-    def keep(label: str, runner: Runner) -> Runner:
-        def run(batch_for: BatchFor) -> np.ndarray:
-            outputs[label] = runner(batch_for)
-            return outputs[label]
-        return run
-
-    labelled = {f"{name} {backend}": keep(f"{name} {backend}", r) for (name, backend), r in runners.items()}
-    compared = compare_runners(onnx_runner(bundle.file(MODEL_FILE)), labelled, pictures, lambda name: _NoGate())
+    labelled = {f"{name} {backend}": r for (name, backend), r in runners.items()}
+    compared = compare_runners(onnx_cpu_runner(bundle.file(MODEL_FILE)), labelled, pictures, lambda name: _NoGate())
     for (name, backend), comparison in zip(runners, compared, strict=True):
-        logits = outputs[comparison.name]
+        logits = comparison.logits
         report.rows.append(GraphAccuracy(
             name, form_names().get(name, "fp32"), backend,
             None if truth is None else topk_accuracy(logits, truth, 1),

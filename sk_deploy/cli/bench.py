@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sk_deploy.backends import bench_variants, default_bench_backends
 from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, console, err_console, fail, items, note, renamed, split
 
@@ -17,9 +18,10 @@ from sk_deploy.cli.common import UserError, app, console, err_console, fail, ite
 def bench_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
     backends: Annotated[list[str] | None, typer.Option(
-        help="Comma-separated: torch, ort-cpu, openvino, ort-cuda, ort-tensorrt, tensorrt (the default: all of "
-        "these), and the opt-in torch-compile, ort-cpu-raw and openvino-raw (the exporter's graph before cleanup), "
-        "ort-cuda-graph, tensorrt-graph. PyTorch eager fp32 is always measured first as the baseline.")] = None,
+        help=f"Comma-separated: {', '.join(default_bench_backends())} (the default: all of these), and the opt-in "
+        f"{', '.join(v for v in bench_variants() if v not in default_bench_backends())} (-raw: the exporter's graph "
+        "before cleanup; -graph: captured CUDA graphs). PyTorch eager fp32 is always measured first as the "
+        "baseline.")] = None,
     precisions: Annotated[list[str] | None, typer.Option(
         help="Comma-separated: fp32, fp16, int8, bf16 (the default: all; rows the bundle or machine cannot run are "
         "skipped with the reason).")] = None,
@@ -46,7 +48,7 @@ def bench_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sk_deploy.bench.latency import DEFAULT_BACKENDS, DEFAULT_PRECISIONS, BenchConfig, BenchRun, Row
+    from sk_deploy.bench.latency import DEFAULT_PRECISIONS, BenchConfig, BenchRun, Row
     from sk_deploy.bench.report import build_report, write_report
     from sk_deploy.bundle import Bundle
 
@@ -54,7 +56,7 @@ def bench_command(
     batch_sizes = renamed(batch_sizes, batch, "--batch", "--batch-sizes")
     warmup_ms = renamed(warmup_ms, warmup, "--warmup", "--warmup-ms", lambda seconds: seconds * 1000)
     duration_ms = renamed(duration_ms, duration, "--duration", "--duration-ms", lambda seconds: seconds * 1000)
-    config = BenchConfig(backends=items(backends, "--backends", ",".join(DEFAULT_BACKENDS)),
+    config = BenchConfig(backends=items(backends, "--backends", ",".join(default_bench_backends())),
                          precisions=items(precisions, "--precisions", ",".join(DEFAULT_PRECISIONS)),
                          batches=items(batch_sizes, sizes_name, "1,8,32", int), warmup_s=warmup_ms / 1000,
                          duration_s=duration_ms / 1000, min_runs=min_runs, max_runs=max_runs, threads=threads)

@@ -49,6 +49,7 @@ def export_command(
     """Export a model to a bundle: model.raw.onnx (exporter output), model.onnx (cleaned), manifest.json."""
     from sk_deploy.graph.export import EXPORTERS
     from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle
+    from sk_deploy.runtime.runners import onnx_cpu_runner
 
     if exporter not in EXPORTERS:
         raise fail(f"unknown exporter {exporter!r}; use one of: {', '.join(EXPORTERS)}")
@@ -66,7 +67,8 @@ def export_command(
             force=force, verify=verify, images=images, calibrate_bn=bn_folder, calibrate_bn_count=bn_count,
         )
         with waiting(f"exporting {model}...") as status:
-            bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."))
+            bundle, report = export_bundle(request, progress=lambda message: status.update(f"{model}: {message}..."),
+                                           onnx_runner=onnx_cpu_runner)
     except UserError as exc:
         raise fail(str(exc)) from None
     if weights is None and not pretrained:
@@ -100,6 +102,7 @@ def verify_command(
     from sk_deploy.models.reference import build_reference, describe_weights
     from sk_deploy.precision.accuracy import check_precision_files
     from sk_deploy.precision.backends import check_backends
+    from sk_deploy.runtime.runners import onnx_cpu_runner
 
     try:
         bundle = Bundle.open(bundle_dir)
@@ -108,7 +111,7 @@ def verify_command(
             # an imported bundle's reference is its input graph (model.raw.onnx), not a PyTorch network
             model = None if is_imported(bundle) and weights is None else build_reference(
                 bundle.model_name, source, bundle.path)
-            report = verify_bundle(bundle, model, images=images, limit=limit,
+            report = verify_bundle(bundle, model, onnx_cpu_runner, images=images, limit=limit,
                                    thresholds=Thresholds(max_abs, min_cosine, min_top1))
             precision = check_precision_files(bundle, images, limit)
             backends, not_run = check_backends(bundle, images, limit)

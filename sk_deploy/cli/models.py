@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sk_deploy.backends import BACKENDS
 from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, err_console, fail, note, waiting
 
@@ -43,8 +44,8 @@ def predict_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Registered model name (default sknet50); "
                                                "runs it in PyTorch.")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Bundle directory: run its graph or engine instead.")] = None,
-    backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, "
-                                         "openvino or torch.")] = "auto",
+    backend: Annotated[str, typer.Option(help=f"With --bundle: auto or one of: {', '.join(BACKENDS)}.")]
+    = "auto",
     precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16, int8, bf16 (openvino, on a CPU "
                                            "with native bfloat16) or tf32 (GPUs).")] = "fp32",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,

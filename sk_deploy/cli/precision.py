@@ -20,6 +20,7 @@ from sk_deploy.cli.common import (
     renamed,
     waiting,
 )
+from sk_deploy.precisions import Precision
 
 
 @app.command("quantize")
@@ -88,9 +89,10 @@ def quantize_command(
         kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
         raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
     out = err_console if as_json else console
-    if precision == "bf16":
-        out.print(f"[green]recorded[/] the bf16 figures in {bundle / 'manifest.json'} (stages.precision.bf16); "
-                  "no file is needed: serve or predict with --precision bf16", highlight=False, soft_wrap=True)
+    if Precision(precision).hint:
+        out.print(f"[green]recorded[/] the {precision} figures in {bundle / 'manifest.json'} (stages.precision."
+                  f"{precision}); no file is needed: serve or predict with --precision {precision}", highlight=False,
+                  soft_wrap=True)
         return
     out.print(f"[green]wrote[/] {bundle / result.file}", highlight=False, soft_wrap=True)
 

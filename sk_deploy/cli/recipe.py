@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from sk_deploy.backends import REFERENCE, backend_names
 from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split, waiting
 
@@ -87,8 +88,8 @@ def evaluate_command(
     labels: Annotated[Path | None, typer.Option(help="CSV of FILE,CLASS_INDEX (ImageNet validation style).")]
     = None,
     limit: Annotated[int, typer.Option(min=1, help="Labelled photos to use.")] = 1000,
-    backends: Annotated[str, typer.Option(help="Backends to run each graph on, comma-separated (ort-cpu, ort-cuda, "
-                                          "ort-tensorrt, tensorrt).")] = "ort-cpu",
+    backends: Annotated[str, typer.Option(help="Backends to run each graph on, comma-separated "
+                                          f"({', '.join(backend_names(evaluate=True))}).")] = REFERENCE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Top-1 / top-5 of every graph of a bundle against ground-truth labels, with agreement with float32; into the

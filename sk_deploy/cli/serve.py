@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sk_deploy.backends import BACKENDS, backend_names
 from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, err_console, fail, file_settings, renamed, split, waiting
 
@@ -16,8 +17,7 @@ def serve_command(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="BUNDLE|MODEL", help="A bundle directory, or a registered model "
                                           "name to export first (into ~/.cache/sk-deploy/bundles, reused).")],
-    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino or "
-                                         "torch.")] = "auto",
+    backend: Annotated[str, typer.Option(help=f"auto or one of: {', '.join(BACKENDS)}.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (the bundle must hold that graph), bf16 "
                                            "(openvino, on a CPU with native bfloat16) or tf32 (the fp32 graph with "
                                            "TensorFloat-32, GPUs only).")] = "fp32",
@@ -35,7 +35,8 @@ def serve_command(
     max_queue: Annotated[int, typer.Option(min=1, help="Pictures allowed to wait; beyond, 429 with Retry-After.")]
     = 256,
     instances: Annotated[int, typer.Option(min=1, help="Inference threads taking batches from the one queue, each "
-                                           "with its share of the cores (ort-cpu and openvino; others run one).")]
+                                           "with its share of the cores "
+                                           f"({' and '.join(backend_names(parallel=True))}; others run one).")]
     = 1,
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings (table serving: "
                                                      "max_batch, max_delay_ms, instances; from `sk-deploy tune`); "

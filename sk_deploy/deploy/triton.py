@@ -31,17 +31,22 @@ from typing import Any
 
 import onnx
 
-from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, atomic_write_bytes, graph_form, staging
+from sk_deploy.backends import BACKENDS
+from sk_deploy.bundle import Bundle, BundleError, atomic_write_bytes, graph_form, staging
 from sk_deploy.engines.compat import find_engine
 from sk_deploy.errors import SkDeployError
-from sk_deploy.runtime.predictor import BACKEND_SPECS
+from sk_deploy.precisions import PRECISIONS, Precision
 
-BACKENDS = ("onnxruntime", "tensorrt", "openvino")
+#: Triton's backends a repository can name, each with the backend of sk-deploy's table that runs the same files
+#: the same way (its precisions and graph forms are what Triton's backend serves)
+TRITON_RUNS_AS = {"onnxruntime": "ort-cpu", "tensorrt": "tensorrt", "openvino": "openvino"}
 # Triton's OpenVINO backend has no platform string: it is named by `backend:` and loads the file that
 # default_model_filename names. Its CPU parameters are INFERENCE_NUM_THREADS, NUM_STREAMS, PERFORMANCE_HINT and
 # HINT_BF16; it has none that pins f32 (OpenVINO's own default is bf16 on a CPU with native bfloat16).
 TRITON_BACKENDS = {"openvino": "openvino"}
 OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+#: the parameters of Triton's OpenVINO backend that ask for a precision set at compile time
+OPENVINO_PRECISION_HINTS = {Precision.BF16: {"HINT_BF16": "YES"}}
 DEVICES = ("gpu", "cpu")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # the file names Triton looks for
@@ -129,18 +134,21 @@ class TritonPlan:
 
 def _check_options(request: TritonRequest) -> None:
     """The checks that need no file."""
-    for value, allowed, what in ((request.backend, BACKENDS, "backend"), (request.device, DEVICES, "instance kind"),
-                                 (request.precision, PRECISIONS, "precision")):
+    for value, allowed, what in ((request.backend, tuple(TRITON_RUNS_AS), "backend"),
+                                 (request.device, DEVICES, "instance kind"), (request.precision, PRECISIONS,
+                                                                              "precision")):
         if value not in allowed:
             raise TritonRepoError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
     if request.backend == "openvino" and request.device != "cpu":
         raise TritonRepoError("Triton's OpenVINO backend runs on the CPU: use --instance-kind cpu (the default for "
                               "openvino)")
-    if request.backend == "openvino" and request.precision == "fp16":
-        raise TritonRepoError("the openvino backend serves fp32, bf16 or int8, not fp16")
-    if request.precision == "bf16" and request.backend != "openvino":
-        raise TritonRepoError("bf16 is served by Triton's OpenVINO backend on a CPU with native bfloat16: use "
-                              "--backend openvino")
+    serves = BACKENDS[TRITON_RUNS_AS[request.backend]].precisions
+    if request.precision not in serves:
+        others = [name for name, runs_as in TRITON_RUNS_AS.items() if request.precision in BACKENDS[runs_as].precisions]
+        if len(others) == 1:
+            raise TritonRepoError(f"{request.precision} is served by Triton's {others[0]} backend only "
+                                  f"({Precision(request.precision).facts.about}): use --backend {others[0]}")
+        raise TritonRepoError(f"the {request.backend} backend serves {', '.join(serves)}, not {request.precision}")
     if request.backend == "tensorrt" and request.device == "cpu":
         raise TritonRepoError("a TensorRT plan runs on a GPU only: use --instance-kind gpu, or --backend onnxruntime "
                               "for CPU")
@@ -274,12 +282,12 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
                         "container on the serving GPU)")
     else:
         # the Predictor's choice too: OpenVINO takes the TensorRT INT8 form first
-        prefer = BACKEND_SPECS["openvino"].prefers if request.backend == "openvino" else None
+        prefer = BACKENDS[TRITON_RUNS_AS[request.backend]].prefers
         source = graph = bundle.graph(request.precision, request.device, f" for a {request.device.upper()} instance",
                                       prefer=prefer)
         limit = bundle.batch_profile[2]
         limit_hint = "export again with a larger profile: sk-deploy export MODEL --batch 1:OPT:MAX"
-        if request.backend == "openvino" and request.precision != "bf16":
+        if request.backend == "openvino" and request.precision not in OPENVINO_PRECISION_HINTS:
             warnings.append("Triton's OpenVINO backend has no parameter pinning f32: on a CPU with native bfloat16 "
                             "OpenVINO computes this graph's float parts in bf16, as `sk-deploy serve --backend "
                             "openvino --precision bf16` does (measure it: sk-deploy quantize BUNDLE --precision bf16)")
@@ -303,7 +311,7 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
                        "max_workspace_size_bytes": str(4 << 30)}
     parameters = {}
     if request.backend == "openvino":
-        parameters = {**OPENVINO_PARAMETERS, **({"HINT_BF16": "YES"} if request.precision == "bf16" else {})}
+        parameters = {**OPENVINO_PARAMETERS, **OPENVINO_PRECISION_HINTS.get(Precision(request.precision), {})}
     return TritonPlan(
         bundle=bundle, name=request.name or bundle.model_name, source=source,
         platform=PLATFORMS.get(request.backend, ""), triton_backend=TRITON_BACKENDS.get(request.backend),

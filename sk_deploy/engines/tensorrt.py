@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, MissingGraph, atomic_path, atomic_write_bytes, sha256_file
+from sk_deploy.backends import backend
+from sk_deploy.bundle import Bundle, BundleError, MissingGraph, atomic_path, atomic_write_bytes, sha256_file
 from sk_deploy.engines.compat import HARDWARE_COMPAT, engine_file_name
 from sk_deploy.engines.inspect import InspectionError, PrecisionSummary, check_requested, summarize
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import import_tensorrt, require_cuda
 
-#: What an engine is built at: the bundle's precisions less bf16, which only OpenVINO runs (on CPUs).
-ENGINE_PRECISIONS = tuple(p for p in PRECISIONS if p != "bf16")
+#: What an engine is built at: the precisions the backend table's tensorrt entry runs.
+ENGINE_PRECISIONS = tuple(str(p) for p in backend("tensorrt").precisions)
 
 
 class BuildError(SkDeployError, RuntimeError):

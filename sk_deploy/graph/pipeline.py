@@ -16,10 +16,11 @@ from typing import Any
 from torch import nn
 
 from sk_deploy.bundle import MODEL_FILE, RAW_FILE, Bundle, check_target, sha256_file, staging
+from sk_deploy.compare import image_files
 from sk_deploy.graph.describe import io_description
 from sk_deploy.graph.export import DEFAULT_OPSET, Exporter, ExportError, check_opset, export_onnx, save_model
 from sk_deploy.graph.passes import optimize
-from sk_deploy.graph.verify import Thresholds, VerifyReport, image_files, verify_bundle
+from sk_deploy.graph.verify import OnnxRunner, Thresholds, VerifyReport, verify_bundle
 from sk_deploy.images import Preprocess
 from sk_deploy.models.reference import build_reference, describe_weights
 from sk_deploy.models.registry import ModelSpec, get_spec
@@ -121,13 +122,18 @@ def _calibrate_bn(
 
 
 def export_bundle(
-    request: ExportRequest, progress: Callable[[str], None] = lambda message: None
+    request: ExportRequest, progress: Callable[[str], None] = lambda message: None,
+    onnx_runner: OnnxRunner | None = None,
 ) -> tuple[Bundle, VerifyReport | None]:
-    """Export ``request.model`` into a bundle at ``request.out``; returns the bundle and the verification.
+    """Export ``request.model`` into a bundle at ``request.out``; returns the bundle and the verification, which
+    runs each graph on ``onnx_runner(path)`` (the caller's: ``sk_deploy.runtime.runners.onnx_cpu_runner``).
 
     Raises UnknownModelError, WeightsError, ExportError or BundleError with a message for a person; on any
     error nothing is left at ``request.out`` that was not there before.
     """
+    if request.verify and onnx_runner is None:
+        raise ValueError("export_bundle verifies each graph on the runner its caller gives: pass onnx_runner "
+                         "(sk_deploy.runtime.runners.onnx_cpu_runner), or verify=False")
     spec = get_spec(request.model)
     check_opset(request.opset)
     input_shape, preprocess = resolve_input(spec, request.input_size)
@@ -177,6 +183,7 @@ def export_bundle(
         report = None
         if request.verify:
             progress("verifying against PyTorch")
-            report = verify_bundle(bundle, model, images=request.images, thresholds=request.thresholds)
+            report = verify_bundle(bundle, model, onnx_runner, images=request.images,  # type: ignore[arg-type]
+                                   thresholds=request.thresholds)
     bundle.path = target
     return bundle, report

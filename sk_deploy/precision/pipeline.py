@@ -9,6 +9,7 @@ bundle is left as it was. bf16 measures the float32 graph run in bf16 the same w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from sk_deploy.backends import BACKENDS, BackendSpec, runners_of
 from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, graph_form
-from sk_deploy.compare import generated_images, ort_logits
+from sk_deploy.compare import generated_images
 from sk_deploy.models.reference import is_trained
 from sk_deploy.precision.accuracy import AccuracyReport, judge
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images
@@ -28,10 +30,12 @@ from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclu
 from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
 from sk_deploy.precision.mixed import check_high_precision, to_mixed
 from sk_deploy.precision.sensitivity import search_exclusions
+from sk_deploy.precisions import Precision, precision_names
+from sk_deploy.runtime.runners import ort_logits
 
 SOURCE_FILE = MODEL_FILE
-PRECISIONS = ("fp16", "int8", "bf16")
-BF16_KEY = "bf16"  # stages.precision entry of the bf16 gate (no file of its own)
+#: what quantize makes: the gated precisions (a hint such as bf16 is recorded under its name, with no file)
+GATED = precision_names(gated=True)
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,8 @@ def output_name(precision: str, target: str) -> str:
 
 def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
     """Every check that needs no heavy work; returns the bundle and the listed calibration pictures."""
-    if request.precision not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if request.precision not in GATED:
+        raise PrecisionError(f"unknown precision {request.precision!r}; choose one of: {', '.join(GATED)}")
     if request.target not in TARGETS:
         raise PrecisionError(f"unknown target {request.target!r}; choose one of: {', '.join(TARGETS)}")
     if request.method not in METHODS:
@@ -92,8 +96,8 @@ def check_request(request: QuantizeRequest) -> tuple[Bundle, list[Path]]:
     if SOURCE_FILE not in bundle.files:
         raise BundleError(f"{bundle.path}: bundle has no {SOURCE_FILE}; run `sk-deploy export` first")
     bundle.check_file(SOURCE_FILE)
-    if request.precision == "bf16":
-        _check_bf16(request)
+    if Precision(request.precision).hint:
+        _check_hint(request)
     if request.precision == "int8" and request.calib is None:
         raise PrecisionError("int8 needs calibration pictures: pass --images DIR (a folder of JPEG/PNG photos)")
     files = list_images(request.calib) if request.calib is not None else []
@@ -122,8 +126,8 @@ def quantize_bundle(
     trained = is_trained(bundle.weights)
     key = "int8-cpu" if name == graph_form("int8", "cpu").file else request.precision
     calibration, holdout = _split(request, files)
-    if request.precision == "bf16":
-        return _gate_bf16(request, bundle, holdout, trained, (input_name, spec, uint8), progress, advance)
+    if Precision(request.precision).hint:
+        return _gate_hint(request, bundle, holdout, trained, (input_name, spec, uint8), progress, advance)
 
     # Work in a hidden folder inside the bundle, so the finished file is renamed (never copied) into place.
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=bundle.path) as tmp:
@@ -164,18 +168,25 @@ def quantize_bundle(
     return result
 
 
-def _check_bf16(request: QuantizeRequest) -> None:
-    """The bf16 refusals that need no file: OpenVINO missing, a CPU without native bfloat16, --exclude."""
-    from sk_deploy.machine import BackendUnavailable, import_openvino
-    from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+def _hint_backend(precision: Precision) -> BackendSpec:
+    """The backend of the table that compiles a hint precision from the float32 graph (bf16: OpenVINO)."""
+    return BACKENDS[runners_of(precision, precision.device)[0]]
 
+
+def _check_hint(request: QuantizeRequest) -> None:
+    """The refusals of a hint precision (bf16) that need no file: its backend missing, a CPU without the native
+    support it needs, --exclude."""
+    from sk_deploy.machine import probe_machine
+
+    asked = Precision(request.precision)
     if request.exclude:
-        raise PrecisionError("--exclude keeps nodes float32 in an fp16 or int8 graph; bf16 has no graph of its own")
-    try:
-        import_openvino()
-    except BackendUnavailable as exc:
-        raise PrecisionError(f"bf16 is measured on OpenVINO: {exc}") from None
-    refusal = bf16_refusal(detect_cpu())
+        raise PrecisionError(f"--exclude keeps nodes float32 in an fp16 or int8 graph; {asked} has no graph of its "
+                             "own")
+    spec, machine = _hint_backend(asked), probe_machine()
+    missing = spec.machine_refusal(machine)
+    if missing:
+        raise PrecisionError(f"{asked} is measured on {spec.name}: {missing}")
+    refusal = asked.cpu_refusal(machine.cpu) if asked.device == "cpu" else None
     if refusal:
         raise PrecisionError(refusal)
 
@@ -203,30 +214,35 @@ def _holdout_details(request: QuantizeRequest, inputs: np.ndarray) -> dict[str, 
     return {"images": len(inputs), "source": str(request.calib) if request.calib is not None else "generated pictures"}
 
 
-def _gate_bf16(request: QuantizeRequest, bundle: Bundle, holdout: list[Any], trained: bool,
+def _gate_hint(request: QuantizeRequest, bundle: Bundle, holdout: list[Any], trained: bool,
                form: tuple[str, Any, bool], progress: Callable[[str, int], None],
                advance: Callable[[int], None]) -> QuantizeResult:
-    """bf16 against float32 on the held-out pictures: the float32 graph compiled by OpenVINO in bf16 (refused in
-    one line on a CPU without native bfloat16); figures go to ``stages.precision.bf16`` if the gate passes."""
-    from sk_deploy.machine import BackendUnavailable
-    from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
+    """A hint precision against float32 on the held-out pictures: the float32 graph compiled in it by its backend
+    (bf16: OpenVINO, refused in one line on a CPU without native bfloat16); figures go to
+    ``stages.precision.<precision>`` if the gate passes."""
+    from sk_deploy.machine import BackendUnavailable, detect_cpu
 
+    asked = Precision(request.precision)
+    spec = _hint_backend(asked)
+    options = spec.default_options(asked)
+    if hasattr(options, "cache_dir"):  # a one-off compile: no entry in the backend's compiled-model cache
+        options = dataclasses.replace(options, cache_dir="")
     source = bundle.file(SOURCE_FILE)
     try:
-        backend = OpenVinoBackend(source, bundle, precision="bf16", options=OpenVinoOptions(cache_dir=""))
+        backend = spec.open(source, bundle, asked, options)
     except BackendUnavailable as exc:
         raise PrecisionError(str(exc)) from None
     with backend:
         inputs, reference = _holdout_reference(request, source, holdout, form, progress, advance)
         step = request.batch_size
         output = np.concatenate([backend.run(inputs[i:i + step]) for i in range(0, len(inputs), step)])
-        details: dict[str, Any] = {"source": SOURCE_FILE, "file": None, "bf16": {
-            "runtime": backend.description, "compiled_precision": backend.compiled_precision,
-            "cpu": backend.cpu.describe()}, "holdout": _holdout_details(request, inputs)}
-    accuracy = judge(f"{SOURCE_FILE} in bf16", BF16_KEY, reference, output, trained)
+        details: dict[str, Any] = {"source": SOURCE_FILE, "file": None, str(asked): {
+            "runtime": getattr(backend, "description", spec.name), "compiled_precision": backend.compiled_precision,
+            "cpu": detect_cpu().describe()}, "holdout": _holdout_details(request, inputs)}
+    accuracy = judge(f"{SOURCE_FILE} in {asked}", str(asked), reference, output, trained)
     result = QuantizeResult(SOURCE_FILE, written=accuracy.passed or not request.gate, accuracy=accuracy,
                             details=details)
     if result.written:
-        bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=BF16_KEY)
+        bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=str(asked))
         bundle.save()
     return result

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sk_deploy.backends import BACKENDS, bench_backends, evaluate_backends
 from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, GraphForm, check_target, sha256_file
 from sk_deploy.errors import SkDeployError
 from sk_deploy.images import find_images
@@ -26,9 +27,6 @@ from sk_deploy.recipe.schema import Recipe
 
 RUN_STAGE = "run"
 AUTO_LABELS = "auto"
-BACKENDS = {"cpu": ("torch", "ort-cpu"), "gpu": ("torch", "ort-cuda", "ort-tensorrt", "tensorrt")}
-#: evaluate runs ort-cpu everywhere (the agreement figures do not depend on a GPU), and the GPU backends there
-EVALUATE_BACKENDS = {"cpu": ("ort-cpu",), "gpu": ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")}
 
 
 @dataclass
@@ -198,6 +196,7 @@ class RecipeRun:
     def _verify(self, export_key: str) -> str:
         from sk_deploy.graph.verify import verify_bundle
         from sk_deploy.models.reference import build_reference
+        from sk_deploy.runtime.runners import onnx_cpu_runner
 
         key = stage_key({"images": str(self._eval_photos)}, {"export": export_key,
                                                              "photos": folder_fingerprint(self._eval_photos)})
@@ -206,7 +205,7 @@ class RecipeRun:
             bundle = self._bundle()
             self.hooks.update("against PyTorch")
             report = verify_bundle(bundle, build_reference(bundle.model_name, bundle.weights, bundle.path),
-                                   images=self._eval_photos)
+                                   onnx_cpu_runner, images=self._eval_photos)
             failed = [f"{f.file}: {'; '.join(f.failures)}" for f in report.files if not f.passed]
             return "; ".join(failed) or None
 
@@ -277,7 +276,7 @@ class RecipeRun:
         def work() -> None:
             self.hooks.update(f"{form.file} on {photos}")
             evaluate_bundle(self._bundle(), photos, labels, section.limit, files=[form.file],
-                            backends=EVALUATE_BACKENDS[self.recipe.target])
+                            backends=evaluate_backends(self.recipe.target))
 
         return self._stage(stage, key, lambda bundle: True, work)
 
@@ -300,10 +299,11 @@ class RecipeRun:
 
         section = self.recipe.bench
         if self.recipe.target == "gpu" and not self._machine().cuda:
-            self._skip(f"{name}: bench", "the gpu target's backends (ort-cuda, ort-tensorrt, tensorrt) need an NVIDIA "
-                       "GPU, and none is visible here")
+            gpu = ", ".join(name for name in bench_backends("gpu", form.precision) if BACKENDS[name].device == "gpu")
+            self._skip(f"{name}: bench", f"the gpu target's backends ({gpu}) need an NVIDIA GPU, and none is "
+                       "visible here")
             return graph_key
-        backends = tuple(b for b in BACKENDS[self.recipe.target] if b != "torch" or form.precision == "fp32")
+        backends = bench_backends(self.recipe.target, form.precision)
         config = BenchConfig(backends=backends, precisions=(form.precision,), batches=tuple(section.batch_sizes),
                              warmup_s=section.warmup_ms / 1000, duration_s=section.duration_ms / 1000,
                              threads=section.threads)

@@ -10,6 +10,7 @@ second start of the same graph on the same machine imports instead of compiling.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from dataclasses import dataclass
@@ -18,16 +19,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from sk_deploy.runtime.availability import BackendUnavailable, import_openvino, openvino_version
+from sk_deploy.backends import backend
+from sk_deploy.machine import BackendUnavailable, CpuFeatures, detect_cpu, import_openvino, openvino_version
+from sk_deploy.precisions import Precision
 from sk_deploy.runtime.backend import Backend
-from sk_deploy.runtime.cpu_features import CpuFeatures, bf16_refusal, detect_cpu
 
 if TYPE_CHECKING:
     from sk_deploy.bundle import Bundle
 
-#: the inference precision each sk-deploy precision pins (int8: the graph's float parts)
-INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-PRECISIONS = tuple(INFERENCE_PRECISION)
+#: OpenVINO's inference precision each precision of the table's openvino entry pins (int8: the graph's float parts)
+INFERENCE_PRECISION = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.INT8: "f32"}
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 _TYPE_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16", "f16": "f16"}
 
@@ -68,12 +69,12 @@ class OpenVinoOptions:
 
 def check_precision(precision: str, cpu: CpuFeatures | None = None) -> None:
     """Raise a BackendUnavailable when OpenVINO cannot run ``precision`` on ``cpu`` (this machine's by default)."""
-    if precision not in INFERENCE_PRECISION:
-        raise BackendUnavailable(f"the openvino backend runs {', '.join(PRECISIONS)}, not {precision}")
-    if precision == "bf16":
-        refusal = bf16_refusal(cpu or detect_cpu())
-        if refusal:
-            raise BackendUnavailable(refusal)
+    runs = backend(OpenVinoBackend.name).precisions
+    if precision not in runs:
+        raise BackendUnavailable(f"the openvino backend runs {', '.join(runs)}, not {precision}")
+    refusal = Precision(precision).cpu_refusal(cpu or detect_cpu())
+    if refusal:
+        raise BackendUnavailable(refusal)
 
 
 def precision_name(value: Any) -> str:
@@ -86,6 +87,17 @@ class OpenVinoBackend(Backend):
     """One ONNX file of a bundle compiled by OpenVINO for the CPU. ``run(batch) -> logits`` float32."""
 
     name: ClassVar[str] = "openvino"
+
+    @classmethod
+    def default_options(cls, precision: str, cuda_graph: bool = False) -> OpenVinoOptions:
+        """The compile settings when none are given (the same for every precision)."""
+        return OpenVinoOptions()
+
+    @classmethod
+    def share_cores(cls, options: OpenVinoOptions, instances: int, cores: int) -> OpenVinoOptions:
+        """``options`` for ``instances`` parallel instances: one stream each (NUM_STREAMS), over which OpenVINO
+        shares the cores; each instance thread has its own infer request."""
+        return dataclasses.replace(options, streams=instances)
 
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: OpenVinoOptions | None = None, cpu: CpuFeatures | None = None) -> None:

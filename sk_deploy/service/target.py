@@ -10,6 +10,7 @@ from sk_deploy.bundle import Bundle, BundleError
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle
 from sk_deploy.models import list_models
 from sk_deploy.models.reference import describe_weights
+from sk_deploy.runtime.runners import onnx_cpu_runner
 
 
 def default_cache() -> Path:
@@ -43,5 +44,5 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
         pass
     progress(f"exporting {target} to {out}")
     bundle, _ = export_bundle(ExportRequest(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
-                              progress=progress)
+                              progress=progress, onnx_runner=onnx_cpu_runner)
     return bundle, True

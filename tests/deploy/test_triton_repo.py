@@ -262,8 +262,8 @@ def test_openvino_repository(full_bundle: Path, tmp_path: Path, precision: str, 
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--backend", "openvino", "--device", "gpu"), "Triton's OpenVINO backend runs on the CPU"),
-    (("--backend", "openvino", "--precision", "fp16"), "the openvino backend serves fp32, bf16 or int8"),
-    (("--precision", "bf16"), "bf16 is served by Triton's OpenVINO backend"),
+    (("--backend", "openvino", "--precision", "fp16"), "the openvino backend serves fp32, bf16, int8, not fp16"),
+    (("--precision", "bf16"), "bf16 is served by Triton's openvino backend only"),
 ])
 def test_openvino_refusals_are_one_line(full_bundle: Path, tmp_path: Path, args: tuple[str, ...],
                                         message: str) -> None:

@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+from sk_deploy.machine import detect_cpu
+from sk_deploy.precisions import Precision
 from tests.conftest import make_image
 from tests.test_cli import sk_deploy
 
 pytest.importorskip("openvino", reason="OpenVINO is a default dependency; this install lacks it")
 runner = CliRunner()
-REFUSAL = bf16_refusal(detect_cpu())
+REFUSAL = Precision.BF16.cpu_refusal(detect_cpu())
 
 
 @pytest.fixture()

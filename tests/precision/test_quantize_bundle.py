@@ -13,6 +13,7 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle
 from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.runtime.runners import onnx_cpu_runner
 
 from ..conftest import make_image
 
@@ -32,7 +33,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
     """skresnet18 at 64x64 with BatchNorm statistics from the photos."""
     out = tmp_path_factory.mktemp("bundles") / "skresnet18"
     export_bundle(ExportRequest(model="skresnet18", out=out, input_size=(64, 64), calibrate_bn=photos,
-                                calibrate_bn_count=12))
+                                calibrate_bn_count=12), onnx_runner=onnx_cpu_runner)
     return out
 
 

@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 
 from sk_deploy.bundle import Bundle
+from sk_deploy.machine import detect_cpu
 from sk_deploy.metrics import agreement
 from sk_deploy.models import list_models
+from sk_deploy.precisions import Precision
 from sk_deploy.runtime.availability import BackendUnavailable
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
 from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
 from sk_deploy.runtime.predictor import Predictor
 from tests.bundles import BundleCache
 
 pytest.importorskip("openvino", reason="OpenVINO is a default dependency; this install lacks it")
 CPU = detect_cpu()
-NO_BF16 = bf16_refusal(CPU)
+NO_BF16 = Precision.BF16.cpu_refusal(CPU)
 needs_bf16 = pytest.mark.skipif(NO_BF16 is not None, reason=f"no native bf16 on this CPU: {NO_BF16}")
 
 
@@ -53,7 +54,7 @@ def test_bf16_runs_natively_within_its_gate(small_bundle: Bundle, tmp_path: Path
 
 
 def test_bf16_refused_in_one_line_where_the_cpu_lacks_it(small_bundle: Bundle) -> None:
-    from sk_deploy.runtime.cpu_features import CpuFeatures
+    from sk_deploy.machine import CpuFeatures
 
     avx2_only = CpuFeatures("AMD EPYC 7B12", frozenset({"avx", "avx2", "fma"}))
     with pytest.raises(BackendUnavailable) as caught:
