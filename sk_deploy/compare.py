@@ -5,7 +5,7 @@ apply a gate.
 graphs to the float32 graph (``precision.accuracy``); both are this, with their own reference, runners and gate.
 As Polygraphy's comparator, it is handed its runners and builds none: a runner (``Runner``) loads its model when
 entered, says the input form it takes (float32 NCHW or uint8 NHWC crops) and gives logits; the runtime's
-(``sk_deploy.runtime.runners``) and the PyTorch module's (``graph.verify``) are built by the caller.
+(``sk_deploy.runners``) and the PyTorch module's (``graph.verify``) are built by the caller.
 """
 
 from __future__ import annotations

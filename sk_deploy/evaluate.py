@@ -176,7 +176,7 @@ def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | Non
                 runners[name, backend] = predictor_runner(bundle, name, backend)
             except SkDeployError as exc:
                 report.skipped.append({"file": name, "backend": backend, "reason": one_line(exc)})
-    from sk_deploy.runtime.runners import onnx_cpu_runner
+    from sk_deploy.runners import onnx_cpu_runner
 
     labelled = {f"{name} {backend}": r for (name, backend), r in runners.items()}
     compared = compare_runners(onnx_cpu_runner(bundle.file(MODEL_FILE)), labelled, pictures, lambda name: _NoGate())

@@ -43,11 +43,11 @@ def cli_with_fake(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_auto_takes_the_new_backend_at_its_place(small_bundle: Bundle, fake: None) -> None:
-    assert [spec.name for spec in auto_order()][0] == FAKE.name  # place -1: before tensorrt
+    assert auto_order()[0].name == FAKE.name  # place -1: before tensorrt
     machine = probe_machine()
     choice = plan(small_bundle, "auto", "fp32", machine)
     assert (choice.backend, choice.file) == (FAKE.name, "model.onnx") and FAKE.about in choice.reason
-    assert [c.backend for c in auto_candidates(small_bundle, "fp32", machine)][0] == FAKE.name
+    assert auto_candidates(small_bundle, "fp32", machine)[0].backend == FAKE.name
     batch = small_bundle.input_spec.example(3, seed=1)
     with Predictor(small_bundle, "auto", "fp32") as chosen, Predictor(small_bundle, "ort-cpu", "fp32") as plain:
         assert chosen.backend == FAKE.name and isinstance(chosen._runner, OrtFakeBackend)
@@ -69,7 +69,7 @@ def test_bench_measures_the_new_backend(small_bundle: Bundle, fake: None) -> Non
     fake_rows = [row for row in rows if row.backend == FAKE.name]
     assert len(fake_rows) == 1 and fake_rows[0].status == "ok", [r.reason for r in fake_rows]
     assert fake_rows[0].file == "model.onnx" and fake_rows[0].device == "cpu" and fake_rows[0].runs >= 2
-    assert [row.backend for row in rows][0] == "torch"  # the baseline, measured in the same run
+    assert rows[0].backend == "torch"  # the baseline, measured in the same run
 
 
 def test_evaluate_help_lists_the_new_backend() -> None:

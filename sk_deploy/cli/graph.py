@@ -49,7 +49,7 @@ def export_command(
     """Export a model to a bundle: model.raw.onnx (exporter output), model.onnx (cleaned), manifest.json."""
     from sk_deploy.graph.export import EXPORTERS
     from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle
-    from sk_deploy.runtime.runners import onnx_cpu_runner
+    from sk_deploy.runners import onnx_cpu_runner
 
     if exporter not in EXPORTERS:
         raise fail(f"unknown exporter {exporter!r}; use one of: {', '.join(EXPORTERS)}")
@@ -102,7 +102,7 @@ def verify_command(
     from sk_deploy.models.reference import build_reference, describe_weights
     from sk_deploy.precision.accuracy import check_precision_files
     from sk_deploy.precision.backends import check_backends
-    from sk_deploy.runtime.runners import onnx_cpu_runner
+    from sk_deploy.runners import onnx_cpu_runner
 
     try:
         bundle = Bundle.open(bundle_dir)

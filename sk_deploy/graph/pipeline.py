@@ -126,14 +126,14 @@ def export_bundle(
     onnx_runner: OnnxRunner | None = None,
 ) -> tuple[Bundle, VerifyReport | None]:
     """Export ``request.model`` into a bundle at ``request.out``; returns the bundle and the verification, which
-    runs each graph on ``onnx_runner(path)`` (the caller's: ``sk_deploy.runtime.runners.onnx_cpu_runner``).
+    runs each graph on ``onnx_runner(path)`` (the caller's: ``sk_deploy.runners.onnx_cpu_runner``).
 
     Raises UnknownModelError, WeightsError, ExportError or BundleError with a message for a person; on any
     error nothing is left at ``request.out`` that was not there before.
     """
     if request.verify and onnx_runner is None:
         raise ValueError("export_bundle verifies each graph on the runner its caller gives: pass onnx_runner "
-                         "(sk_deploy.runtime.runners.onnx_cpu_runner), or verify=False")
+                         "(sk_deploy.runners.onnx_cpu_runner), or verify=False")
     spec = get_spec(request.model)
     check_opset(request.opset)
     input_shape, preprocess = resolve_input(spec, request.input_size)

@@ -2,7 +2,7 @@
 
 The pictures go through the bundle's own preprocessing (``sk_deploy.images``); PyTorch gives the reference
 logits; every ONNX file of the bundle runs on the runner the caller hands in (ONNX Runtime's CPU provider:
-``sk_deploy.runtime.runners.onnx_cpu_runner``; this stage builds no runtime of its own) on the same pictures, as
+``sk_deploy.runners.onnx_cpu_runner``; this stage builds no runtime of its own) on the same pictures, as
 float NCHW or, for a graph with fused preprocessing, as the uint8 NHWC crop. Figures per file: max and mean
 absolute error of the logits, the lowest cosine similarity of any picture, top-1 agreement and top-5 overlap. A
 file passes when they meet the thresholds; the figures go into the manifest under ``stages.verify``.

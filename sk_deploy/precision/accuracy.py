@@ -109,7 +109,7 @@ def check_precision_files(bundle: Bundle, images: str | Path | None = None,
     """Gate every FP16/INT8 file of ``bundle`` against its float32 ``model.onnx`` on pictures (a folder, or
     generated ones); the figures go into the manifest under ``stages.verify_precision``."""
     from sk_deploy.graph.verify import float_files
-    from sk_deploy.runtime.runners import onnx_cpu_runner
+    from sk_deploy.runners import onnx_cpu_runner
 
     names = [n for n in bundle.onnx_files() if n not in float_files(bundle)]
     if not names:

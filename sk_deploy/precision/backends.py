@@ -77,7 +77,7 @@ def _takes(device: str, file: str) -> bool:
 
 def _runner(bundle: Bundle, pair: Pair) -> Runner:
     """``pair`` as a comparator runner: its backend of the table on its file."""
-    from sk_deploy.runtime.runners import BackendRunner
+    from sk_deploy.runners import BackendRunner
 
     return BackendRunner(pair.backend, bundle.check_file(pair.file), bundle, pair.precision.removesuffix("-cpu"))
 
@@ -85,7 +85,7 @@ def _runner(bundle: Bundle, pair: Pair) -> Runner:
 def compare_backends(bundle: Bundle, pairs: list[Pair], pictures: Pictures, trained: bool) -> list[AccuracyReport]:
     """Run each pair on ``pictures`` and judge it against ``model.onnx`` on ONNX Runtime CPU, each under its
     precision's gate (fp32 on another backend: FP32_GATE)."""
-    from sk_deploy.runtime.runners import onnx_cpu_runner
+    from sk_deploy.runners import onnx_cpu_runner
 
     pairs = [p for p in pairs if (p.backend, p.file) != (REFERENCE, MODEL_FILE)]  # the reference itself
     names = {f"{p.backend}: {p.file}": p for p in pairs}

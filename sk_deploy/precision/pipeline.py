@@ -31,7 +31,7 @@ from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
 from sk_deploy.precision.mixed import check_high_precision, to_mixed
 from sk_deploy.precision.sensitivity import search_exclusions
 from sk_deploy.precisions import Precision, precision_names
-from sk_deploy.runtime.runners import ort_logits
+from sk_deploy.runners import ort_logits
 
 SOURCE_FILE = MODEL_FILE
 #: what quantize makes: the gated precisions (a hint such as bf16 is recorded under its name, with no file)

@@ -275,7 +275,7 @@ def search_exclusions(
     Returns the chosen graph's judgement and the search's manifest record.
     """
     from sk_deploy.precision.mixed import to_mixed
-    from sk_deploy.runtime.runners import ort_logits
+    from sk_deploy.runners import ort_logits
 
     exclude = tuple(exclude)
 

@@ -196,7 +196,7 @@ class RecipeRun:
     def _verify(self, export_key: str) -> str:
         from sk_deploy.graph.verify import verify_bundle
         from sk_deploy.models.reference import build_reference
-        from sk_deploy.runtime.runners import onnx_cpu_runner
+        from sk_deploy.runners import onnx_cpu_runner
 
         key = stage_key({"images": str(self._eval_photos)}, {"export": export_key,
                                                              "photos": folder_fingerprint(self._eval_photos)})

@@ -10,7 +10,7 @@ from sk_deploy.bundle import Bundle, BundleError
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle
 from sk_deploy.models import list_models
 from sk_deploy.models.reference import describe_weights
-from sk_deploy.runtime.runners import onnx_cpu_runner
+from sk_deploy.runners import onnx_cpu_runner
 
 
 def default_cache() -> Path:

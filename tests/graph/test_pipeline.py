@@ -20,7 +20,7 @@ from sk_deploy.images import open_image
 from sk_deploy.models import create_model, get_spec
 from sk_deploy.models.reference import build_reference
 from sk_deploy.models.weights import WeightsError
-from sk_deploy.runtime.runners import onnx_cpu_runner
+from sk_deploy.runners import onnx_cpu_runner
 from tests.graph.conftest import calibrate_bn
 
 SIZE = (64, 64)

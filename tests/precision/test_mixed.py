@@ -15,8 +15,8 @@ from sk_deploy.precision.calibration import ImageBatches, list_images, split_ima
 from sk_deploy.precision.fp16 import PrecisionError
 from sk_deploy.precision.int8 import quantize_int8
 from sk_deploy.precision.mixed import FP32_OPS, to_mixed
+from sk_deploy.runners import ort_logits
 from sk_deploy.runtime.ort_backend import ort_disabled_optimizers
-from sk_deploy.runtime.runners import ort_logits
 from tests.bundles import BundleCache
 
 from ..conftest import make_image

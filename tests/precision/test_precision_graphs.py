@@ -16,7 +16,7 @@ from sk_deploy.models.bn_stats import make_realistic
 from sk_deploy.precision.calibration import CalibrationError, ImageBatches, list_images, split_images
 from sk_deploy.precision.fp16 import DEFAULT_FP32_OPS, PrecisionError, convert_fp16
 from sk_deploy.precision.int8 import quantize_int8, residual_adds
-from sk_deploy.runtime.runners import ort_logits
+from sk_deploy.runners import ort_logits
 
 from ..conftest import make_image
 

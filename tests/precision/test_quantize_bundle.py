@@ -13,7 +13,7 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
 from sk_deploy.graph.pipeline import ExportRequest, export_bundle
 from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
-from sk_deploy.runtime.runners import onnx_cpu_runner
+from sk_deploy.runners import onnx_cpu_runner
 
 from ..conftest import make_image
 

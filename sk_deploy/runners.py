@@ -1,6 +1,8 @@
-"""The comparator's runners over the runtime: a backend of the table on one file, entered when the comparison
-runs it (so one model is loaded at a time) and closed after; ``ort_logits`` for a bare ONNX file on ONNX
-Runtime's CPU provider, the reference every precision is held to.
+"""The comparator's runners over the backend table: a backend of the table on one file, opened (through the
+class its entry names) when the comparison enters it, so one model is loaded at a time, and closed after;
+``ort_logits`` for a bare ONNX file on the reference backend (ONNX Runtime's CPU provider), which every
+precision is held to. No runtime module is imported here: the stages below the runtime (graph, precision) and
+the callers that hand ``graph.verify`` its runners use these.
 """
 
 from __future__ import annotations
