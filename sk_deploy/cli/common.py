@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Any
 
 import typer
@@ -28,6 +30,7 @@ class App(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
             rich_utils.MAX_WIDTH = HELP_WIDTH
+        stop_on_sigint()
         command = typer.main.get_command(self)
         try:
             code = command.main(*args, standalone_mode=False, **kwargs)
@@ -41,6 +44,15 @@ class App(typer.Typer):
         except typer.Abort:
             raise _one_line("aborted", 130) from None
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def stop_on_sigint() -> None:
+    """Let SIGINT raise KeyboardInterrupt, as it does by default, also where this process was started with SIGINT
+    ignored: a shell without job control (a script, CI) ignores it in what it starts with ``&``, and Python keeps
+    that at start-up, so Ctrl-C or ``kill -INT`` would not stop ``bench`` or ``tune`` with their partial report.
+    From the main thread only (the one place signal handlers can be set)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _one_line(message: str, code: int) -> SystemExit:
