@@ -1,6 +1,7 @@
-"""The openvino backend on real OpenVINO sessions: fp32 (f32 pinned) agrees with ort-cpu on every registered model
-at batch 1 and 8; bf16 runs where the CPU computes bfloat16 natively and stays within the bf16 gate; int8 takes
-the graph measured fastest; the precision compiled is read back; threads, streams, hint and the compile cache."""
+"""The openvino backend on real OpenVINO sessions: fp32 (f32 pinned) agrees with ort-cpu on every model design
+(``one_model_per_design``) at batch 1 and 8; bf16 runs where the CPU computes bfloat16 natively and stays within
+the bf16 gate; int8 takes the graph measured fastest; the precision compiled is read back; threads, streams, hint
+and the compile cache."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ import pytest
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.metrics import agreement
-from sk_deploy.models import list_models
 from sk_deploy.runtime.availability import BackendUnavailable
 from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
 from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
 from sk_deploy.runtime.predictor import Predictor
-from tests.bundles import BundleCache
+from tests.bundles import BundleCache, one_model_per_design
 
 pytest.importorskip("openvino", reason="OpenVINO is a default dependency; this install lacks it")
 CPU = detect_cpu()
@@ -25,8 +25,8 @@ NO_BF16 = bf16_refusal(CPU)
 needs_bf16 = pytest.mark.skipif(NO_BF16 is not None, reason=f"no native bf16 on this CPU: {NO_BF16}")
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_openvino_fp32_agrees_with_ort_cpu_on_every_model(name: str, bundles: BundleCache, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", one_model_per_design())
+def test_openvino_fp32_agrees_with_ort_cpu_on_every_design(name: str, bundles: BundleCache, tmp_path: Path) -> None:
     bundle = bundles.get(name)
     options = OpenVinoOptions(cache_dir=str(tmp_path))
     with Predictor(bundle, "ort-cpu") as ort, Predictor(bundle, "openvino", openvino=options) as ov:
