@@ -79,6 +79,7 @@ def export_command(
             render.verify_table(report)
     if report is not None and not report.passed:
         raise fail(f"verification failed; the bundle is at {bundle.path} (see manifest.json, stages.verify)")
+    render.bf16_gate(bundle.path, images)
 
 
 @app.command("verify")

@@ -45,8 +45,9 @@ def predict_command(
     bundle: Annotated[Path | None, typer.Option(help="Bundle directory: run its graph or engine instead.")] = None,
     backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, "
                                          "openvino or torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16, int8, bf16 (openvino, on a CPU "
-                                           "with native bfloat16) or tf32 (GPUs).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="With --bundle: auto (the fastest precision whose gate passed for "
+                                           "this bundle and runs here), fp32, fp16, int8, bf16 (openvino, on a CPU "
+                                           "with native bfloat16) or tf32 (GPUs).")] = "auto",
     weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
     pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per image.")] = 5,
@@ -63,7 +64,7 @@ def predict_command(
             raise fail("--bundle runs the bundle's own model: leave out --model, --weights and --pretrained")
         logits, info, random_weights = _predict_bundle(images, bundle, backend, precision, device)
     else:
-        if backend != "auto" or precision != "fp32":
+        if backend != "auto" or precision != "auto":
             raise fail("--backend and --precision apply to a bundle: add --bundle DIR (see sk-deploy export)")
         model = model or "sknet50"
         logits, info = _predict_model(images, model, weights, pretrained, device)
@@ -121,6 +122,7 @@ def _predict_bundle(
     if backend == "auto":
         err_console.print(f"[dim]backend {predictor.backend}: {predictor.reason}[/]", highlight=False,
                           soft_wrap=True)
+    err_console.print(f"[dim]precision {predictor.precision_choice.reason}[/]", highlight=False, soft_wrap=True)
     render.faster_tip(opened, predictor.backend, precision, predictor.machine)
     info = {"model": opened.model_name, "backend": predictor.backend, "precision": predictor.precision,
             "bundle": str(bundle_dir), "file": predictor.file or "(PyTorch network)"}

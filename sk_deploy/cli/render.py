@@ -6,9 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from sk_deploy.cli.common import console, err_console
+from sk_deploy.cli.common import UserError, console, err_console, waiting
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sk_deploy.bundle import Bundle
     from sk_deploy.deploy.triton import TritonResult
     from sk_deploy.graph.verify import VerifyReport
@@ -51,6 +53,27 @@ def faster_tip(bundle: Bundle, backend: str, precision: str, machine: Machine) -
     tip = tip_for(bundle, backend, precision, machine)
     if tip:
         err_console.print(f"[cyan]{tip}[/]", highlight=False, soft_wrap=True)
+
+
+def bf16_gate(bundle: Path, images: Path | None) -> None:
+    """After export: the bf16 gate measured where this CPU computes bfloat16 natively (``--precision auto`` then
+    serves it), one line on stderr either way."""
+    from sk_deploy.precision.pipeline import gate_bf16_where_native
+
+    try:
+        with waiting("measuring the bf16 gate...") as status:
+            result = gate_bf16_where_native(bundle, images,
+                                            lambda message, total: status.update(f"bf16: {message}..."))
+    except UserError as exc:
+        result = f"the bf16 gate could not be measured: {exc}"
+    if isinstance(result, str):
+        err_console.print(f"[dim]{result}[/]", highlight=False, soft_wrap=True)
+        return
+    figures = result.accuracy
+    verdict = "passed: --precision auto serves bf16 here" if figures.passed else \
+        f"failed ({'; '.join(figures.failures)}): --precision auto serves fp32"
+    err_console.print(f"bf16 gate {verdict} (mean cosine {figures.agreement.cosine_mean:.5f} against fp32)",
+                      highlight=False, soft_wrap=True)
 
 
 def models_table(rows: list[tuple[str, ...]]) -> None:

@@ -18,9 +18,10 @@ def serve_command(
                                           "name to export first (into ~/.cache/sk-deploy/bundles, reused).")],
     backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino or "
                                          "torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16, int8 (the bundle must hold that graph), bf16 "
-                                           "(openvino, on a CPU with native bfloat16) or tf32 (the fp32 graph with "
-                                           "TensorFloat-32, GPUs only).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="auto (the fastest precision whose gate passed for this bundle and "
+                                           "runs here, said in one line), fp32, fp16, int8 (the bundle must hold "
+                                           "that graph), bf16 (openvino, on a CPU with native bfloat16) or tf32 "
+                                           "(the fp32 graph with TensorFloat-32, GPUs only).")] = "auto",
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8000,
     grpc_port: Annotated[int | None, typer.Option(min=0, max=65535, help="Also serve KServe v2 over gRPC on this "
@@ -75,6 +76,7 @@ def serve_command(
         grpc_socket = reserve(host, grpc_port) if grpc_port is not None else None
     except UserError as exc:
         raise fail(str(exc)) from None
+    from sk_deploy.runtime.auto_precision import resolve_precision
     from sk_deploy.runtime.availability import probe_machine
     from sk_deploy.runtime.instances import instances_refusal
     from sk_deploy.runtime.predictor import plan
@@ -100,7 +102,8 @@ def serve_command(
             bundle, exported = resolve_target(target, weights, pretrained,
                                               progress=lambda message: status.update(f"{message}..."))
             machine = probe_machine()
-            choice = plan(bundle, backend, precision, machine)  # a backend it lacks: one line now
+            chosen_precision = resolve_precision(bundle, backend, precision, machine)
+            choice = plan(bundle, backend, chosen_precision.precision, machine)  # a backend it lacks: one line now
     except UserError as exc:
         raise fail(str(exc)) from None
     refusal = instances_refusal(choice.backend) if instances > 1 else None
@@ -109,8 +112,9 @@ def serve_command(
     bundle_dir = bundle.path
     if exported:
         err_console.print(f"exported {target} to {bundle_dir}", highlight=False)
-    err_console.print(f"serving {bundle.model_name} from {bundle_dir} on {choice.backend} {precision}: "
-                      f"{choice.reason}", highlight=False, soft_wrap=True)
+    err_console.print(f"serving {bundle.model_name} from {bundle_dir} on {choice.backend} "
+                      f"{chosen_precision.precision}: {choice.reason}", highlight=False, soft_wrap=True)
+    err_console.print(f"precision {chosen_precision.reason}", highlight=False, soft_wrap=True)
     render.faster_tip(bundle, choice.backend, precision, machine)
     config = ServiceConfig(bundle=bundle_dir, backend=backend, precision=precision, max_batch=max_batch,
                            max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_ms=timeout_ms,

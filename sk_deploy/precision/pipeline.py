@@ -52,6 +52,9 @@ class QuantizeRequest:
     """int8: the type of what is not quantized (fp16 or fp32); None: fp16 for TensorRT, fp32 for the CPU."""
     auto_exclude: bool = False
     """Keep the fewest most sensitive layers float until the gate passes (``sensitivity.auto_exclude``)."""
+    measure_speed: bool = True
+    """Once the gate passes, time the precision against fp32 as ``--precision auto`` would serve each, on this
+    machine, and record it (``runtime.precision_speed``): the speed-up ``auto`` says, or why it passes it over."""
 
     @property
     def high(self) -> str:
@@ -154,6 +157,8 @@ def quantize_bundle(
                 request.high, request.exclude, accuracy,
             )
         details["holdout"] = _holdout_details(request, inputs)
+        if request.precision == "int8" and accuracy.passed:
+            details.update(_gate_openvino_bf16(out, name, key, inputs, reference, trained, request.batch_size))
         result = QuantizeResult(name, written=accuracy.passed or not request.gate, accuracy=accuracy, details=details)
         if not result.written:
             return result  # the gate failed: the bundle stays as it was
@@ -161,7 +166,61 @@ def quantize_bundle(
     bundle.add_file(name, role=key, source=SOURCE_FILE, nodes=len(onnx.load(bundle.path / name).graph.node))
     bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=name)
     bundle.save()
+    if accuracy.passed:  # only a passed gate licenses auto to serve it: nothing to time otherwise
+        _record_speed(request, bundle, name, progress)
     return result
+
+
+def _gate_openvino_bf16(graph: Path, name: str, key: str, inputs: np.ndarray, reference: np.ndarray, trained: bool,
+                        batch: int) -> dict[str, Any]:
+    """On a CPU with native bfloat16 and OpenVINO: the int8 graph with its float parts in bf16 (what OpenVINO then
+    serves it as, ``runtime.openvino_backend.int8_float_parts``) judged by the int8 gate against float32; its
+    figures under ``openvino_bf16``. Nothing where the CPU or OpenVINO cannot run it."""
+    from sk_deploy.machine import BackendUnavailable
+    from sk_deploy.runtime.cpu_features import detect_cpu
+    from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
+
+    if not detect_cpu().native_bf16:
+        return {}
+    try:
+        backend = OpenVinoBackend(graph, None, precision="int8", options=OpenVinoOptions(cache_dir="",
+                                                                                        int8_float="bf16"))
+    except BackendUnavailable:
+        return {}
+    with backend:
+        output = np.concatenate([backend.run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
+    return {"openvino_bf16": judge(f"{name} with bf16 float parts", key, reference, output, trained).to_dict()}
+
+
+def _record_speed(request: QuantizeRequest, bundle: Bundle, key: str, progress: Callable[[str, int], None]) -> None:
+    """The gated precision's speed-up over fp32 on this machine, as ``--precision auto`` would serve each,
+    recorded under ``stages.precision[key].speed`` (``runtime.precision_speed``); a precision that cannot run
+    here (no such backend) records why instead."""
+    if not request.measure_speed:
+        return
+    from sk_deploy.machine import BackendUnavailable
+    from sk_deploy.runtime.precision_speed import measure_speedup
+
+    progress(f"timing {request.precision} against fp32 on this machine", 0)
+    try:
+        speed = measure_speedup(bundle, request.precision)
+    except BackendUnavailable as exc:
+        speed = {"error": str(exc)}
+    bundle.stage("precision")[key]["speed"] = speed
+    bundle.save()
+
+
+def gate_bf16_where_native(bundle: Path, images: Path | None = None,
+                           progress: Callable[[str, int], None] = lambda message, total: None) -> QuantizeResult | str:
+    """After ``export``: the bf16 gate of the fresh bundle where this CPU computes bfloat16 natively and OpenVINO
+    is installed (on ``images`` when given, else on generated pictures, as export verifies), so that ``--precision
+    auto`` serves bf16 from the start; elsewhere the one line saying why it was not measured."""
+    request = QuantizeRequest(bundle=bundle, precision="bf16", calib=images)
+    try:
+        _check_bf16(request)
+    except PrecisionError as exc:
+        return f"the bf16 gate was not measured: {exc}"
+    return quantize_bundle(request, progress)
 
 
 def _check_bf16(request: QuantizeRequest) -> None:
@@ -229,4 +288,6 @@ def _gate_bf16(request: QuantizeRequest, bundle: Bundle, holdout: list[Any], tra
     if result.written:
         bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=BF16_KEY)
         bundle.save()
+        if accuracy.passed:
+            _record_speed(request, bundle, BF16_KEY, progress)
     return result

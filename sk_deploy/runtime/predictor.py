@@ -24,6 +24,7 @@ from sk_deploy.bundle import PRECISIONS, Bundle, InputSpec, MissingGraph, gpu_on
 from sk_deploy.bundle import InputError as PredictorInputError
 from sk_deploy.engines.compat import find_engine, fitting_engine
 from sk_deploy.machine import BackendUnavailable, Machine, import_openvino, import_tensorrt, probe_machine
+from sk_deploy.runtime.auto_precision import AUTO, PrecisionChoice, resolve_precision
 from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.cpu_choice import cpu_backend
 from sk_deploy.runtime.openvino_backend import PRECISIONS as OPENVINO_PRECISIONS
@@ -129,7 +130,8 @@ def _engine(bundle: Bundle, precision: str, machine: Machine) -> str:
 
 
 def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine: Machine) -> Choice:
-    """What ``backend`` (one named, or ``auto``) would run at ``precision`` on ``machine``, or why it cannot.
+    """What ``backend`` (one named, or ``auto``) would run at ``precision`` (``auto``: as ``auto_precision``
+    chooses) on ``machine``, or why it cannot.
 
     ``auto`` takes the first of AUTO_ORDER that applies: a TensorRT engine built for this GPU and TensorRT; ONNX
     Runtime's CUDA provider; PyTorch on the GPU; OpenVINO where ``cpu_choice`` says it is the faster CPU backend;
@@ -137,8 +139,10 @@ def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine:
     cannot run is a BackendUnavailable.
     """
     bundle = Bundle.of(bundle)
+    if precision == AUTO:  # the precision first (runtime.auto_precision), then the backend for it
+        precision = resolve_precision(bundle, backend, precision, machine).precision
     if precision not in PRECISIONS:
-        raise BackendUnavailable(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise BackendUnavailable(f"unknown precision {precision!r}; choose one of: auto, {', '.join(PRECISIONS)}")
     if backend == "auto":
         return _auto(bundle, precision, machine)
     spec = BACKEND_SPECS.get(backend)
@@ -248,19 +252,20 @@ def _first_line(exc: BaseException) -> str:
 class Predictor:
     """A bundle's model on one backend. ``predict(batch) -> logits (N, classes) float32``; ``warmup()`` first.
 
-    ``backend``: auto or a name in BACKEND_SPECS. ``precision``: one of PRECISIONS (the bundle must hold that
-    graph, or engine for tensorrt). ``options`` maps a backend family (``ort``, ``torch``, ``tensorrt``,
-    ``openvino``) to its options; ``ort``, ``torch`` and ``openvino`` are shorthands for those three.
-    ``cuda_graph`` replays one captured CUDA graph per batch size on tensorrt and ort-cuda (also when options are
-    given). With ``auto``, a backend that fails to initialise is skipped for the next candidate, and ``reason``
-    says so.
+    ``backend``: auto or a name in BACKEND_SPECS. ``precision``: ``auto`` (the default: the fastest precision
+    whose gate passed for this bundle and runs here, ``runtime.auto_precision``; ``precision_choice`` says which
+    and why) or one of PRECISIONS, pinned (the bundle must hold that graph, or engine for tensorrt). ``options``
+    maps a backend family (``ort``, ``torch``, ``tensorrt``, ``openvino``) to its options; ``ort``, ``torch``
+    and ``openvino`` are shorthands for those three. ``cuda_graph`` replays one captured CUDA graph per batch
+    size on tensorrt and ort-cuda (also when options are given). With ``auto``, a backend that fails to
+    initialise is skipped for the next candidate, and ``reason`` says so.
     """
 
     def __init__(
         self,
         bundle: Bundle | str | Path,
         backend: str = "auto",
-        precision: str = "fp32",
+        precision: str = AUTO,
         *,
         ort: OrtOptions | None = None,
         torch: TorchOptions | None = None,
@@ -272,6 +277,10 @@ class Predictor:
     ) -> None:
         self.bundle = Bundle.of(bundle)
         self.machine = machine or probe_machine()
+        if file is not None:  # a file of the bundle asked for by name runs as fp32 unless told otherwise
+            precision = "fp32" if precision == AUTO else precision
+        self.precision_choice: PrecisionChoice = resolve_precision(self.bundle, backend, precision, self.machine)
+        precision = self.precision_choice.precision
         if file is not None:
             choices = [self._file(backend, file)]
         elif backend == "auto":

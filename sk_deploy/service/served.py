@@ -45,7 +45,8 @@ class ServiceConfig:
 
     bundle: Path
     backend: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    """auto: the fastest precision whose gate passed for the bundle here (``runtime.auto_precision``)."""
     max_batch: int = 32
     max_delay_ms: float = 2.0
     max_queue: int = 256
@@ -114,6 +115,8 @@ class Service:
             raise BackendUnavailable(f"{config.instances} instances: {predictor.backend} runs one ({refusal})")
         log.info("model %s on %s (%s), loading took %.1f s", self.model, predictor.description, predictor.reason,
                  time.perf_counter() - started)
+        log.info("precision %s", predictor.precision_choice.reason)
+        self.metrics.served.labels(model=self.model, backend=predictor.backend, precision=predictor.precision).set(1)
         if config.instances > 1:
             log.info("%d instances: %d inference threads on the one queue", config.instances, config.instances)
         buckets = None
