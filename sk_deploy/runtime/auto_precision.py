@@ -92,6 +92,8 @@ def _candidate(bundle: Bundle, backend: str, precision: str, machine: Machine) -
     except BackendUnavailable as exc:
         raise BackendUnavailable(str(exc).split("; make it:")[0]) from None  # the how-to ends the line
     key = BF16_KEY if precision == "bf16" else str(choice.file)
+    if choice.file is None or not key.endswith(".onnx"):  # an engine or the network: gated by its ONNX graph
+        key = BF16_KEY if precision == "bf16" else _gated_graph(bundle, precision, "gpu" if machine.cuda else "cpu")
     entry = precision_entry(bundle, key)
     accuracy = entry.get("accuracy") or {}
     if not accuracy.get("passed"):
@@ -103,6 +105,16 @@ def _candidate(bundle: Bundle, backend: str, precision: str, machine: Machine) -
     if measured_here(speed, machine) and speed["speedup"] < 1.0:  # type: ignore[index]
         raise BackendUnavailable(f"its gate passed, but {speed_words(speed, machine)}: slower than fp32")
     return key, accuracy, speed
+
+
+def _gated_graph(bundle: Bundle, precision: str, device: str) -> str:
+    """The bundle's ONNX graph of ``precision`` for ``device`` that an engine of it was built from."""
+    from sk_deploy.bundle import MissingGraph
+
+    try:
+        return bundle.graph(precision, device)
+    except MissingGraph as exc:
+        raise BackendUnavailable(str(exc).split("; make it:")[0]) from None
 
 
 def _how_to(precision: str) -> str:

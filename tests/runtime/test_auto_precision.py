@@ -154,3 +154,19 @@ def test_serve_says_which_precision_it_serves_and_why(int8_bundle: Path, small_b
         with served(small_bundle.path) as plain:
             line = next(line for line in plain.output.splitlines() if line.startswith("precision "))
             assert line.startswith("precision fp32: no faster precision passed its gate") and "native bfloat16" in line
+
+
+def test_on_a_gpu_a_gated_fp16_graph_is_chosen_and_bf16_never(small_bundle: Bundle, tmp_path: Path) -> None:
+    from sk_deploy.machine import Machine
+
+    path = _copy(small_bundle, tmp_path / "bundle")
+    result = quantize_bundle(QuantizeRequest(bundle=path, precision="fp16", holdout_size=4, measure_speed=False))
+    assert result.accuracy.passed
+    gpu = Machine(cuda=True, gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0),
+                  ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"), tensorrt_version=None,
+                  cpu=detect_cpu())  # described, not opened: what auto would pick there
+    choice = choose_precision(Bundle.open(path), "auto", gpu)
+    assert choice.precision == "fp16" and "model.fp16.onnx: mean cosine" in choice.reason
+    assert choice.passed_over[0].startswith("int8: the bundle has no int8 graph")
+    assert not any(p.startswith("bf16") for p in choice.passed_over)
+    assert choose_precision(small_bundle, "auto", gpu).reason.startswith("fp32: no faster precision")
