@@ -203,7 +203,7 @@ def _record_speed(request: QuantizeRequest, bundle: Bundle, key: str, progress: 
 
     progress(f"timing {request.precision} against fp32 on this machine", 0)
     try:
-        speed = measure_speedup(bundle, request.precision)
+        speed = measure_speedup(bundle, request.precision, file=None if key == BF16_KEY else key)
     except BackendUnavailable as exc:
         speed = {"error": str(exc)}
     bundle.stage("precision")[key]["speed"] = speed

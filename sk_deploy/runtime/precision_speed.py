@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.machine import Machine, probe_machine
+from sk_deploy.machine import BackendUnavailable, Machine, probe_machine
 
 BATCH = 8
 RUNS = 5
@@ -37,12 +37,18 @@ def _median_ms(bundle: Bundle, precision: str, machine: Machine, batch: int, run
 
 
 def measure_speedup(bundle: Bundle, precision: str, machine: Machine | None = None, batch: int = BATCH,
-                    runs: int = RUNS) -> dict[str, Any]:
+                    runs: int = RUNS, file: str | None = None) -> dict[str, Any]:
     """``precision`` against fp32 on this machine, as ``auto`` would serve each: the figures recorded under
-    ``speed`` (device, backends, batch, medians in ms, speed-up)."""
+    ``speed`` (device, backends, batch, medians in ms, speed-up). With ``file``, a BackendUnavailable when
+    ``auto`` serves another file of that precision here (then that file's figure is not this one's)."""
     from sk_deploy.runtime.auto_precision import device_name
+    from sk_deploy.runtime.predictor import plan
 
     machine = machine or probe_machine()
+    served = plan(bundle, "auto", precision, machine)
+    if file is not None and served.file != file:
+        raise BackendUnavailable(f"not timed: auto serves {precision} from {served.file} on {served.backend} here, "
+                                 f"not {file}")
     fp32_ms, fp32_backend = _median_ms(bundle, "fp32", machine, batch, runs)
     ms, backend = _median_ms(bundle, precision, machine, batch, runs)
     return {"device": device_name(machine), "backend": backend, "fp32_backend": fp32_backend, "batch": batch,
