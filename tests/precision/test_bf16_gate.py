@@ -52,10 +52,15 @@ def test_bf16_gate_records_figures_and_no_file(bundle_dir: Path, photos: Path) -
     assert accuracy["passed"] and accuracy["precision"] == "bf16" and accuracy["gate"]["min_cosine"] == 0.999
     assert 0.999 <= accuracy["cosine_mean"] < 1.0  # bf16 ran: close to fp32, not equal to it
     assert entry["holdout"]["images"] == 4 and entry["bf16"]["compiled_precision"] == "bf16"
-    run = sk_deploy("predict", str(photos / "p0.jpg"), "--bundle", str(bundle_dir), "--backend", "openvino")
+    run = sk_deploy("predict", str(photos / "p0.jpg"), "--bundle", str(bundle_dir), "--backend", "openvino",
+                    "--precision", "fp32")  # pinned: the tip names the faster precision auto would have taken
     assert run.returncode == 0, run.stderr
     tips = [line for line in run.stderr.splitlines() if line.startswith("tip:")]
     assert len(tips) == 1 and tips[0].startswith("tip: --precision bf16 runs faster")
+    chosen = sk_deploy("predict", str(photos / "p0.jpg"), "--bundle", str(bundle_dir))  # auto: bf16 by default,
+    assert chosen.returncode == 0, chosen.stderr  # unless the speed-up quantize measured here says it is slower
+    assert ("openvino, bf16" in chosen.stdout and "precision bf16, the fastest precision whose gate passed"
+            in chosen.stderr) or "bf16: its gate passed, but" in chosen.stderr, chosen.stderr
     served = sk_deploy("predict", str(photos / "p0.jpg"), "--bundle", str(bundle_dir), "--precision", "bf16")
     assert served.returncode == 0 and "openvino, bf16" in served.stdout and "tip:" not in served.stderr
 
