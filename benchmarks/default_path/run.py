@@ -67,7 +67,8 @@ def sk_deploy(*args: str) -> str:
 def prepare(work: Path, calib: Path, calib_size: int, reuse: bool) -> dict[str, Any]:
     """The plain bundle (``sk-deploy export sknet50``) and a copy with gated int8 graphs; what each step said."""
     plain, int8 = work / "plain", work / "int8"
-    said: dict[str, Any] = {}
+    record = work / "prepared.json"  # what the commands said, kept for a --reuse run
+    said: dict[str, Any] = json.loads(record.read_text()) if reuse and record.is_file() else {}
     if not (reuse and (plain / "manifest.json").is_file()):
         print("sk-deploy export sknet50 ...", flush=True)
         said["export"] = sk_deploy("export", "sknet50", "--out", str(plain), "--force").strip().splitlines()
@@ -79,6 +80,7 @@ def prepare(work: Path, calib: Path, calib_size: int, reuse: bool) -> dict[str, 
             said[f"quantize_{target}"] = sk_deploy("quantize", str(int8), "--precision", "int8", "--target", target,
                                                    "--images", str(calib), "--calib-size", str(calib_size)
                                                    ).strip().splitlines()
+    record.write_text(json.dumps(said, indent=1))
     stages = Bundle.open(int8).stage("precision")
     said["int8_gates"] = {name: {"accuracy": entry.get("accuracy"), "speed": entry.get("speed"),
                                  "openvino_bf16": entry.get("openvino_bf16")} for name, entry in stages.items()}
