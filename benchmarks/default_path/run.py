@@ -267,9 +267,9 @@ def main() -> None:
             infos[name] = {k: v for k, v in got.items() if k != "batches"}
         record["matrix"] = in_process([str(HERE / "matrix_rate.py")])
         rounds.append(record)
-    command = (f"python benchmarks/default_path/run.py --calib {os.path.relpath(args.calib, REPO_ROOT)} --out "
-               f"{os.path.relpath(args.out, REPO_ROOT)} --rounds {args.rounds} --batches {args.batches} --seconds "
-               f"{args.seconds:g}")
+    command = (f"python benchmarks/default_path/run.py --calib {os.path.relpath(args.calib, REPO_ROOT)} --calib-size "
+               f"{args.calib_size} --out {os.path.relpath(args.out, REPO_ROOT)} --rounds {args.rounds} --batches "
+               f"{args.batches} --seconds {args.seconds:g} --min-runs {args.min_runs}")
     machine = describe_machine()
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command, "machine": machine,
               "cpu": {"name": cpu.name, "flags": cpu.reported(), "native_bf16": cpu.native_bf16,
