@@ -27,6 +27,7 @@ import numpy as np
 
 from sk_deploy.errors import SkDeployError
 from sk_deploy.images import Preprocess
+from sk_deploy.jsonout import dumps
 
 MANIFEST = "manifest.json"
 FORMAT = "sk-deploy-bundle"
@@ -211,8 +212,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, document: Any) -> None:
-    """Write ``document`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    """Write ``document`` as indented strict JSON (non-finite figures as null), atomically."""
+    atomic_write_bytes(path, (dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def check_target(path: str | Path, force: bool = False) -> Path:

@@ -139,15 +139,14 @@ def inspect_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show inputs, outputs, op histogram, node counts and sizes of a bundle's ONNX files or of one file."""
-    import json
-
     from sk_deploy.graph.describe import describe
+    from sk_deploy.jsonout import dumps
 
     try:
         summary = describe(target)
     except UserError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        console.print_json(json.dumps(summary))
+        console.print_json(dumps(summary))
         return
     render.inspect_tables(summary)

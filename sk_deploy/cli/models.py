@@ -72,12 +72,13 @@ def predict_command(
         note(f"{info['model']} has random weights: labels are meaningless")
     results = rank(logits, top_k, imagenet_labels())
     if as_json:
-        import json
         from dataclasses import asdict
+
+        from sk_deploy.jsonout import dumps
 
         payload = [{"image": str(path), **info, "predictions": [asdict(p) for p in ranked]}
                    for path, ranked in zip(images, results, strict=True)]
-        print(json.dumps(payload, indent=2))
+        print(dumps(payload, indent=2))
         return
     for path, ranked in zip(images, results, strict=True):
         # what ran, the file included: model, backend, precision or device, and the graph or engine of the bundle

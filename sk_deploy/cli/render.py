@@ -18,16 +18,18 @@ if TYPE_CHECKING:
 
 
 def as_json(payload: Any) -> None:
-    """``payload`` as indented JSON on stdout (dataclasses as dicts, paths and other objects as strings)."""
+    """``payload`` as indented strict JSON on stdout (dataclasses as dicts, paths and other objects as strings,
+    non-finite figures as null)."""
     import dataclasses
-    import json
+
+    from sk_deploy.jsonout import dumps
 
     def encode(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return dataclasses.asdict(value)
         return str(value)
 
-    print(json.dumps(payload, indent=2, default=encode))
+    print(dumps(payload, default=encode, indent=2))
 
 
 def show(table: Table) -> None:
