@@ -1,5 +1,9 @@
-"""``sk-deploy evaluate``: top-1 / top-5 of every graph of a bundle against ground-truth labels, next to its
+"""``sk-deploy evaluate``: top-1 / top-5 of what a bundle serves against ground-truth labels, next to its
 agreement with the float32 graph (the comparator of ``compare``), written into the manifest.
+
+What is served: every backend that runs here (ONNX Runtime CPU, OpenVINO; the GPU backends where a GPU is) at every
+precision it serves of the bundle: each graph (both INT8 forms), and bf16, which has no file: OpenVINO compiles
+the float32 graph in bf16 where the CPU has native bfloat16 (elsewhere it is listed as not run, with the reason).
 
 Labels come from a CSV of ``FILE,CLASS_INDEX`` (ImageNet's validation labels as
 ``../shared/data/imagenet-val-1300/labels.csv`` has them; FILE is matched by name, or by path relative to the
@@ -20,10 +24,10 @@ import numpy as np
 from sk_deploy.bundle import FILE_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name
 from sk_deploy.compare import BatchFor, Pictures, Runner, VerifyError, compare_runners, image_files, onnx_runner
 from sk_deploy.errors import SkDeployError
+from sk_deploy.machine import Machine
 from sk_deploy.metrics import Agreement
 from sk_deploy.models.reference import is_trained
 
-DEFAULT_BACKEND = "ort-cpu"
 PRECISION_OF = {name: form.precision for name, form in FILE_FORMS.items()}
 
 RANDOM_NOTE = "random weights: accuracy against the labels is meaningless; only the agreement with float32 counts"
@@ -137,6 +141,13 @@ class EvaluateReport:
                 "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped}
 
 
+def evaluated_backends() -> tuple[str, ...]:
+    """Every backend that serves the bundle's graphs (the PyTorch network is the baseline, not served)."""
+    from sk_deploy.runtime.predictor import BACKEND_SPECS
+
+    return tuple(name for name, spec in BACKEND_SPECS.items() if spec.runs != "network")
+
+
 def predictor_runner(bundle: Bundle, file: str, backend: str, chunk: int = 8) -> Runner:
     """The graph ``file`` (or, for the tensorrt backend, the engine of its precision) on ``backend`` through the
     Predictor, as a comparator runner; a BackendUnavailable when this machine cannot run it."""
@@ -156,14 +167,49 @@ def predictor_runner(bundle: Bundle, file: str, backend: str, chunk: int = 8) ->
     return run
 
 
-def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | None = None, limit: int | None = 64,
-                    files: list[str] | None = None, record: bool = True,
-                    backends: tuple[str, ...] = (DEFAULT_BACKEND,)) -> EvaluateReport:
-    """Run the bundle's graphs (``files``, default every graph but the raw export) on each of ``backends`` on the
-    labelled photos of ``images``: accuracy against the labels and agreement with ``model.onnx`` on ONNX Runtime
-    CPU. A backend this machine cannot run is listed with the reason. Recorded in the manifest under
-    ``stages.evaluate`` (each file and backend's row replaced) unless ``record`` is False."""
+def served(bundle: Bundle, names: list[str], backends: tuple[str, ...], machine: Machine
+           ) -> tuple[dict[tuple[str, str, str], Runner], list[dict[str, str | None]]]:
+    """Runners by (file, precision, backend) for what ``backends`` serve of the graphs ``names`` on ``machine``,
+    and what could not run, with the reason: the CPU backends through ``precision.backends.served_graphs`` (bf16
+    included), the GPU ones through the Predictor (a graph, or its engine for tensorrt)."""
     from sk_deploy.bench.latency import one_line
+    from sk_deploy.precision.backends import pair_runner, served_graphs
+    from sk_deploy.runtime.predictor import BACKEND_SPECS
+
+    runners: dict[tuple[str, str, str], Runner] = {}
+    skipped: list[dict[str, str | None]] = []
+    files = {name: entry for name, entry in bundle.file_entries().items() if name in names}
+    for backend in backends:
+        spec = BACKEND_SPECS.get(backend)
+        if spec is None:
+            raise VerifyError(f"unknown backend {backend!r}; choose from: {', '.join(evaluated_backends())}")
+        if spec.device == "cpu" and spec.runs == "onnx":
+            pairs, refused = served_graphs(files, backend, machine)
+            runners.update({(p.file, p.precision, backend): pair_runner(bundle, p) for p in pairs})
+            skipped += [{"file": None, "precision": precision, "backend": backend, "reason": why}
+                        for precision, why in refused]
+            continue
+        if not machine.cuda:
+            skipped.append({"file": None, "precision": None, "backend": backend, "reason": "no CUDA GPU here"})
+            continue
+        for name in names:
+            try:
+                runners[name, form_names().get(name, "fp32"), backend] = predictor_runner(bundle, name, backend)
+            except SkDeployError as exc:
+                skipped.append({"file": name, "precision": form_names().get(name, "fp32"), "backend": backend,
+                                "reason": one_line(exc)})
+    return runners, skipped
+
+
+def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | None = None, limit: int | None = 64,
+                    files: list[str] | None = None, record: bool = True, backends: tuple[str, ...] | None = None,
+                    machine: Machine | None = None, precisions: tuple[str, ...] | None = None) -> EvaluateReport:
+    """Run what the bundle serves (of ``files``, default every graph but the raw export) on each of ``backends``
+    (default: every backend, ``evaluated_backends``) on the labelled photos of ``images``: accuracy against the
+    labels and agreement with ``model.onnx`` on ONNX Runtime CPU. What this machine cannot run is listed with the
+    reason. ``precisions`` keeps only those (fp32, fp16, bf16, int8, int8-cpu). Recorded in the manifest under
+    ``stages.evaluate`` (each file, precision and backend's row replaced) unless ``record`` is False."""
+    from sk_deploy.machine import probe_machine
 
     chosen, classes = labelled_files(images, labels, limit)
     if not chosen:  # no labels at all: agreement only, on the folder's first photos
@@ -172,13 +218,10 @@ def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | Non
     names = files if files is not None else [n for n in bundle.onnx_files() if n != RAW_FILE]
     truth = np.asarray(classes) if classes else None
     report = EvaluateReport(pictures.description, len(pictures), truth is not None, is_trained(bundle.weights))
-    runners: dict[tuple[str, str], Runner] = {}
-    for name in names:
-        for backend in backends:
-            try:
-                runners[name, backend] = predictor_runner(bundle, name, backend)
-            except SkDeployError as exc:
-                report.skipped.append({"file": name, "backend": backend, "reason": one_line(exc)})
+    runners, report.skipped = served(bundle, names, backends or evaluated_backends(), machine or probe_machine())
+    if precisions is not None:
+        runners = {key: r for key, r in runners.items() if key[1] in precisions}
+        report.skipped = [s for s in report.skipped if s["precision"] in (None, *precisions)]
     outputs: dict[str, np.ndarray] = {}
 
     def keep(label: str, runner: Runner) -> Runner:
@@ -187,17 +230,17 @@ def evaluate_bundle(bundle: Bundle, images: str | Path, labels: str | Path | Non
             return outputs[label]
         return run
 
-    labelled = {f"{name} {backend}": keep(f"{name} {backend}", r) for (name, backend), r in runners.items()}
+    labelled = {" ".join(key): keep(" ".join(key), r) for key, r in runners.items()}
     compared = compare_runners(onnx_runner(bundle.file(MODEL_FILE)), labelled, pictures, lambda name: _NoGate())
-    for (name, backend), comparison in zip(runners, compared, strict=True):
+    for (name, precision, backend), comparison in zip(runners, compared, strict=True):
         logits = outputs[comparison.name]
         report.rows.append(GraphAccuracy(
-            name, form_names().get(name, "fp32"), backend,
+            name, precision, backend,
             None if truth is None else topk_accuracy(logits, truth, 1),
             None if truth is None else topk_accuracy(logits, truth, 5), comparison.agreement))
     if record:
-        previous = {(r["file"], r["backend"]): r for r in bundle.stage("evaluate").get("rows", [])}
-        previous.update({(r.file, r.backend): r.to_dict() for r in report.rows})
+        previous = {(r["file"], r["precision"], r["backend"]): r for r in bundle.stage("evaluate").get("rows", [])}
+        previous.update({(r.file, r.precision, r.backend): r.to_dict() for r in report.rows})
         bundle.record("evaluate", {**report.to_dict(), "rows": list(previous.values())})
         bundle.save()
     return report

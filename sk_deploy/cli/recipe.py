@@ -12,6 +12,7 @@ import typer
 
 from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split, waiting
+from sk_deploy.jsonout import dumps
 
 STATUS_STYLE = {"done": "green", "unchanged": "dim", "skipped": "yellow", "failed": "bold red"}
 
@@ -87,8 +88,9 @@ def evaluate_command(
     labels: Annotated[Path | None, typer.Option(help="CSV of FILE,CLASS_INDEX (ImageNet validation style).")]
     = None,
     limit: Annotated[int, typer.Option(min=1, help="Labelled photos to use.")] = 1000,
-    backends: Annotated[str, typer.Option(help="Backends to run each graph on, comma-separated (ort-cpu, ort-cuda, "
-                                          "ort-tensorrt, tensorrt).")] = "ort-cpu",
+    backends: Annotated[str, typer.Option(help="Backends to run, comma-separated (ort-cpu, openvino, ort-cuda, "
+                                          "ort-tensorrt, tensorrt), or all: every precision each serves, bf16 "
+                                          "included; what cannot run here is listed with the reason.")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Top-1 / top-5 of every graph of a bundle against ground-truth labels, with agreement with float32; into the
@@ -101,11 +103,12 @@ def evaluate_command(
     try:
         bundle = Bundle.open(bundle_dir)
         with waiting(f"evaluating {bundle_dir}..."):
-            report = evaluate_bundle(bundle, images, labels, limit, backends=split(backends, "--backends"))
+            chosen = None if backends == "all" else split(backends, "--backends")
+            report = evaluate_bundle(bundle, images, labels, limit, backends=chosen)
     except UserError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        console.print_json(json.dumps(report.to_dict()))
+        console.print_json(dumps(report.to_dict()))
         return
     accuracy = report.labelled and report.trained
     table = Table(title=f"{report.count} photos of {report.images}", title_justify="left")
@@ -124,7 +127,8 @@ def evaluate_command(
     for message in report.notes:
         note(message)
     for row in report.skipped:
-        note(f"not run here: {row['file']} on {row['backend']}: {row['reason']}")
+        what = " ".join(str(v) for v in (row["precision"], row["file"]) if v) or "every graph"
+        note(f"not run here: {what} on {row['backend']}: {row['reason']}")
 
 
 @app.command("optimize")

@@ -277,7 +277,7 @@ class RecipeRun:
         def work() -> None:
             self.hooks.update(f"{form.file} on {photos}")
             evaluate_bundle(self._bundle(), photos, labels, section.limit, files=[form.file],
-                            backends=EVALUATE_BACKENDS[self.recipe.target])
+                            backends=EVALUATE_BACKENDS[self.recipe.target], precisions=(name,))
 
         return self._stage(stage, key, lambda bundle: True, work)
 
