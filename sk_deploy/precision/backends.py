@@ -62,7 +62,7 @@ def runnable_pairs(bundle: Bundle | dict[str, Any], machine: Machine) -> tuple[l
     else:
         skipped.append("ort-cuda: " + ("no CUDA GPU" if not machine.cuda else "onnxruntime-gpu's CUDA provider "
                                        "is not installed"))
-    skipped += openvino_refused
+    skipped += [f"openvino {precision}: {why}" for precision, why in openvino_refused]
     engines = [name for name, entry in files.items() if entry.get("role") == "engine"]
     for name in engines:
         try:
@@ -76,10 +76,11 @@ def runnable_pairs(bundle: Bundle | dict[str, Any], machine: Machine) -> tuple[l
     return pairs, skipped
 
 
-def served_graphs(files: dict[str, dict[str, Any]], backend: str, machine: Machine) -> tuple[list[Pair], list[str]]:
+def served_graphs(files: dict[str, dict[str, Any]], backend: str, machine: Machine
+                  ) -> tuple[list[Pair], list[tuple[str, str]]]:
     """The graphs of a bundle (its manifest's ``files``) that the CPU backend ``backend`` serves on ``machine``:
     every graph form of each precision the backend's table entry runs (both INT8 forms; bf16 on the float32
-    graph), and one line for each precision it cannot run here and why (bf16 on a CPU without native bfloat16)."""
+    graph), and (precision, why) for each precision it cannot run here (bf16 on a CPU without native bfloat16)."""
     from sk_deploy.runtime.predictor import BACKEND_SPECS
 
     spec = BACKEND_SPECS[backend]
@@ -92,7 +93,7 @@ def served_graphs(files: dict[str, dict[str, Any]], backend: str, machine: Machi
             if spec.check is not None:
                 spec.check(precision, machine)
         except BackendUnavailable as exc:
-            skipped.append(f"{backend} {precision}: {exc}")
+            skipped.append((precision, str(exc)))
             continue
         pairs += [Pair(backend, f.file, form_name(f)) for f in forms]
     return pairs, skipped
