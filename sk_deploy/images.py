@@ -22,6 +22,12 @@ _RESAMPLE = {
 }
 
 
+#: The limits a server puts on one picture by default (``sk-deploy serve``, the Triton ensemble's decoding step): pixels
+#: and aspect ratio as declared by its header, checked before decoding; the encoded size, checked before reading it.
+MAX_PIXELS = 40_000_000
+MAX_ASPECT = 32.0
+MAX_PICTURE_BYTES = 16 * 1024 * 1024
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 

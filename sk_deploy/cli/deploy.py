@@ -9,6 +9,7 @@ import typer
 
 from sk_deploy.cli import render
 from sk_deploy.cli.common import UserError, app, err_console, fail, file_settings, items, note, renamed, waiting
+from sk_deploy.images import MAX_ASPECT, MAX_PICTURE_BYTES, MAX_PIXELS
 
 
 @app.command("triton-repo")
@@ -18,11 +19,27 @@ def triton_repo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model repository directory; the model goes into "
                                       "OUT/<model>/ (other models there are left alone).")],
     backend: Annotated[str, typer.Option(help="onnxruntime (platform onnxruntime_onnx, the bundle's ONNX graph), "
-                                         "tensorrt (tensorrt_plan, an engine from `sk-deploy build`) or openvino "
-                                         "(Triton's OpenVINO backend on the CPU, the bundle's ONNX graph).")]
+                                         "tensorrt (tensorrt_plan, an engine from `sk-deploy build`), openvino "
+                                         "(Triton's OpenVINO backend on the CPU, the bundle's ONNX graph) or python "
+                                         "(Triton's Python backend running the whole bundle through sk-deploy's "
+                                         "Predictor; the server's Python needs sk-deploy).")]
     = "onnxruntime",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which graph or engine of the bundle; bf16 with "
-                                           "--backend openvino.")] = "fp32",
+                                           "--backend openvino or python.")] = "fp32",
+    runtime: Annotated[str, typer.Option(help="With --backend python: the backend sk-deploy's Predictor runs "
+                                         "(auto: the fastest the serving machine runs, as `sk-deploy serve` "
+                                         "picks; or tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino, torch).")]
+    = "auto",
+    ensemble: Annotated[bool, typer.Option(help="Also write <model>_preprocess (encoded pictures, BYTES, decoded "
+                                           "and preprocessed as the bundle says, on Triton's Python backend) and "
+                                           "<model>_ensemble (pictures in, the model's logits and labels out).")]
+    = False,
+    max_pixels: Annotated[int, typer.Option(min=1, help="With --ensemble: largest picture, in pixels, decoded "
+                                            "(checked from its header, before decoding).")] = MAX_PIXELS,
+    max_aspect_ratio: Annotated[float, typer.Option(min=1, help="With --ensemble: longest over shortest side of a "
+                                                    "picture decoded (checked from its header).")] = MAX_ASPECT,
+    max_picture_mb: Annotated[float, typer.Option(min=0.001, help="With --ensemble: largest encoded picture.")]
+    = MAX_PICTURE_BYTES / 2**20,
     instance_kind: Annotated[str | None, typer.Option(help="Triton instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); "
                                                       "int8 on cpu takes model.int8-cpu.onnx first (default: cpu "
                                                       "for openvino, else gpu, said when taken).")] = None,
@@ -55,8 +72,9 @@ def triton_repo_command(
     = None,
 ) -> None:
     """Write a Triton Inference Server model repository from a bundle: OUT/<model>/config.pbtxt (dynamic batching,
-    instance group, I/O read from the graph), OUT/<model>/1/model.onnx or model.plan, OUT/<model>/labels.txt."""
-    from sk_deploy.deploy.triton import TritonRequest, write_repository
+    instance group, I/O read from the graph), OUT/<model>/1/model.onnx, model.plan or model.py with the bundle,
+    OUT/<model>/labels.txt; with --ensemble, OUT/<model>_preprocess and OUT/<model>_ensemble (pictures in)."""
+    from sk_deploy.deploy.triton import DEFAULT_KINDS, TritonRequest, write_repository
 
     chosen = file_settings(ctx, config_file, {"max_batch": ("max_batch",),
                                               "max_delay_ms": ("max_queue_delay_ms", "max_queue_delay_us"),
@@ -65,7 +83,7 @@ def triton_repo_command(
     max_queue_delay_ms = chosen.get("max_delay_ms", max_queue_delay_ms)
     instances = chosen.get("instances", instances)
     instance_kind = renamed(instance_kind, device, "--device", "--instance-kind")
-    if instance_kind is None and backend != "openvino":  # Triton's OpenVINO backend runs on KIND_CPU
+    if instance_kind is None and backend not in DEFAULT_KINDS:  # the OpenVINO and Python backends: KIND_CPU
         instance_kind = "gpu"
         note("--instance-kind gpu (the default): KIND_GPU instances; --instance-kind cpu for a Triton without a GPU")
     sizes_name = "--preferred-batch" if preferred_batch else "--preferred-batch-sizes"
@@ -76,7 +94,9 @@ def triton_repo_command(
     request = TritonRequest(bundle=bundle, out=out, backend=backend, precision=precision, device=instance_kind,
                             max_batch=max_batch, preferred_batch=items(preferred, sizes_name, cast=int),
                             max_queue_delay_us=delay_us, instances=instances, name=name, engine=engine,
-                            ort_tensorrt=ort_tensorrt, force=force)
+                            ort_tensorrt=ort_tensorrt, force=force, runtime=runtime, ensemble=ensemble,
+                            max_pixels=max_pixels, max_aspect=max_aspect_ratio,
+                            max_picture_bytes=round(max_picture_mb * 2**20))
     try:
         with waiting("writing the model repository...") as status:
             result = write_repository(request, progress=lambda message: status.update(f"{message}..."))

@@ -198,7 +198,13 @@ def triton_lines(result: TritonResult) -> None:
     plan = result.plan
     batching = f"max batch {plan.max_batch}, queue delay {plan.max_queue_delay_us} us" + (
         f", preferred {', '.join(map(str, plan.preferred_batch))}" if plan.preferred_batch else "")
-    plain(f"[green]wrote[/] {result.path}: {plan.platform} from {plan.source}, input {plan.input.name} "
+    runs = plan.platform or f"backend {plan.triton_backend}"
+    source = (f"the bundle (sk-deploy's Predictor, {plan.parameters['runtime']} {plan.parameters['precision']})"
+              if plan.triton_backend == "python" else plan.source)
+    plain(f"[green]wrote[/] {result.path}: {runs} from {source}, input {plan.input.name} "
           f"{plan.input.data_type} {list(plan.input.dims)}, output {plan.output.name} {plan.output.data_type} "
           f"{list(plan.output.dims)}, {batching}, {plan.instances} x {plan.kind}")
+    if result.ensemble:
+        plain(f"[green]wrote[/] {', '.join(str(path) for path in result.ensemble)}: encoded pictures (BYTES) in, "
+              f"decoded on the Python backend, then {plan.name}")
     plain(f"serve it: tritonserver --model-repository={result.path.parent}")

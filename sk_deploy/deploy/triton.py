@@ -16,12 +16,22 @@ read with onnx) and from the bundle's manifest (batch profile, labels, engines).
 - ``--backend openvino`` (``backend: "openvino"``, Triton's OpenVINO backend, ``KIND_CPU``): the ONNX graph the
   Predictor's openvino backend runs (``model.onnx`` for fp32 and bf16, ``model.int8.onnx`` first for int8),
   read by ``default_model_filename``; bf16 is its ``HINT_BF16`` parameter.
+- ``--backend python`` (``backend: "python"``, Triton's Python backend): the bundle itself, copied to
+  ``1/bundle``, run by sk-deploy's Predictor (``1/model.py`` imports ``sk_deploy.deploy.triton_python``) on the
+  backend ``--runtime`` names (``auto``: what the serving machine runs best) at ``--precision``. The server's Python
+  needs sk-deploy installed.
+
+``--ensemble`` adds two models beside the model, for clients that send encoded pictures: ``<model>_preprocess``
+(Python backend: BYTES in, one picture per batch item, decoded, resized, cropped and normalised by
+``sk_deploy.images`` within the limits on pixels, aspect ratio and bytes) and ``<model>_ensemble`` (the two in a
+row, with the classification extension's labels on its output).
 
 The model directory is built in a staging directory beside its target and renamed into place, like a bundle.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -31,25 +41,48 @@ from typing import Any
 
 import onnx
 
-from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, atomic_write_bytes, graph_form, staging
+from sk_deploy.bundle import (
+    GPU_PRECISIONS,
+    MANIFEST,
+    MODEL_FILE,
+    PRECISIONS,
+    Bundle,
+    BundleError,
+    MissingGraph,
+    atomic_write_bytes,
+    check_target,
+    graph_form,
+    staging,
+)
+from sk_deploy.deploy.triton_python import BUNDLE_DIR
 from sk_deploy.engines.compat import find_engine
 from sk_deploy.errors import SkDeployError
+from sk_deploy.images import MAX_ASPECT, MAX_PICTURE_BYTES, MAX_PIXELS
 from sk_deploy.runtime.predictor import BACKEND_SPECS
+from sk_deploy.runtime.predictor import BACKENDS as RUNTIMES
 
-BACKENDS = ("onnxruntime", "tensorrt", "openvino")
+BACKENDS = ("onnxruntime", "tensorrt", "openvino", "python")
 # Triton's OpenVINO backend has no platform string: it is named by `backend:` and loads the file that
 # default_model_filename names. Its CPU parameters are INFERENCE_NUM_THREADS, NUM_STREAMS, PERFORMANCE_HINT and
 # HINT_BF16; it has none that pins f32 (OpenVINO's own default is bf16 on a CPU with native bfloat16).
-TRITON_BACKENDS = {"openvino": "openvino"}
+TRITON_BACKENDS = {"openvino": "openvino", "python": "python"}
+#: The instance kind of each backend when none is given (Triton's OpenVINO backend runs on the CPU; a Python model's
+#: instances are processes on the host, whatever device the Predictor in them uses); the others: gpu.
+DEFAULT_KINDS = {"openvino": "cpu", "python": "cpu"}
 OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
 DEVICES = ("gpu", "cpu")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
-MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}  # the file names Triton looks for
+MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan", "python": "model.py"}  # what Triton loads
 LABELS_FILE = "labels.txt"
 VERSION = "1"
 DEFAULT_QUEUE_DELAY_US = 2000
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 ORT_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+PREPROCESS_SUFFIX, ENSEMBLE_SUFFIX = "_preprocess", "_ensemble"
+PICTURE_INPUT = "image"
+"""The ensemble's input: encoded pictures, BYTES, one per batch item."""
+PYTHON_MODELS = {"python": "ClassifierModel", "preprocess": "PictureModel"}
+"""The class of ``sk_deploy.deploy.triton_python`` each Python model's ``model.py`` serves."""
 
 # ONNX element type -> Triton data type (the ones a classifier's I/O can have)
 TRITON_TYPES = {
@@ -83,6 +116,13 @@ class TritonRequest:
     engine: str | None = None
     ort_tensorrt: bool = False
     force: bool = False
+    runtime: str = "auto"
+    """with --backend python: the Predictor's backend (auto: what the serving machine runs best)"""
+    ensemble: bool = False
+    """also write <name>_preprocess and <name>_ensemble (encoded pictures in)"""
+    max_pixels: int = MAX_PIXELS
+    max_aspect: float = MAX_ASPECT
+    max_picture_bytes: int = MAX_PICTURE_BYTES
 
 
 @dataclass(frozen=True)
@@ -120,11 +160,22 @@ class TritonPlan:
     triton_backend: str | None = None
     """``backend:`` for a backend with no platform string (openvino)"""
     parameters: dict[str, str] = field(default_factory=dict)
+    ensemble: bool = False
+    limits: dict[str, str] = field(default_factory=dict)
+    """the picture limits of the ensemble's decoding step, as its config parameters"""
 
     @property
     def model_file(self) -> str:
-        """``model.onnx`` or ``model.plan``: the name Triton's backend loads from the version directory."""
+        """``model.onnx``, ``model.plan`` or ``model.py``: the name Triton's backend loads from the version
+        directory."""
+        if self.triton_backend == "python":
+            return MODEL_FILES["python"]
         return MODEL_FILES["tensorrt" if self.platform == PLATFORMS["tensorrt"] else "onnxruntime"]
+
+    @property
+    def names(self) -> list[str]:
+        """The model directories written: the model, then the ensemble's two when asked for."""
+        return [self.name, *([self.name + PREPROCESS_SUFFIX, self.name + ENSEMBLE_SUFFIX] if self.ensemble else [])]
 
 
 def _check_options(request: TritonRequest) -> None:
@@ -138,7 +189,7 @@ def _check_options(request: TritonRequest) -> None:
                               "openvino)")
     if request.backend == "openvino" and request.precision == "fp16":
         raise TritonRepoError("the openvino backend serves fp32, bf16 or int8, not fp16")
-    if request.precision == "bf16" and request.backend != "openvino":
+    if request.precision == "bf16" and request.backend not in ("openvino", "python"):
         raise TritonRepoError("bf16 is served by Triton's OpenVINO backend on a CPU with native bfloat16: use "
                               "--backend openvino")
     if request.backend == "tensorrt" and request.device == "cpu":
@@ -147,6 +198,17 @@ def _check_options(request: TritonRequest) -> None:
     if request.ort_tensorrt and (request.backend != "onnxruntime" or request.device != "gpu"):
         raise TritonRepoError("--ort-tensorrt is ONNX Runtime's TensorRT provider: it needs --backend onnxruntime "
                               "--instance-kind gpu")
+    if request.backend != "python" and request.runtime != "auto":
+        raise TritonRepoError("--runtime picks the backend sk-deploy's Predictor runs inside Triton's Python backend: "
+                              "add --backend python")
+    if request.runtime not in ("auto", *RUNTIMES):
+        raise TritonRepoError(f"unknown runtime {request.runtime!r}; choose one of: auto, {', '.join(RUNTIMES)}")
+    if request.backend == "python" and request.runtime != "auto" and (
+            request.precision not in BACKEND_SPECS[request.runtime].precisions):
+        raise TritonRepoError(f"the {request.runtime} backend runs "
+                              f"{', '.join(BACKEND_SPECS[request.runtime].precisions)}, not {request.precision}")
+    if min(request.max_pixels, request.max_picture_bytes) < 1 or request.max_aspect < 1:
+        raise TritonRepoError("--max-pixels and --max-picture-mb must be above 0, --max-aspect-ratio at least 1")
     if request.engine is not None and request.backend != "tensorrt":
         raise TritonRepoError("--engine picks a TensorRT plan: add --backend tensorrt")
     if request.instances < 1:
@@ -248,15 +310,40 @@ def _batching(request: TritonRequest, limit: int, limit_hint: str) -> tuple[int,
     return max_batch, preferred
 
 
+def _python_runs(bundle: Bundle, request: TritonRequest) -> None:
+    """Refuse a Python-backend model whose Predictor would find nothing of the bundle to run (the serving machine
+    decides the rest: ``auto`` takes what it runs best among the graphs and engines there are)."""
+    precision, runtime = GPU_PRECISIONS.get(request.precision, request.precision), request.runtime
+    if runtime == "auto":
+        if bundle.engines(precision):
+            return
+        try:
+            bundle.graph(precision, "cpu")
+        except MissingGraph:
+            bundle.graph(precision, "gpu")
+        return
+    spec = BACKEND_SPECS[runtime]
+    if spec.runs == "engine" and not bundle.engines(precision):
+        raise TritonRepoError(f"the bundle has no {precision} TensorRT engine for --runtime tensorrt; build one: "
+                              f"sk-deploy build BUNDLE --precision {precision}")
+    if spec.runs == "onnx":
+        bundle.graph(precision, spec.device, prefer=spec.prefers)
+
+
 def plan_repository(request: TritonRequest) -> TritonPlan:
     """Check everything and work out the configuration; writes nothing."""
     if request.device is None:
-        request = replace(request, device="cpu" if request.backend == "openvino" else "gpu")
+        request = replace(request, device=DEFAULT_KINDS.get(request.backend, "gpu"))
     _check_options(request)
     assert request.device is not None
     bundle = Bundle.open(request.bundle)
     warnings: list[str] = []
-    if request.backend == "tensorrt":
+    if request.backend == "python":
+        _python_runs(bundle, request)
+        source = graph = MODEL_FILE  # every graph form keeps the fp32 graph's inputs and outputs
+        limit = bundle.batch_profile[2]
+        limit_hint = "export again with a larger profile: sk-deploy export MODEL --batch 1:OPT:MAX"
+    elif request.backend == "tensorrt":
         source, entry = _engine(bundle, request)
         graph = (entry.get("source") or {}).get("file")
         if not bundle.has(graph):
@@ -304,6 +391,10 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
     parameters = {}
     if request.backend == "openvino":
         parameters = {**OPENVINO_PARAMETERS, **({"HINT_BF16": "YES"} if request.precision == "bf16" else {})}
+    if request.backend == "python":
+        parameters = {"runtime": request.runtime, "precision": request.precision}
+    limits = {"max_pixels": str(request.max_pixels), "max_aspect": f"{request.max_aspect:g}",
+              "max_bytes": str(request.max_picture_bytes)}
     return TritonPlan(
         bundle=bundle, name=request.name or bundle.model_name, source=source,
         platform=PLATFORMS.get(request.backend, ""), triton_backend=TRITON_BACKENDS.get(request.backend),
@@ -312,6 +403,7 @@ def plan_repository(request: TritonRequest) -> TritonPlan:
         labels=_labels(bundle, model_output.dims[-1]), preferred_batch=preferred,
         max_queue_delay_us=request.max_queue_delay_us, instances=request.instances,
         kind=INSTANCE_KINDS[request.device], accelerator=accelerator, warnings=warnings,
+        ensemble=request.ensemble, limits=limits,
     )
 
 
@@ -319,44 +411,66 @@ def _dims(dims: tuple[int, ...]) -> str:
     return f"[ {', '.join(map(str, dims))} ]"
 
 
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _tensor_block(kind: str, tensor: TensorConfig, labels: bool = False) -> list[str]:
+    """An ``input [ ... ]`` or ``output [ ... ]`` block of one tensor."""
+    return [
+        f"{kind} [",
+        "  {",
+        f'    name: "{tensor.name}"',
+        f"    data_type: {tensor.data_type}",
+        *([f"    format: {tensor.format}"] if tensor.format else []),
+        f"    dims: {_dims(tensor.dims)}",
+        *([f'    label_filename: "{LABELS_FILE}"'] if labels else []),
+        "  }",
+        "]",
+    ]
+
+
+def _batching_lines(plan: TritonPlan, preferred: bool = True) -> list[str]:
+    return [
+        "dynamic_batching {",
+        *([f"  preferred_batch_size: {_dims(plan.preferred_batch)}"] if preferred and plan.preferred_batch else []),
+        f"  max_queue_delay_microseconds: {plan.max_queue_delay_us}",
+        "}",
+    ]
+
+
+def _instances(count: int, kind: str) -> list[str]:
+    return ["instance_group [", "  {", f"    count: {count}", f"    kind: {kind}", "  }", "]"]
+
+
+def _parameters(parameters: dict[str, str]) -> list[str]:
+    return [f"parameters {{ key: {_quote(key)} value {{ string_value: {_quote(value)} }} }}"
+            for key, value in parameters.items()]
+
+
 def render_config(plan: TritonPlan) -> str:
     """The ``config.pbtxt`` text (protobuf text format of Triton's ModelConfig) for ``plan``."""
-    sha = plan.bundle.entry(plan.source)["sha256"]
+    if plan.triton_backend == "python":
+        manifest_sha = plan.bundle.entry(MODEL_FILE)["sha256"]
+        header = (f"# Written by sk-deploy triton-repo from {plan.bundle.path.name} ({MODEL_FILE} sha256 "
+                  f"{manifest_sha[:16]}...), copied to {VERSION}/{BUNDLE_DIR} and run by sk-deploy's Predictor.")
+    else:
+        sha = plan.bundle.entry(plan.source)["sha256"]
+        header = (f"# Written by sk-deploy triton-repo from {plan.bundle.path.name}/{plan.source} (sha256 "
+                  f"{sha[:16]}...).")
     lines = [
-        f"# Written by sk-deploy triton-repo from {plan.bundle.path.name}/{plan.source} (sha256 {sha[:16]}...).",
+        header,
         f'name: "{plan.name}"',
         *([f'backend: "{plan.triton_backend}"', f'default_model_filename: "{plan.model_file}"']
           if plan.triton_backend else [f'platform: "{plan.platform}"']),
         f"max_batch_size: {plan.max_batch}",
-        "input [",
-        "  {",
-        f'    name: "{plan.input.name}"',
-        f"    data_type: {plan.input.data_type}",
-        *([f"    format: {plan.input.format}"] if plan.input.format else []),
-        f"    dims: {_dims(plan.input.dims)}",
-        "  }",
-        "]",
-        "output [",
-        "  {",
-        f'    name: "{plan.output.name}"',
-        f"    data_type: {plan.output.data_type}",
-        f"    dims: {_dims(plan.output.dims)}",
-        f'    label_filename: "{LABELS_FILE}"',
-        "  }",
-        "]",
-        "dynamic_batching {",
-        *([f"  preferred_batch_size: {_dims(plan.preferred_batch)}"] if plan.preferred_batch else []),
-        f"  max_queue_delay_microseconds: {plan.max_queue_delay_us}",
-        "}",
-        "instance_group [",
-        "  {",
-        f"    count: {plan.instances}",
-        f"    kind: {plan.kind}",
-        "  }",
-        "]",
+        *_tensor_block("input", plan.input),
+        *_tensor_block("output", plan.output, labels=True),
+        *_batching_lines(plan),
+        *_instances(plan.instances, plan.kind),
+        *_parameters(plan.parameters),
     ]
-    lines += [f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}'
-              for key, value in plan.parameters.items()]
     if plan.accelerator:
         lines += [
             "optimization {",
@@ -373,31 +487,125 @@ def render_config(plan: TritonPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _picture_input() -> TensorConfig:
+    return TensorConfig(PICTURE_INPUT, "TYPE_STRING", (1,))
+
+
+def render_preprocess_config(plan: TritonPlan) -> str:
+    """``<model>_preprocess``: encoded pictures -> the model's input, on the CPU, within the picture limits."""
+    preprocess = plan.bundle.preprocess
+    parameters = {"preprocess": json.dumps({key: value for key, value in preprocess.to_dict().items()
+                                            if key != "layout"}, separators=(",", ":")),
+                  "uint8_nhwc": "true" if plan.input.data_type == "TYPE_UINT8" else "false", **plan.limits}
+    lines = [
+        f"# Written by sk-deploy triton-repo: the pictures of {plan.name}_ensemble decoded, resized, cropped and "
+        "normalised as the bundle says (sk_deploy.images).",
+        f'name: "{plan.name}{PREPROCESS_SUFFIX}"',
+        'backend: "python"',
+        f"max_batch_size: {plan.max_batch}",
+        *_tensor_block("input", _picture_input()),
+        *_tensor_block("output", replace(plan.input, format=None)),
+        *_batching_lines(plan, preferred=False),
+        *_instances(plan.instances, INSTANCE_KINDS["cpu"]),
+        *_parameters(parameters),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_ensemble_config(plan: TritonPlan) -> str:
+    """``<model>_ensemble``: encoded pictures in, the model's logits out (with the classification extension)."""
+    step = "    {{\n      model_name: \"{model}\"\n      model_version: -1\n      input_map {{ key: \"{key_in}\" " \
+           "value: \"{value_in}\" }}\n      output_map {{ key: \"{key_out}\" value: \"{value_out}\" }}\n    }}"
+    middle = f"{plan.input.name}_preprocessed"
+    lines = [
+        f"# Written by sk-deploy triton-repo: encoded pictures -> {plan.name}{PREPROCESS_SUFFIX} -> {plan.name}.",
+        f'name: "{plan.name}{ENSEMBLE_SUFFIX}"',
+        'platform: "ensemble"',
+        f"max_batch_size: {plan.max_batch}",
+        *_tensor_block("input", _picture_input()),
+        *_tensor_block("output", plan.output, labels=True),
+        "ensemble_scheduling {",
+        "  step [",
+        step.format(model=plan.name + PREPROCESS_SUFFIX, key_in=PICTURE_INPUT, value_in=PICTURE_INPUT,
+                    key_out=plan.input.name, value_out=middle) + ",",
+        step.format(model=plan.name, key_in=plan.input.name, value_in=middle, key_out=plan.output.name,
+                    value_out=plan.output.name),
+        "  ]",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def python_model_file(role: str) -> str:
+    """The ``model.py`` of a Python model: the class of ``sk_deploy.deploy.triton_python`` that serves ``role``."""
+    return (f'"""Written by sk-deploy triton-repo: Triton\'s Python backend serves {PYTHON_MODELS[role]} of '
+            "sk_deploy.deploy.triton_python.\n\nThe server's Python needs sk-deploy installed (and numpy<2 with "
+            'Triton 24.10 and older, whose Python stub is built for numpy 1)."""\n\n'
+            f"from sk_deploy.deploy.triton_python import {PYTHON_MODELS[role]} as TritonPythonModel  # noqa: F401\n")
+
+
 @dataclass
 class TritonResult:
-    """The model directory written and the plan it followed."""
+    """The model directories written and the plan they followed."""
 
     path: Path
     plan: TritonPlan
+    ensemble: list[Path] = field(default_factory=list)
+    """``<model>_preprocess`` and ``<model>_ensemble`` when asked for"""
+
+
+def _copy_bundle(bundle: Bundle, target: Path) -> None:
+    """The manifest and every file it records (the Predictor checks their sha256 when it opens them)."""
+    target.mkdir()
+    for name in [*bundle.files, MANIFEST]:
+        shutil.copyfile(bundle.path / name, target / name)
+
+
+def _write_model(plan: TritonPlan, stage: Path, progress: Callable[[str], None]) -> None:
+    (stage / VERSION).mkdir()
+    if plan.triton_backend == "python":
+        progress(f"copying the bundle to {VERSION}/{BUNDLE_DIR}")
+        _copy_bundle(plan.bundle, stage / VERSION / BUNDLE_DIR)
+        atomic_write_bytes(stage / VERSION / plan.model_file, python_model_file("python").encode("utf-8"))
+    else:
+        progress(f"copying {plan.source}")
+        shutil.copyfile(plan.bundle.path / plan.source, stage / VERSION / plan.model_file)
+    atomic_write_bytes(stage / LABELS_FILE, ("\n".join(plan.labels) + "\n").encode("utf-8"))
+    atomic_write_bytes(stage / "config.pbtxt", render_config(plan).encode("utf-8"))
+
+
+def _write_preprocess(plan: TritonPlan, stage: Path, progress: Callable[[str], None]) -> None:
+    (stage / VERSION).mkdir()
+    atomic_write_bytes(stage / VERSION / MODEL_FILES["python"], python_model_file("preprocess").encode("utf-8"))
+    atomic_write_bytes(stage / "config.pbtxt", render_preprocess_config(plan).encode("utf-8"))
+
+
+def _write_ensemble(plan: TritonPlan, stage: Path, progress: Callable[[str], None]) -> None:
+    (stage / VERSION).mkdir()  # Triton wants a version directory for an ensemble too, empty
+    atomic_write_bytes(stage / LABELS_FILE, ("\n".join(plan.labels) + "\n").encode("utf-8"))
+    atomic_write_bytes(stage / "config.pbtxt", render_ensemble_config(plan).encode("utf-8"))
 
 
 def write_repository(request: TritonRequest, progress: Callable[[str], None] = lambda message: None) -> TritonResult:
-    """Write ``<out>/<model>/`` (config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan) atomically.
+    """Write ``<out>/<model>/`` (config.pbtxt, labels.txt, 1/model.onnx, 1/model.plan or 1/model.py and
+    1/bundle) and, with ``ensemble``, ``<out>/<model>_preprocess/`` and ``<out>/<model>_ensemble/``, each
+    atomically.
 
-    ``out`` may hold other models; the model's own directory must be absent or empty unless ``force``, which
-    replaces it only once the new one is complete.
+    ``out`` may hold other models; each model's own directory must be absent or empty unless ``force``, which
+    replaces it only once the new one is complete. All are checked before any is written.
     """
     plan = plan_repository(request)
-    target = Path(request.out) / plan.name
-    if Path(request.out).exists() and not Path(request.out).is_dir():
+    out = Path(request.out)
+    if out.exists() and not out.is_dir():
         raise TritonRepoError(f"{request.out}: exists and is not a directory")
+    writers = [_write_model, _write_preprocess, _write_ensemble][:len(plan.names)]
+    for name in plan.names:
+        check_target(out / name, request.force)
     try:
-        with staging(target, request.force) as stage:
-            progress(f"copying {plan.source}")
-            (stage / VERSION).mkdir()
-            shutil.copyfile(plan.bundle.path / plan.source, stage / VERSION / plan.model_file)
-            atomic_write_bytes(stage / LABELS_FILE, ("\n".join(plan.labels) + "\n").encode("utf-8"))
-            atomic_write_bytes(stage / "config.pbtxt", render_config(plan).encode("utf-8"))
+        for name, write in zip(plan.names, writers, strict=True):
+            with staging(out / name, request.force) as stage:
+                write(plan, stage, progress)
     except OSError as exc:
-        raise TritonRepoError(f"{target}: cannot write the model directory ({exc.strerror or exc})") from None
-    return TritonResult(target.resolve(), plan)
+        raise TritonRepoError(f"{out}: cannot write the model repository ({exc.strerror or exc})") from None
+    target = out / plan.name
+    return TritonResult(target.resolve(), plan, [(out / name).resolve() for name in plan.names[1:]])

@@ -16,6 +16,7 @@ import numpy as np
 from starlette.requests import Request
 
 from sk_deploy.bundle import Bundle
+from sk_deploy.images import MAX_ASPECT, MAX_PIXELS
 from sk_deploy.labels import imagenet_labels
 from sk_deploy.machine import BackendUnavailable
 from sk_deploy.runtime.instances import instance_options, instances_refusal
@@ -51,8 +52,8 @@ class ServiceConfig:
     max_queue: int = 256
     timeout_ms: float = 5000.0
     max_body_mb: float = 16.0
-    max_pixels: int = 40_000_000
-    max_aspect_ratio: float = 32.0
+    max_pixels: int = MAX_PIXELS
+    max_aspect_ratio: float = MAX_ASPECT
     """Longest side over shortest side of a picture accepted (checked from its header, before decoding)."""
     decode_threads: int = 0
     """Threads decoding pictures; 0: one per CPU, at most 4."""
