@@ -5,6 +5,7 @@ fused-preprocess bundle and a TensorRT plan; and every refusal, which leaves the
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -269,3 +270,90 @@ def test_openvino_refusals_are_one_line(full_bundle: Path, tmp_path: Path, args:
                                         message: str) -> None:
     code, output = triton_repo(str(full_bundle), "--out", str(tmp_path / "repo"), *args)
     assert code == 1 and message in output and not (tmp_path / "repo").exists()
+
+
+def test_python_backend_runs_the_bundle_through_the_predictor(full_bundle: Path, tmp_path: Path) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--backend", "python", "--precision", "int8",
+                               "--runtime", "ort-cpu", "--max-batch", "16", "--instances", "2")
+    assert code == 0, output
+    model_dir = tmp_path / "skresnet18"
+    config = parse(model_dir)
+    assert config.backend == "python" and not config.platform and config.default_model_filename == "model.py"
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert parameters == {"runtime": "ort-cpu", "precision": "int8"}
+    (inp,), (out,) = config.input, config.output
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("input", mc.TYPE_FP32, [3, 64, 64])
+    assert (out.name, out.data_type, list(out.dims), out.label_filename) == ("logits", mc.TYPE_FP32, [1000],
+                                                                              "labels.txt")
+    assert config.max_batch_size == 16 and config.WhichOneof("scheduling_choice") == "dynamic_batching"
+    (group,) = config.instance_group
+    assert group.kind == mc.ModelInstanceGroup.KIND_CPU and group.count == 2  # the Python backend's default kind
+    # the whole bundle, every file as the manifest records it, and a model.py naming the class that serves it
+    copied = Bundle.open(model_dir / "1" / "bundle")
+    for name, entry in Bundle.open(full_bundle).manifest["files"].items():
+        assert sha256(model_dir / "1" / "bundle" / name) == entry["sha256"] == copied.entry(name)["sha256"]
+    source = (model_dir / "1" / "model.py").read_text()
+    assert "from sk_deploy.deploy.triton_python import ClassifierModel as TritonPythonModel" in source
+    compile(source, "model.py", "exec")
+    assert "backend python from the bundle (sk-deploy's Predictor, ort-cpu int8)" in " ".join(output.split())
+    assert not (tmp_path / "skresnet18_ensemble").exists()
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["float-nchw", "fused-uint8-nhwc"])
+def test_ensemble_takes_encoded_pictures(small_bundle: Bundle, fused_bundle: Bundle, tmp_path: Path,
+                                         fused: bool) -> None:
+    bundle = fused_bundle if fused else small_bundle
+    code, output = triton_repo(str(bundle.path), "--out", str(tmp_path), "--instance-kind", "cpu", "--ensemble",
+                               "--max-pixels", "1000000", "--max-aspect-ratio", "4", "--max-picture-mb", "2")
+    assert code == 0, output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skresnet18", "skresnet18_ensemble",
+                                                          "skresnet18_preprocess"]
+    model = parse(tmp_path / "skresnet18")
+    assert model.platform == "onnxruntime_onnx"  # the ensemble runs the model of whichever backend
+    preprocess = parse(tmp_path / "skresnet18_preprocess")
+    assert preprocess.backend == "python" and preprocess.max_batch_size == model.max_batch_size
+    (picture,), (tensor,) = preprocess.input, preprocess.output
+    assert (picture.name, picture.data_type, list(picture.dims)) == ("image", mc.TYPE_STRING, [1])
+    assert (tensor.name, tensor.data_type, list(tensor.dims)) == (model.input[0].name, model.input[0].data_type,
+                                                                  list(model.input[0].dims))
+    parameters = {key: value.string_value for key, value in preprocess.parameters.items()}
+    described = bundle.preprocess.to_dict()
+    del described["layout"]
+    assert json.loads(parameters.pop("preprocess")) == described
+    assert parameters == {"uint8_nhwc": "true" if fused else "false", "max_pixels": "1000000", "max_aspect": "4",
+                          "max_bytes": str(2 << 20)}
+    assert preprocess.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert "PictureModel as TritonPythonModel" in (tmp_path / "skresnet18_preprocess" / "1" / "model.py").read_text()
+    ensemble = parse(tmp_path / "skresnet18_ensemble")
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == model.max_batch_size
+    assert (ensemble.input[0].name, ensemble.input[0].data_type) == ("image", mc.TYPE_STRING)
+    assert (ensemble.output[0].name, ensemble.output[0].label_filename) == ("logits", "labels.txt")
+    assert (tmp_path / "skresnet18_ensemble" / "labels.txt").read_text().splitlines() == imagenet_labels()
+    first, second = ensemble.ensemble_scheduling.step
+    assert (first.model_name, dict(first.input_map)) == ("skresnet18_preprocess", {"image": "image"})
+    assert (second.model_name, dict(second.output_map)) == ("skresnet18", {"logits": "logits"})
+    assert dict(first.output_map)[model.input[0].name] == dict(second.input_map)[model.input[0].name]
+    assert [p.name for p in (tmp_path / "skresnet18_ensemble" / "1").iterdir()] == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--runtime", "ort-cpu"), "--runtime picks the backend sk-deploy's Predictor runs inside Triton's Python "
+                               "backend: add --backend python"),
+    (("--backend", "python", "--runtime", "onnx"), "unknown runtime 'onnx'"),
+    (("--backend", "python", "--runtime", "ort-cpu", "--precision", "bf16"), "the ort-cpu backend runs"),
+    (("--backend", "python", "--precision", "fp16"), "no fp16 graph model.fp16.onnx"),
+    (("--backend", "python", "--runtime", "tensorrt"), "no fp32 TensorRT engine for --runtime tensorrt"),
+])
+def test_python_backend_refusals_are_one_line(small_bundle: Bundle, tmp_path: Path, args: tuple[str, ...],
+                                              message: str) -> None:
+    code, output = triton_repo(str(small_bundle.path), "--out", str(tmp_path / "repo"), *args)
+    assert code == 1 and message in " ".join(output.split()) and output.count("error:") == 1
+    assert not (tmp_path / "repo").exists()
+
+
+def test_ensemble_checks_every_directory_before_writing(small_bundle: Bundle, tmp_path: Path) -> None:
+    (tmp_path / "skresnet18_ensemble").mkdir()
+    (tmp_path / "skresnet18_ensemble" / "kept").write_text("x")
+    code, output = triton_repo(str(small_bundle.path), "--out", str(tmp_path), "--backend", "python", "--ensemble")
+    assert code == 1 and "skresnet18_ensemble: directory is not empty; pass --force" in " ".join(output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skresnet18_ensemble"]  # nothing half written

@@ -84,8 +84,10 @@ def repository(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def server(repository: Path, request: pytest.FixtureRequest) -> Iterator[TritonServer]:
     """tritonserver on the repository, the Python model and the ensemble loaded; stopped after the module."""
-    with tritonserver(repository, [MODEL, PREPROCESS, ENSEMBLE], request.config.cache.mkdir("tritonserver")) as s:
-        yield s
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    folder = cache.mkdir("tritonserver") if cache else request.getfixturevalue("tmp_path_factory").mktemp("cache")
+    with tritonserver(repository, [MODEL, PREPROCESS, ENSEMBLE], folder) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -126,7 +127,7 @@ def _stub_environment(folder: Path, cache: Path) -> Path:
             pytest.skip(f"Triton 2.51's Python stub needs numpy<2 and {why}")
         lines.append(str(numpy1))
     lines.append(str(REPO_ROOT))
-    site_dirs = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    site_dirs = dict.fromkeys(site.getsitepackages())  # a virtual environment's, and the base's where it sees them
     lines += [f"import site; site.addsitedir({directory!r})" for directory in site_dirs]
     purelib = Path(sysconfig.get_paths(vars={"base": str(folder), "platbase": str(folder)})["purelib"])
     (purelib / "sk_deploy_tests.pth").write_text("\n".join(lines) + "\n")
