@@ -32,7 +32,7 @@ from sk_deploy.runtime.predictor import Predictor
 
 from ..conftest import make_image
 from .server import ready_status
-from .tritonserver import TritonServer, tritonserver
+from .tritonserver import TritonServer, server_files, tritonserver
 
 MODEL = "sk18"
 PREPROCESS, ENSEMBLE = f"{MODEL}_preprocess", f"{MODEL}_ensemble"
@@ -64,6 +64,20 @@ def engine_bundle(bundle: Bundle, folder: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the wheel is installed once: pytest's cache (a temporary folder under -p no:cacheprovider)."""
+    config_cache = getattr(request.config, "cache", None)
+    return config_cache.mkdir("tritonserver") if config_cache else tmp_path_factory.mktemp("tritonserver-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)  # session: set up before the session's bundles
+def wheel(cache: Path) -> Path:
+    """The nvidia-pytriton wheel's files, or a skip saying why it cannot run here (first: before any bundle is
+    made)."""
+    return server_files(cache)
+
+
 @pytest.fixture(scope="module")
 def repository(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Python-backend model with its ensemble, and the onnxruntime, openvino and tensorrt models, in one
@@ -82,11 +96,9 @@ def repository(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def server(repository: Path, request: pytest.FixtureRequest) -> Iterator[TritonServer]:
+def server(wheel: Path, repository: Path, cache: Path) -> Iterator[TritonServer]:
     """tritonserver on the repository, the Python model and the ensemble loaded; stopped after the module."""
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    folder = cache.mkdir("tritonserver") if cache else request.getfixturevalue("tmp_path_factory").mktemp("cache")
-    with tritonserver(repository, [MODEL, PREPROCESS, ENSEMBLE], folder) as running:
+    with tritonserver(wheel, repository, [MODEL, PREPROCESS, ENSEMBLE], cache) as running:
         yield running
 
 

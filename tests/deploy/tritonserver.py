@@ -23,6 +23,7 @@ How it runs (what a person serving ``triton-repo --backend python`` output needs
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import platform
@@ -99,20 +100,29 @@ def _installed_pytriton() -> Path | None:
 def server_files(cache: Path) -> Path:
     """The folder with ``pytriton/tritonserver`` and ``nvidia_pytriton.libs``; skips, saying why, where the wheel
     cannot run here."""
+    found = _server_files(cache)
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@functools.cache
+def _server_files(cache: Path) -> Path | str:
+    """``server_files``, or why not: asked once per session (pytest runs a skipping fixture again for each test)."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
-        pytest.skip(f"the {PYTRITON} wheel's tritonserver runs on Linux x86-64 only, not {sys.platform} "
-                    f"{platform.machine()}")
+        return (f"the {PYTRITON} wheel's tritonserver runs on Linux x86-64 only, not {sys.platform} "
+                f"{platform.machine()}")
     if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        pytest.skip("Triton's Python stub links libpython, and this Python is built without a shared libpython")
+        return "Triton's Python stub links libpython, and this Python is built without a shared libpython"
     root = _installed_pytriton()
     if root is None:
         root = cache / PYTRITON.replace("==", "-")
         why = _pip_target(PYTRITON, root)
         if why:
-            pytest.skip(why)
+            return why
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if not (root / "pytriton" / "tritonserver" / "python_backend_stubs" / version).is_dir():
-        pytest.skip(f"{PYTRITON} has no Python backend stub for Python {version}")
+        return f"{PYTRITON} has no Python backend stub for Python {version}"
     return root
 
 
@@ -147,10 +157,9 @@ def _backends(root: Path, folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def tritonserver(repository: Path, load: Sequence[str], cache: Path) -> Iterator[TritonServer]:
-    """``tritonserver`` on ``repository`` (explicit model control: ``load`` loaded at the start) until the block
-    ends; yields once every model of ``load`` is ready."""
-    root = server_files(cache)
+def tritonserver(root: Path, repository: Path, load: Sequence[str], cache: Path) -> Iterator[TritonServer]:
+    """``tritonserver`` of the wheel in ``root`` (``server_files``) on ``repository`` (explicit model control:
+    ``load`` loaded at the start) until the block ends; yields once every model of ``load`` is ready."""
     with tempfile.TemporaryDirectory(prefix="sk-triton-") as scratch:
         folder = Path(scratch)
         path_first = _stub_environment(folder / "stub-env", cache)
