@@ -538,10 +538,15 @@ def render_ensemble_config(plan: TritonPlan) -> str:
 
 def python_model_file(role: str) -> str:
     """The ``model.py`` of a Python model: the class of ``sk_deploy.deploy.triton_python`` that serves ``role``."""
-    return (f'"""Written by sk-deploy triton-repo: Triton\'s Python backend serves {PYTHON_MODELS[role]} of '
-            "sk_deploy.deploy.triton_python.\n\nThe server's Python needs sk-deploy installed (and numpy<2 with "
-            'Triton 24.10 and older, whose Python stub is built for numpy 1)."""\n\n'
-            f"from sk_deploy.deploy.triton_python import {PYTHON_MODELS[role]} as TritonPythonModel  # noqa: F401\n")
+    return "\n".join([
+        f'"""Written by sk-deploy triton-repo: Triton\'s Python backend serves {PYTHON_MODELS[role]} of',
+        "sk_deploy.deploy.triton_python. The Python that Triton's Python stub embeds (the python3 first on the",
+        "server's PATH) needs sk-deploy installed, and numpy<2 with Triton 24.10 and older, whose stub is built for",
+        'numpy 1."""',
+        "",
+        f"from sk_deploy.deploy.triton_python import {PYTHON_MODELS[role]} as TritonPythonModel  # noqa: F401",
+        "",
+    ])
 
 
 @dataclass

@@ -40,10 +40,13 @@ def _log(message: str) -> None:
     pb_utils.Logger.log_info(message)
 
 
-def _error_response(message: str) -> Any:
+def _error_response(message: str, invalid_input: bool = False) -> Any:
+    """A response that fails its request: Triton's INVALID_ARG (HTTP 400) for an input the client got wrong, else
+    INTERNAL (500)."""
     import triton_python_backend_utils as pb_utils
 
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+    code = pb_utils.TritonError.INVALID_ARG if invalid_input else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
 
 class ClassifierModel:
@@ -123,7 +126,7 @@ class PictureModel:
                 arrays.append(self.limits.decode(bytes(item), self.preprocess, self.uint8_nhwc))
             except ImageError as exc:
                 where = f"picture {i + 1} of {len(items)}" if len(items) > 1 else "the picture"
-                return _error_response(f"{where}: {str(exc).removeprefix('<bytes>: ')}")
+                return _error_response(f"{where}: {str(exc).removeprefix('<bytes>: ')}", invalid_input=True)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, np.stack(arrays))])
 
     def execute(self, requests: list[Any]) -> list[Any]:
