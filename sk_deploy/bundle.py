@@ -27,6 +27,8 @@ import numpy as np
 
 from sk_deploy.errors import SkDeployError
 from sk_deploy.images import Preprocess
+from sk_deploy.jsonout import dumps
+from sk_deploy.precisions import parse_precision
 
 MANIFEST = "manifest.json"
 FORMAT = "sk-deploy-bundle"
@@ -76,19 +78,14 @@ GRAPH_FORMS: tuple[GraphForm, ...] = (
     GraphForm("model.onnx", "fp32", None, "sk-deploy export MODEL --out BUNDLE"),
     GraphForm("model.fp16.onnx", "fp16", None, "sk-deploy quantize BUNDLE --precision fp16"),
     GraphForm("model.int8-cpu.onnx", "int8", "cpu", "sk-deploy quantize BUNDLE --precision int8 --target cpu "
-              "--calib PHOTOS"),
+              "--images PHOTOS"),
     GraphForm("model.int8.onnx", "int8", "tensorrt", "sk-deploy quantize BUNDLE --precision int8 --target tensorrt "
-              "--calib PHOTOS"),
+              "--images PHOTOS"),
     # bf16 has no file of its own: OpenVINO compiles the float32 graph with bf16 inference precision, on CPUs.
     GraphForm("model.onnx", "bf16", "cpu", "sk-deploy export MODEL --out BUNDLE"),
 )
-#: Precisions that run another precision's graph in other arithmetic, on a GPU only: ``tf32`` is the fp32 graph
-#: with TensorFloat-32 matmuls and convolutions (NVIDIA tensor cores, Ampere on). ``fp32`` itself is IEEE fp32
-#: everywhere: every GPU backend turns TF32 off for it (PyTorch, ONNX Runtime and TensorRT default it on).
 #: Each file's own form: the first in GRAPH_FORMS that names it (bf16 is compiled from the fp32 graph's file).
 FILE_FORMS: dict[str, GraphForm] = {form.file: form for form in reversed(GRAPH_FORMS)}
-GPU_PRECISIONS: dict[str, str] = {"tf32": "fp32"}
-PRECISIONS: tuple[str, ...] = (*dict.fromkeys(form.precision for form in GRAPH_FORMS), *GPU_PRECISIONS)
 RAW_FILE = "model.raw.onnx"
 MODEL_FILE = "model.onnx"
 DEVICES = ("cpu", "gpu")
@@ -105,19 +102,14 @@ def form_name(form: GraphForm, table: tuple[GraphForm, ...] = GRAPH_FORMS) -> st
 def graph_forms(precision: str, device: str = "cpu") -> tuple[GraphForm, ...]:
     """The graphs that run ``precision`` on ``device`` (cpu or gpu), preferred first; an unknown precision is
     a BundleError."""
-    if precision not in PRECISIONS:
-        raise BundleError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    graph_precision = GPU_PRECISIONS.get(precision, precision)
-    forms = tuple(f for f in GRAPH_FORMS if f.precision == graph_precision)
+    try:
+        asked = parse_precision(precision)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    # a precision without forms of its own (tf32: arithmetic of GPUs) runs its graph precision's forms
+    forms = tuple(f for f in GRAPH_FORMS if f.precision == asked) or \
+        tuple(f for f in GRAPH_FORMS if f.precision == asked.graph)
     return forms if device == "cpu" else tuple(f for f in forms if f.target != "cpu")
-
-
-def gpu_only_refusal(precision: str, where: str) -> str | None:
-    """The one line refusing a GPU-only precision (tf32) on ``where`` (a CPU backend), or None if it runs."""
-    if precision not in GPU_PRECISIONS:
-        return None
-    return (f"{precision} is TensorFloat-32 arithmetic of NVIDIA GPUs; {where} runs on the CPU, which has none: "
-            f"ask for {GPU_PRECISIONS[precision]}")
 
 
 def graph_form(precision: str, target: str | None = None) -> GraphForm:
@@ -211,8 +203,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, document: Any) -> None:
-    """Write ``document`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    """Write ``document`` as indented strict JSON (non-finite figures as null), atomically."""
+    atomic_write_bytes(path, (dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def check_target(path: str | Path, force: bool = False) -> Path:

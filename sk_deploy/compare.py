@@ -3,8 +3,9 @@ apply a gate.
 
 ``sk-deploy verify`` holds the float32 graphs to PyTorch (``graph.verify``), the precision gates hold FP16/INT8
 graphs to the float32 graph (``precision.accuracy``); both are this, with their own reference, runners and gate.
-A runner takes ``batch_for(dtype)`` (the pictures as a graph of that input dtype takes them: float32 NCHW or
-uint8 NHWC crops) and gives logits; ONNX graphs run through the ONNX Runtime CPU backend the Predictor uses.
+As Polygraphy's comparator, it is handed its runners and builds none: a runner (``Runner``) loads its model when
+entered, says the input form it takes (float32 NCHW or uint8 NHWC crops) and gives logits; the runtime's
+(``sk_deploy.runners``) and the PyTorch module's (``graph.verify``) are built by the caller.
 """
 
 from __future__ import annotations
@@ -27,7 +28,24 @@ DEFAULT_LIMIT = 16
 GENERATED = 8
 
 BatchFor = Callable[[str], np.ndarray]
-Runner = Callable[[BatchFor], np.ndarray]
+
+
+class Runner(Protocol):
+    """What the comparator runs: entering it loads the model (a session, an engine, a network) and leaving it
+    frees it; while entered, ``input_dtype`` is the input it takes (``float32`` NCHW or ``uint8`` NHWC crops),
+    ``max_batch`` the largest batch one call takes (None: any) and ``predict(batch)`` gives float32 logits."""
+
+    @property
+    def input_dtype(self) -> str: ...
+
+    @property
+    def max_batch(self) -> int | None: ...
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class VerifyError(SkDeployError, RuntimeError):
@@ -92,44 +110,13 @@ class Pictures:
         return self._batches[dtype]
 
 
-def torch_runner(model: Any, chunk: int = 8) -> Runner:
-    """A PyTorch module (CPU, float32, eval mode) as a runner over float32 NCHW pictures, in chunks."""
-    import torch
-
-    def run(batch_for: BatchFor) -> np.ndarray:
-        batch = batch_for("float32")
-        with torch.inference_mode():
-            return np.concatenate([model(torch.from_numpy(batch[i:i + chunk])).float().numpy()
-                                   for i in range(0, len(batch), chunk)])
-
-    return run
-
-
-def onnx_runner(path: str | Path, chunk: int = 8) -> Runner:
-    """An ONNX file on ONNX Runtime's CPU backend as a runner; it takes the pictures in its input's form."""
-    from sk_deploy.machine import BackendUnavailable
-    from sk_deploy.runtime.ort_backend import OrtCpuBackend
-
-    def run(batch_for: BatchFor) -> np.ndarray:
-        try:
-            backend = OrtCpuBackend(path)
-        except BackendUnavailable as exc:
-            raise VerifyError(str(exc)) from None
-        with backend:
-            uint8 = backend.session.get_inputs()[0].type == "tensor(uint8)"
-            batch = batch_for("uint8" if uint8 else "float32")
-            try:
-                return np.concatenate([backend.run(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
-            except Exception as exc:  # shape or type mismatch between the pictures and the graph's input
-                first = str(exc).strip().splitlines()[0][:200]
-                raise VerifyError(f"{path}: ONNX Runtime cannot run it ({first})") from None
-
-    return run
-
-
-def ort_logits(path: str | Path, batch_for: BatchFor, chunk: int = 8) -> np.ndarray:
-    """Logits of an ONNX file from ONNX Runtime (CPU); ``batch_for("uint8" | "float32")`` gives its input."""
-    return onnx_runner(path, chunk)(batch_for)
+def logits_of(runner: Runner, batch_for: BatchFor, chunk: int = 8) -> np.ndarray:
+    """Enter ``runner``, run the pictures ``batch_for`` gives in the form it takes, in chunks of ``chunk`` (or its
+    ``max_batch``), and leave it: the logits."""
+    with runner as active:
+        batch = batch_for(active.input_dtype)
+        step = active.max_batch or chunk
+        return np.concatenate([active.predict(batch[i:i + step]) for i in range(0, len(batch), step)])
 
 
 class Gate(Protocol):
@@ -146,6 +133,8 @@ class Comparison:
     agreement: Agreement
     failures: list[str]
     seconds: float = 0.0
+    logits: np.ndarray | None = field(default=None, repr=False)
+    """the compared output itself"""
 
     @property
     def passed(self) -> bool:
@@ -159,16 +148,17 @@ def compare_logits(name: str, reference: np.ndarray, output: np.ndarray, gate: G
     if reference.shape != output.shape:
         raise VerifyError(f"{name}: output shape {output.shape} differs from the reference's {reference.shape}")
     figures = agreement(reference, output)
-    return Comparison(name, figures, gate.failures(figures), seconds)
+    return Comparison(name, figures, gate.failures(figures), seconds, output)
 
 
 def compare_runners(reference: Runner, runners: dict[str, Runner], pictures: Pictures,
                     gate: Callable[[str], Gate]) -> list[Comparison]:
-    """Run ``reference`` and every runner on ``pictures``; compare each with the reference under ``gate(name)``."""
-    expected = reference(pictures.batch)
+    """Run ``reference`` and every runner on ``pictures``, one at a time (each entered, run and left); compare
+    each with the reference under ``gate(name)``."""
+    expected = logits_of(reference, pictures.batch)
     results = []
     for name, runner in runners.items():
         start = time.perf_counter()
-        output = runner(pictures.batch)
+        output = logits_of(runner, pictures.batch)
         results.append(compare_logits(name, expected, output, gate(name), time.perf_counter() - start))
     return results

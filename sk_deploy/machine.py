@@ -206,6 +206,15 @@ def detect_cpu() -> CpuFeatures:
     return found if found.name != "unknown" else CpuFeatures(platform.processor() or "unknown", found.flags)
 
 
+def bf16_refusal(cpu: CpuFeatures) -> str | None:
+    """Why bf16 cannot run on ``cpu`` (one line), or None when it can: bf16 is served only where the CPU computes
+    it natively (``avx512_bf16`` or ``amx_bf16``); emulated, it is slower than float32."""
+    if cpu.native_bf16:
+        return None
+    return (f"bf16 needs a CPU with native bfloat16 ({' or '.join(BF16_FLAGS)}); this one has none ({cpu.describe()}):"
+            " use --precision fp32, or int8 where the bundle has it")
+
+
 def cpu_features(cpuinfo: str | None = None) -> tuple[str, ...]:
     """Which of CPU_FEATURES the CPU has, from the ``flags`` line of /proc/cpuinfo (``cpuinfo``: its text);
     empty where there is no such file (the backends then assume none)."""

@@ -1,11 +1,10 @@
 """Serving settings in a TOML file: what ``sk-deploy tune`` chose, taken by ``sk-deploy serve --config FILE``
 and ``sk-deploy triton-repo --config FILE`` (options given on their command line win over the file).
 
-The file has one table, ``[serving]``, with ``max_batch`` (the largest batch formed; Triton's
-``max_batch_size``), ``max_delay_ms`` (the longest wait for a batch to fill; Triton's
-``max_queue_delay_microseconds``) and ``instances`` (serve's inference threads; Triton's ``instance_group``
-count); any may be left out. A ``[tuned]`` table, when present, records what the choice was measured with and
-is not read back.
+The file has one table, ``[serving]``: the fields of ``settings.serve.ServingFile``, which are serve's own
+``max_batch``, ``max_delay_ms`` and ``instances`` (Triton's ``max_batch_size``, ``max_queue_delay_microseconds``
+and ``instance_group`` count); any may be left out. A ``[tuned]`` table, when present, records what the choice
+was measured with and is not read back.
 """
 
 from __future__ import annotations
@@ -14,12 +13,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from sk_deploy.bundle import atomic_write_bytes
 from sk_deploy.errors import SkDeployError
+from sk_deploy.settings.serve import ServingFile
 
 TABLE = "serving"
-#: each key, its type, and the smallest value it takes
-KEYS: dict[str, tuple[type, float]] = {"max_batch": (int, 1), "max_delay_ms": (float, 0), "instances": (int, 1)}
 
 
 class SettingsError(SkDeployError, ValueError):
@@ -37,22 +37,18 @@ def read_settings(path: str | Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: not TOML ({exc})") from None
     table = document.get(TABLE)
+    keys = ", ".join(ServingFile.model_fields)
     if not isinstance(table, dict):
-        raise SettingsError(f"{path}: no [{TABLE}] table (max_batch, max_delay_ms, instances)")
-    unknown = sorted(set(table) - set(KEYS))
+        raise SettingsError(f"{path}: no [{TABLE}] table ({keys})")
+    unknown = sorted(set(table) - set(ServingFile.model_fields))
     if unknown:
-        raise SettingsError(f"{path}: unknown key(s) in [{TABLE}]: {', '.join(unknown)}; known: {', '.join(KEYS)}")
-    settings: dict[str, Any] = {}
-    for key, value in table.items():
-        kind, least = KEYS[key]
-        wrong_type = not isinstance(value, int if kind is int else int | float)
-        if isinstance(value, bool) or wrong_type:
-            raise SettingsError(f"{path}: [{TABLE}] {key} must be {'an integer' if kind is int else 'a number'}, "
-                                f"got {value!r}")
-        if value < least:
-            raise SettingsError(f"{path}: [{TABLE}] {key} must be at least {least:g}, got {value!r}")
-        settings[key] = kind(value)
-    return settings
+        raise SettingsError(f"{path}: unknown key(s) in [{TABLE}]: {', '.join(unknown)}; known: {keys}")
+    try:
+        settings = ServingFile.model_validate(table, strict=True)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise SettingsError(f"{path}: [{TABLE}] {error['loc'][0]}: {error['msg']}, got {error['input']!r}") from None
+    return settings.model_dump(include=settings.model_fields_set)
 
 
 def _value(value: Any) -> str:
@@ -64,7 +60,8 @@ def _value(value: Any) -> str:
 def settings_toml(settings: dict[str, Any], tuned: dict[str, Any] | None = None, comment: str = "") -> str:
     """The file's text: ``[serving]`` with ``settings`` and, when given, ``[tuned]`` with scalar figures."""
     lines = [f"# {line}" for line in comment.splitlines()] + [f"[{TABLE}]"]
-    lines += [f"{key} = {_value(settings[key])}" for key in KEYS if key in settings]
+    lines += [f"{key} = {_value(value)}" for key, value in ServingFile(**settings).model_dump().items()
+              if key in settings]
     if tuned:
         lines += ["", "[tuned]"] + [f"{key} = {_value(value)}" for key, value in tuned.items() if value is not None]
     return "\n".join(lines) + "\n"

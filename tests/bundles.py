@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle
-from sk_deploy.models import create_model, get_spec
+from sk_deploy.graph.pipeline import export_bundle
+from sk_deploy.models import create_model, get_spec, list_models
+from sk_deploy.settings.graph import ExportSettings
 from tests.graph.conftest import calibrate_bn
 
 SIZE = 64
@@ -23,10 +24,25 @@ def realistic_bundle(name: str, folder: Path, size: int = SIZE, fuse_preprocess:
     model = calibrate_bn(create_model(name), (get_spec(name).input_size[0], size, size))
     weights = folder / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
-    request = ExportRequest(model=name, out=folder / f"{name}-bundle", weights=weights, input_size=(size, size),
+    request = ExportSettings(model=name, out=folder / f"{name}-bundle", weights=weights, input_size=(size, size),
                             fuse_preprocess=fuse_preprocess, verify=False)
     bundle, _ = export_bundle(request)
     return bundle
+
+
+def one_model_per_design() -> list[str]:
+    """The shallowest registered model of each design: within a design the networks share the builder, the block,
+    its widths and its arguments, and differ only in how many blocks each stage repeats (SKNet-26/50/101,
+    SK-ResNet-18/34). What exporting, cleaning or running one block proves holds for its deeper siblings, at a
+    fraction of the time (SKNet-101 has 33 blocks); a design registered later is in the list by itself."""
+    shallowest: dict[str, str] = {}
+    for name in list_models():
+        spec = get_spec(name)
+        design = repr((spec.build, sorted((k, v) for k, v in spec.kwargs.items() if k != "layers")))
+        kept = shallowest.setdefault(design, name)
+        if sum(spec.kwargs["layers"]) < sum(get_spec(kept).kwargs["layers"]):
+            shallowest[design] = name
+    return list(shallowest.values())
 
 
 class BundleCache:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from sk_deploy.bundle import Bundle
 from tests.bundles import BundleCache
+from tests.servers import ServerProcess, served
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -96,6 +98,16 @@ def make_image(path: Path, size: tuple[int, int] = (320, 240), mode: str = "RGB"
 def generated_jpeg(tmp_path: Path) -> Path:
     """A generated 320x240 JPEG."""
     return make_image(tmp_path / "generated.jpg")
+
+
+@pytest.fixture(scope="session")
+def server(small_bundle: Bundle) -> Iterator[ServerProcess]:
+    """One real ``sk-deploy serve`` for the session, for the tests that need a server but no settings of their own
+    (the service tests, tritonclient's, bench-http's table): the small skresnet18 bundle on ort-cpu (what the
+    tests compare against; openvino has its own server in test_openvino_serve.py) with default batching, a 1 MB
+    body limit and a 1 megapixel limit (so the size and decompression-bomb refusals are cheap to provoke)."""
+    with served(small_bundle.path, "--backend", "ort-cpu", "--max-body-mb", "1", "--max-pixels", "1000000") as process:
+        yield process
 
 
 @pytest.fixture(scope="session")

@@ -14,18 +14,18 @@ from sk_deploy.bench.local_server import LocalServer, ServerError
 ServerProcess = LocalServer
 
 
-def start_server(bundle: Path, *args: str) -> LocalServer:
-    """A ready server for ``bundle``."""
+def start_server(bundle: Path, *args: str, module: str = "sk_deploy") -> LocalServer:
+    """A ready server for ``bundle`` (``module``: the module run as the command line)."""
     try:
-        return LocalServer(bundle, *args).wait_ready()
+        return LocalServer(bundle, *args, module=module).wait_ready()
     except ServerError as exc:
         pytest.fail(str(exc))
 
 
 @contextmanager
-def served(bundle: Path, *args: str) -> Iterator[LocalServer]:
+def served(bundle: Path, *args: str, module: str = "sk_deploy") -> Iterator[LocalServer]:
     """A ready server for ``bundle`` for the length of the block."""
-    server = start_server(bundle, *args)
+    server = start_server(bundle, *args, module=module)
     try:
         yield server
     finally:

@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sk_deploy.bundle import Bundle
-from tests.servers import served
+from tests.servers import ServerProcess
 
 #: no COLUMNS, no TERMINAL_WIDTH: what a pipe, a CI job or a log gets
 ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERMINAL_WIDTH")} | {
@@ -107,14 +106,8 @@ def test_bench_table_and_json(long_bundle: Path, tmp_path: Path) -> None:
         assert out.count("ort-cuda fp32") == 1 and "  ort-cuda fp32: ort-cuda needs an NVIDIA GPU" in out
 
 
-@pytest.fixture(scope="module")
-def server(small_bundle: Bundle) -> Iterator[str]:
-    with served(small_bundle.path, "--max-delay-ms", "0") as running:
-        yield running.url
-
-
-def test_bench_http_table_and_json(server: str) -> None:
-    args = ("bench-http", server, "--concurrency", "1", "--duration-ms", "5000", "--max-requests", "5")
+def test_bench_http_table_and_json(server: ServerProcess) -> None:
+    args = ("bench-http", server.url, "--concurrency", "1", "--duration-ms", "5000", "--max-requests", "5")
     whole(piped(*args).stdout, "sizes", "/v1/classify: closed-loop clients")
     report = json.loads(piped(*args, "--json").stdout)
     assert report["steps"][0]["requests"] == 5

@@ -17,11 +17,20 @@ from sk_deploy.cli import app
 from sk_deploy.compare import generated_images
 from sk_deploy.evaluate import RANDOM_NOTE, evaluate_bundle, read_label_csv
 from sk_deploy.images import load_batch
+from sk_deploy.machine import probe_machine
 
 
 def _logits(bundle: Bundle, files: list[Path]) -> np.ndarray:
     session = ort.InferenceSession(str(bundle.path / "model.onnx"), providers=["CPUExecutionProvider"])
     return session.run(None, {bundle.input_name: load_batch(files, bundle.preprocess)})[0]
+
+
+def strict_json(text: str) -> dict:
+    """``text`` parsed as RFC 8259 JSON: NaN and Infinity are errors."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def _ranked(row: np.ndarray) -> list[int]:
@@ -49,10 +58,17 @@ def test_csv_labels_against_a_hand_computation(bundle: Bundle, tmp_path: Path) -
     csv.write_text("file,class\n" + "".join(f"img{i}.png, {c}\n" for i, c in enumerate(labels)))
 
     report = evaluate_bundle(bundle, photos, csv)
-    (row,) = report.rows
+    # every backend that runs here, at every precision it serves of the bundle (fp32 only: no other graph)
+    row, openvino = report.rows
     assert (row.file, row.precision, row.backend) == ("model.onnx", "fp32", "ort-cpu")
     assert (row.top1, row.top5) == (3 / 6, 4 / 6)
     assert row.agreement.top1_agreement == 1.0 and row.agreement.max_abs == 0.0
+    assert (openvino.file, openvino.precision, openvino.backend) == ("model.onnx", "fp32", "openvino")
+    assert openvino.agreement.cosine_min > 0.9999
+    not_run = {(s["backend"], s["precision"]): s["reason"] for s in report.skipped}
+    assert not_run[("ort-cuda", None)] == "no CUDA GPU here"
+    if not probe_machine().cpu.native_bf16:  # bf16 is refused, and says why
+        assert not_run[("openvino", "bf16")].startswith("bf16 needs a CPU with native bfloat16")
     recorded = Bundle.open(bundle.path).stage("evaluate")
     assert recorded["labelled"] and recorded["accuracy_meaningful"] and recorded["rows"][0]["top1"] == 0.5
 
@@ -72,7 +88,11 @@ def test_folder_per_class_and_the_cli(bundle: Bundle, tmp_path: Path) -> None:
     top5 = np.mean([c in t[:5] for t, c in zip(top, truth, strict=True)])
     result = CliRunner().invoke(app, ["evaluate", str(bundle.path), "--images", str(photos), "--json"])
     assert result.exit_code == 0, result.output
-    row = json.loads(result.output)["rows"][0]
+    row = strict_json(result.stdout)["rows"][0]  # stderr may hold the wait line
+    # model.onnx against itself: no noise, an infinite SQNR, written as null (strict JSON), here and in the manifest
+    assert row["agreement"]["max_abs"] == 0.0 and row["agreement"]["sqnr_db"] is None
+    assert strict_json((bundle.path / "manifest.json").read_text())["stages"]["evaluate"]["rows"][0]["agreement"][
+        "sqnr_db"] is None
     assert (row["top1"], row["top5"]) == (pytest.approx(top1), pytest.approx(top5))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import sys
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from sk_deploy.bench.stats import summarize  # noqa: E402
 from sk_deploy.bench.timing import cuda_event_times, wall_times  # noqa: E402
 from sk_deploy.graph.export import export_onnx  # noqa: E402
 from sk_deploy.graph.passes import optimize  # noqa: E402
+from sk_deploy.jsonout import dumps  # noqa: E402
 from sk_deploy.models.reference import build_reference  # noqa: E402
 
 
@@ -143,7 +143,7 @@ def main() -> None:
         "iters": args.iters, "warmup": args.warmup, "rows": rows, "notes": notes,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_baselines.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "gpu_baselines.json").write_text(dumps(report, indent=2) + "\n")
     lines = [f"# GPU baselines: {args.model} on {report['machine']['gpu']}", "",
              f"Reproduce: `{report['command']}` ({report['date']}; torch {torch.__version__}, CUDA "
              f"{torch.version.cuda}; random weights, 224x224; {args.iters} timed runs after {args.warmup} warm-up)",

@@ -37,11 +37,13 @@ from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
 from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bundle import tool_versions  # noqa: E402
 from sk_deploy.compare import ort_logits  # noqa: E402
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
+from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.metrics import agreement  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
 from sk_deploy.precision.mixed import FLOATS, elem_types, float32_islands  # noqa: E402
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle  # noqa: E402
+from sk_deploy.precision.pipeline import quantize_bundle  # noqa: E402
+from sk_deploy.settings.graph import ExportSettings  # noqa: E402
+from sk_deploy.settings.precision import QuantizeSettings  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,8 +102,9 @@ def main() -> None:
         work = Path(tmp)
         bundle_dir = work / "bundle"
         print(f"exporting {args.model} at {args.size}", flush=True)
-        bundle, _ = export_bundle(ExportRequest(model=args.model, out=bundle_dir, input_size=(args.size, args.size),
-                                                calibrate_bn=args.bn_images, verify=False))
+        bundle, _ = export_bundle(ExportSettings(model=args.model, out=bundle_dir, input_size=(args.size, args.size),
+                                                images=args.bn_images,
+                                                 recompute_bn=args.bn_images is not None, verify=False))
         spec = bundle.preprocess
         split = split_images(list_images(args.calib), args.calib_size, args.holdout_size)
         calib = np.concatenate(list(ImageBatches(split.calibration, "x", spec).arrays()))
@@ -113,8 +116,8 @@ def main() -> None:
         for high in ("fp32", "fp16"):
             print(f"sk-deploy quantize: int8 tensorrt, --high-precision {high}", flush=True)
             start = time.perf_counter()
-            result = quantize_bundle(QuantizeRequest(bundle=bundle_dir, precision="int8", target="tensorrt",
-                                                     calib=args.calib, calib_size=args.calib_size,
+            result = quantize_bundle(QuantizeSettings(bundle=bundle_dir, precision="int8", target="tensorrt",
+                                                     images=args.calib, calib_size=args.calib_size,
                                                      holdout_size=args.holdout_size, high_precision=high,
                                                      gate=False))
             name = f"sk-deploy (minmax, {high} elsewhere)"

@@ -36,8 +36,7 @@ from sk_deploy.bench.machine import describe_machine, load_average  # noqa: E402
 from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.timing import interleaved_calls  # noqa: E402
 from sk_deploy.bundle import Bundle  # noqa: E402
-from sk_deploy.runtime.availability import BackendUnavailable, import_openvino  # noqa: E402
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu  # noqa: E402
+from sk_deploy.machine import BackendUnavailable, bf16_refusal, detect_cpu, import_openvino  # noqa: E402
 from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions, precision_name  # noqa: E402
 from sk_deploy.runtime.predictor import Predictor  # noqa: E402
 
@@ -61,26 +60,30 @@ ROWS = {
 
 def prepare_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     """SKNet-50 at 224 with realistic activations and its two INT8 graphs, exported into ``out``."""
-    from sk_deploy.graph.pipeline import ExportRequest, export_bundle
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.graph.pipeline import export_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
+    from sk_deploy.settings.graph import ExportSettings
+    from sk_deploy.settings.precision import QuantizeSettings
 
     print("exporting sknet50 (BatchNorm statistics on photos)...", flush=True)
-    bundle, _ = export_bundle(ExportRequest(model="sknet50", out=out, calibrate_bn=args.bn_images, verify=False))
+    bundle, _ = export_bundle(ExportSettings(model="sknet50", out=out, images=args.bn_images,
+                                             recompute_bn=args.bn_images is not None, verify=False))
     for target in ("cpu", "tensorrt"):
         print(f"int8 graph for {target}...", flush=True)
-        quantize_bundle(QuantizeRequest(bundle=bundle.path, precision="int8", target=target, calib=args.calib,
+        quantize_bundle(QuantizeSettings(bundle=bundle.path, precision="int8", target=target, images=args.calib,
                                         calib_size=128, holdout_size=64, gate=False))
     return Bundle.open(bundle.path)
 
 
 def add_bf16_gate(bundle: Bundle, calib: Path | None) -> None:
     """``sk-deploy quantize --precision bf16`` when the bundle has no bf16 figures and the CPU can run it."""
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
+    from sk_deploy.settings.precision import QuantizeSettings
 
     if "bf16" in bundle.manifest["stages"].get("precision", {}) or bf16_refusal(detect_cpu()):
         return
     print("bf16 gate against fp32 on held-out photos...", flush=True)
-    quantize_bundle(QuantizeRequest(bundle=bundle.path, precision="bf16", calib=calib, holdout_size=64, gate=False))
+    quantize_bundle(QuantizeSettings(bundle=bundle.path, precision="bf16", images=calib, holdout_size=64, gate=False))
 
 
 def open_rows(bundle: Bundle, threads: int) -> tuple[dict[str, Any], dict[str, str], dict[str, dict[str, Any]]]:

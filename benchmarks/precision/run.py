@@ -31,9 +31,11 @@ from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
 from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.timing import interleaved  # noqa: E402
 from sk_deploy.bundle import tool_versions  # noqa: E402
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
+from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle  # noqa: E402
+from sk_deploy.precision.pipeline import quantize_bundle  # noqa: E402
+from sk_deploy.settings.graph import ExportSettings  # noqa: E402
+from sk_deploy.settings.precision import QuantizeSettings  # noqa: E402
 
 TIMED = ("model.onnx", "model.int8-cpu.onnx", "model.int8.onnx")
 
@@ -55,13 +57,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sk-deploy-precision-") as tmp:
         bundle_dir = Path(tmp) / "bundle"
         print(f"exporting {args.model} with BatchNorm statistics from {args.bn_images}", flush=True)
-        bundle, _ = export_bundle(ExportRequest(model=args.model, out=bundle_dir, calibrate_bn=args.bn_images,
+        bundle, _ = export_bundle(ExportSettings(model=args.model, out=bundle_dir, images=args.bn_images,
+                                                 recompute_bn=args.bn_images is not None,
                                                 verify=False))
         accuracy = {}
         for precision, target in (("fp16", "tensorrt"), ("int8", "tensorrt"), ("int8", "cpu")):
             print(f"quantizing: {precision} {target}", flush=True)
-            result = quantize_bundle(QuantizeRequest(
-                bundle=bundle_dir, precision=precision, target=target, calib=args.calib,
+            result = quantize_bundle(QuantizeSettings(
+                bundle=bundle_dir, precision=precision, target=target, images=args.calib,
                 calib_size=args.calib_size, holdout_size=args.holdout_size, method=args.method, gate=False,
             ))
             accuracy[result.file] = {"passed": result.accuracy.passed, "failures": result.accuracy.failures,

@@ -51,8 +51,9 @@ from sk_deploy.bench.machine import describe_machine  # noqa: E402
 from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bench.stats import summarize  # noqa: E402
 from sk_deploy.bundle import Bundle  # noqa: E402
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle  # noqa: E402
+from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.service.memory import resident_bytes  # noqa: E402
+from sk_deploy.settings.graph import ExportSettings  # noqa: E402
 
 CLIENTS = 32
 GONE = "disconnect mid-body"
@@ -294,7 +295,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.bundle is None:
             print(f"exporting {args.model}...", flush=True)
-            bundle, _ = export_bundle(ExportRequest(model=args.model, out=Path(tmp) / args.model, verify=False,
+            bundle, _ = export_bundle(ExportSettings(model=args.model, out=Path(tmp) / args.model, verify=False,
                                                     input_size=(args.input_size, args.input_size)))
         else:
             bundle = Bundle.open(args.bundle)

@@ -70,7 +70,7 @@ def main() -> None:
         "over_python_start_s": {name: m - base for name, m in medians.items()},
     }
     options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "startup.json").write_text(json.dumps(report, indent=2) + "\n")
+    (options.out / "startup.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     lines = [f"# Command-line start-up ({options.rounds} interleaved rounds, medians)", "",
              f"Command: `{report['command']}`  ", f"Machine: {report['machine']['cpu']}, "
              f"{report['machine']['cores']} cores; Python {report['machine']['python']}; "

@@ -43,8 +43,7 @@ from sk_deploy.bench.machine import describe_machine, describe_short, machine_sl
 from sk_deploy.bench.plots import PlotsUnavailable, write_plots  # noqa: E402
 from sk_deploy.bench.report import build_http_report, build_report, http_markdown, to_markdown  # noqa: E402
 from sk_deploy.bundle import atomic_write_bytes, atomic_write_json  # noqa: E402
-from sk_deploy.runtime.availability import openvino_version, probe_machine  # noqa: E402
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu  # noqa: E402
+from sk_deploy.machine import bf16_refusal, detect_cpu, openvino_version, probe_machine  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 MODES = {
@@ -70,15 +69,18 @@ def prepare_bundle(model: str, folder: Path, mode: dict[str, Any], args: argpars
                    gpu_trt: bool, notes: list[str]) -> tuple[Any, dict[str, Any]]:
     """Export ``model`` and add its precision graphs (and engines on a GPU with TensorRT); the bundle and what
     each step measured (seconds, INT8 accuracy against float32)."""
-    from sk_deploy.graph.pipeline import ExportRequest, export_bundle
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.graph.pipeline import export_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
+    from sk_deploy.settings.graph import ExportSettings
+    from sk_deploy.settings.precision import QuantizeSettings
 
     info: dict[str, Any] = {}
     photos = args.bn_images if args.bn_images.is_dir() else None
     if photos is None:
-        notes.append(f"{model}: no photos at {args.bn_images}: exported without --calibrate-bn (random activations)")
+        notes.append(f"{model}: no photos at {args.bn_images}: exported without --recompute-bn (random activations)")
     started = time.perf_counter()
-    bundle, _ = export_bundle(ExportRequest(model=model, out=folder / model, calibrate_bn=photos, verify=False))
+    bundle, _ = export_bundle(ExportSettings(model=model, out=folder / model, images=photos,
+                                             recompute_bn=photos is not None, verify=False))
     info["export_s"] = round(time.perf_counter() - started, 1)
     wanted = [("int8", "cpu")]
     if gpu_trt:
@@ -94,9 +96,9 @@ def prepare_bundle(model: str, folder: Path, mode: dict[str, Any], args: argpars
             continue
         log(f"{model}: {precision} graph for {target}")
         started = time.perf_counter()
-        result = quantize_bundle(QuantizeRequest(
+        result = quantize_bundle(QuantizeSettings(
             bundle=bundle.path, precision=precision, target=target,
-            calib=args.calib if precision != "fp16" and args.calib.is_dir() else None,
+            images=args.calib if precision != "fp16" and args.calib.is_dir() else None,
             calib_size=mode["calib"], holdout_size=mode["holdout"], gate=False))
         key = "bf16" if precision == "bf16" else result.file
         info["precision"][key] = {"seconds": round(time.perf_counter() - started, 1),
@@ -163,8 +165,9 @@ def service_load(bundle: Any, mode: dict[str, Any], images: Path | None) -> dict
                               on_step=lambda s: log(f"  {s.concurrency} clients: {s.requests_per_s:.1f} requests/s"))
         except (LoadError, ServerError) as exc:
             return {"skipped": f"load failed: {exc}; server output: {server.output[-500:]}"}
-        report = build_http_report(config, steps, len(payloads), f"sk-deploy bench-http {server.url} --concurrency "
-                                   f"{','.join(map(str, config.concurrency))} --duration {config.duration_s:g}")
+        command = (f"sk-deploy bench-http {server.url} --concurrency {','.join(map(str, config.concurrency))} "
+                   f"--duration-ms {config.duration_s * 1000:g}")
+        report = build_http_report(config, steps, len(payloads), command)
         report["served"] = {"model": bundle.manifest["model"]["name"],
                             "command": shlex.join(["sk-deploy", *server.args])}
         return report
@@ -202,7 +205,7 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated models instead of the mode's")
     parser.add_argument("--budget-minutes", type=float, help="stop starting new steps after this (default: mode's)")
     parser.add_argument("--bn-images", type=Path, default=SHARED / "imagenet-samples",
-                        help="photos for BatchNorm statistics (export --calibrate-bn)")
+                        help="photos for BatchNorm statistics (export --images DIR --recompute-bn)")
     parser.add_argument("--calib", type=Path, default=SHARED / "imagenet-val-1300", help="photos for INT8 calibration")
     parser.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile rows for every model, or none (default: sknet50's in full mode, none in "

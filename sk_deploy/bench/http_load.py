@@ -255,7 +255,7 @@ def run_sweep(config: LoadConfig, payloads: list[Payload], ready_timeout_s: floa
     if not config.concurrency or min(config.concurrency) < 1:
         raise LoadError("concurrency levels must be 1 or more")
     if config.max_requests < 1 or config.duration_s <= 0:
-        raise LoadError("each step needs a positive --duration and --max-requests")
+        raise LoadError("each step needs a positive --duration-ms and --max-requests")
     check_url(config.url, config.allow_remote)
     results = [] if results is None else results
     asyncio.run(_sweep(config, payloads, ready_timeout_s, on_start, on_step, results))

@@ -26,64 +26,33 @@ from typing import Any
 
 import numpy as np
 
+from sk_deploy.backends import BACKENDS, bench_variants, default_bench_backends
+from sk_deploy.backends import BASELINE as BASELINE_BACKEND
 from sk_deploy.bench.machine import load_average
 from sk_deploy.bench.stats import LatencyStats, per_second, summarize
 from sk_deploy.bench.timing import peak_rss_mb, reset_peak_rss, timed_loop, warm_up
-from sk_deploy.bundle import GPU_PRECISIONS, Bundle
+from sk_deploy.bundle import Bundle
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import BackendUnavailable, Machine, probe_machine
-from sk_deploy.runtime.predictor import PRECISIONS, Predictor
+from sk_deploy.precisions import PRECISIONS
+from sk_deploy.runtime.predictor import Predictor
 
 
 class BenchError(SkDeployError, ValueError):
     """A benchmark that cannot be set up as asked (unknown backend, bad batch size); meant for a person."""
 
 
-@dataclass(frozen=True)
-class Variant:
-    """What a benchmark backend name runs: a Predictor backend and its options, or one fixed bundle file."""
-
-    predictor: str
-    about: str
-    opt_in: bool = False
-    cuda_graph: bool = False
-    compile: str | None = None
-    file: str | None = None
-    file_precisions: tuple[str, ...] = ("fp32",)
-
-
-VARIANTS: dict[str, Variant] = {
-    "torch": Variant("torch", "PyTorch eager, the network the bundle came from; fp32 is the baseline"),
-    "torch-compile": Variant("torch", "torch.compile (mode default) of that network; compiles once per batch size, "
-                             "minutes on a CPU and needs a C compiler there", compile="default", opt_in=True),
-    "ort-cpu": Variant("ort-cpu", "ONNX Runtime CPU on the graph of that precision (model.int8-cpu.onnx for int8)"),
-    "ort-cpu-raw": Variant("ort-cpu", "ONNX Runtime CPU on model.raw.onnx, the exporter's graph before cleanup",
-                           file="model.raw.onnx", opt_in=True),
-    "openvino": Variant("openvino", "OpenVINO on the CPU: fp32 pinned to f32, bf16 (CPUs with native bfloat16), int8 "
-                        "(model.int8.onnx first)"),
-    "openvino-raw": Variant("openvino", "OpenVINO on model.raw.onnx, the graph before cleanup (fp32 or bf16)",
-                            file="model.raw.onnx", opt_in=True, file_precisions=("fp32", "bf16")),
-    "ort-cuda": Variant("ort-cuda", "ONNX Runtime CUDA with IO binding"),
-    "ort-cuda-graph": Variant("ort-cuda", "ONNX Runtime CUDA replaying a captured CUDA graph per batch size",
-                              cuda_graph=True, opt_in=True),
-    "ort-tensorrt": Variant("ort-tensorrt", "ONNX Runtime's TensorRT provider"),
-    "tensorrt": Variant("tensorrt", "the bundle's TensorRT engine of that precision (sk-deploy build)"),
-    "tensorrt-graph": Variant("tensorrt", "the TensorRT engine replayed as one CUDA graph per batch size",
-                              cuda_graph=True, opt_in=True),
-}
-DEFAULT_BACKENDS = tuple(name for name, v in VARIANTS.items() if not v.opt_in)
-BASELINE = ("torch", "fp32")
-#: measured unless asked otherwise: every precision with a graph of its own (tf32, the fp32 graph in TF32
-#: arithmetic on a GPU, is asked for: --precisions fp32,tf32)
-DEFAULT_PRECISIONS = tuple(p for p in PRECISIONS if p not in GPU_PRECISIONS)
-GPU_PREDICTORS = ("tensorrt", "ort-tensorrt", "ort-cuda")
+BASELINE = (BASELINE_BACKEND, "fp32")
+#: measured unless asked otherwise: every precision baked into a graph or compiled from one on the CPU (tf32, the
+#: fp32 graph in TF32 arithmetic on a GPU, is asked for: --precisions fp32,tf32)
+DEFAULT_PRECISIONS = tuple(str(p) for p in PRECISIONS if p.device != "gpu")
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """Which rows to measure and for how long (seconds per row, runs per row at least and at most)."""
 
-    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    backends: tuple[str, ...] = field(default_factory=default_bench_backends)
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
     batches: tuple[int, ...] = (1, 8, 32)
     warmup_s: float = 1.0
@@ -94,9 +63,10 @@ class BenchConfig:
 
     def check(self) -> None:
         """Raise a BenchError naming the first thing that cannot be benchmarked as asked."""
-        unknown = [b for b in self.backends if b not in VARIANTS]
+        variants = bench_variants()
+        unknown = [b for b in self.backends if b not in variants]
         if unknown:
-            raise BenchError(f"unknown backend {unknown[0]!r}; choose from: {', '.join(VARIANTS)}")
+            raise BenchError(f"unknown backend {unknown[0]!r}; choose from: {', '.join(variants)}")
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise BenchError(f"unknown precision {bad[0]!r}; choose from: {', '.join(PRECISIONS)}")
@@ -206,26 +176,27 @@ class Runner:
 
 
 def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, threads: int = 0) -> Runner:
-    """Open ``backend`` (a name in VARIANTS) at ``precision`` on ``bundle`` through the Predictor; a
-    BackendUnavailable (or the backend's own error) when this machine or bundle cannot run it."""
+    """Open ``backend`` (a bench variant of the backend table) at ``precision`` on ``bundle`` through the
+    Predictor; a BackendUnavailable (or the backend's own error) when this machine or bundle cannot run it."""
     from sk_deploy.runtime.openvino_backend import OpenVinoOptions
     from sk_deploy.runtime.ort_backend import OrtOptions
     from sk_deploy.runtime.torch_backend import TorchOptions
 
-    variant = VARIANTS[backend]
+    variant = bench_variants()[backend]
+    spec = BACKENDS[variant.backend]
     if variant.file is not None and precision not in variant.file_precisions:
         raise BackendUnavailable(f"{variant.file} is the float32 export; {backend} runs "
                                  f"{' and '.join(variant.file_precisions)} only")
     predictor = Predictor(
-        bundle, variant.predictor, precision, machine=machine, cuda_graph=variant.cuda_graph, file=variant.file,
+        bundle, variant.backend, precision, machine=machine, cuda_graph=variant.cuda_graph, file=variant.file,
         ort=OrtOptions(threads=threads, cuda_graph=variant.cuda_graph, trt_fp16=precision == "fp16",
                        tf32=precision == "tf32"),
         torch=TorchOptions(fp16=precision == "fp16", compile=variant.compile, tf32=precision == "tf32"),
         openvino=OpenVinoOptions(threads=threads),
     )
-    on_gpu = variant.predictor in GPU_PREDICTORS or (variant.predictor == "torch" and machine.cuda)
+    on_gpu = spec.on_gpu(machine)
     runner = Runner(backend, precision, predictor.file, "cuda" if on_gpu else "cpu", predictor.predict,
-                    predictor.example, predictor.close, torch_rows=variant.predictor == "torch",
+                    predictor.example, predictor.close, torch_rows=spec.runs == "network",
                     extra={"ran": backend + predictor.description.removeprefix(predictor.backend)})
     if on_gpu and predictor.runs_resident:
         runner.resident = predictor.resident

@@ -24,12 +24,14 @@ class ServerError(RuntimeError):
 
 class LocalServer:
     """``sk-deploy serve BUNDLE --host 127.0.0.1 --port 0 ARGS...``; ``url`` once it listens, and with
-    ``--grpc-port`` in ARGS ``grpc_target`` (``127.0.0.1:PORT``, what ``tritonclient.grpc`` takes)."""
+    ``--grpc-port`` in ARGS ``grpc_target`` (``127.0.0.1:PORT``, what ``tritonclient.grpc`` takes). ``module``: the
+    module run as the command line (``python -m MODULE``)."""
 
-    def __init__(self, bundle: str | Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, bundle: str | Path, *args: str, env: dict[str, str] | None = None,
+                 module: str = "sk_deploy") -> None:
         self.args = ["serve", str(bundle), "--host", "127.0.0.1", "--port", "0", *args]
         env = {**(os.environ if env is None else env), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "sk_deploy", *self.args], stdout=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-m", module, *self.args], stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []
         self.url = ""

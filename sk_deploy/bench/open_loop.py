@@ -42,8 +42,8 @@ from sk_deploy.bench.http_load import (
     wait_ready,
 )
 from sk_deploy.bench.stats import LatencyStats, per_second, summarize
+from sk_deploy.settings.bench import ARRIVALS
 
-ARRIVALS = ("constant", "poisson")
 PROTOCOLS = ("http", "grpc")
 DEFAULT_MAX_IN_FLIGHT = 256
 #: drops plus errors allowed at a rate that meets the target, as a share of the requests scheduled

@@ -32,6 +32,8 @@ from sk_deploy.bench.http_load import LoadConfig, Payload, run_sweep
 from sk_deploy.bench.local_server import LocalServer, ServerError
 from sk_deploy.bench.open_loop import RateConfig, RateStep, run_rates
 from sk_deploy.errors import SkDeployError
+from sk_deploy.settings.base import command_words
+from sk_deploy.settings.serve import ServeSettings
 
 
 class TuneError(SkDeployError, ValueError):
@@ -187,9 +189,13 @@ def plan_grid(config: TuneConfig, backend: str, refusal: str | None) -> tuple[li
 
 
 def _server_args(config: TuneConfig, backend: str, candidate: Candidate) -> list[str]:
-    return ["--backend", backend, "--precision", config.precision, "--max-batch", str(candidate.max_batch),
-            "--max-delay-ms", f"{candidate.max_delay_ms:g}", "--instances", str(candidate.instances),
-            "--max-queue", str(config.max_queue), "--drain-ms", "0", "--no-access-log"]
+    """``sk-deploy serve``'s options for a candidate, made from serve's settings model (the bundle and the address
+    are the server's own)."""
+    settings = ServeSettings(target=str(config.bundle), backend=backend, precision=config.precision,
+                             max_batch=candidate.max_batch, max_delay_ms=candidate.max_delay_ms,
+                             instances=candidate.instances, max_queue=config.max_queue, drain_ms=0, access_log=False)
+    return command_words(settings, always=("backend", "precision", "max_batch", "max_delay_ms", "instances",
+                                           "max_queue"))[3:]
 
 
 def _open_loop_step(config: TuneConfig, url: str, payloads: list[Payload], rate: float,

@@ -3,8 +3,10 @@ the package, and ``render`` for what they print.
 
 ``models``/``predict`` (models.py), ``export``/``verify``/``inspect`` (graph.py), ``quantize``/``build``
 (precision.py), ``serve`` (serve.py), ``bench``/``bench-http`` (bench.py), ``tune`` (tune.py),
-``triton-repo``/``prepare`` (deploy.py), ``run``/``evaluate``/``optimize``/``import`` (recipe.py). Every error
-meant for a person is an ``SkDeployError``: one line, exit 1.
+``triton-repo``/``prepare`` (deploy.py), ``run``/``evaluate``/``optimize``/``import`` (recipe.py). Each command's
+options are made from its settings model (``sk_deploy.settings``) by ``options.command``; ``reference`` writes
+docs/reference/ from the same models. Every error meant for a person is an ``SkDeployError``: one line, exit 1;
+a value the options refuse is a usage error: one line, exit 2.
 """
 
 from __future__ import annotations

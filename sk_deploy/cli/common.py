@@ -1,17 +1,21 @@
-"""What every command shares: the typer app, the two consoles, the one-line failure, list options."""
+"""What every command shares: the typer app, the two consoles, the one-line failure, a ``--config`` file."""
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Any
+import threading
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from typer import rich_utils
-from typer._click.core import ParameterSource
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from sk_deploy.errors import SkDeployError
+from sk_deploy.settings.base import Settings
+
+S = TypeVar("S", bound=Settings)
 
 #: the width of what goes to a pipe, a file or a CI log: wide enough that no table is cut; a table takes only the
 #: width of its content, so nothing is padded to it
@@ -28,6 +32,7 @@ class App(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
             rich_utils.MAX_WIDTH = HELP_WIDTH
+        stop_on_sigint()
         command = typer.main.get_command(self)
         try:
             code = command.main(*args, standalone_mode=False, **kwargs)
@@ -41,6 +46,15 @@ class App(typer.Typer):
         except typer.Abort:
             raise _one_line("aborted", 130) from None
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def stop_on_sigint() -> None:
+    """Let SIGINT raise KeyboardInterrupt, as it does by default, also where this process was started with SIGINT
+    ignored: a shell without job control (a script, CI) ignores it in what it starts with ``&``, and Python keeps
+    that at start-up, so Ctrl-C or ``kill -INT`` would not stop ``bench`` or ``tune`` with their partial report.
+    From the main thread only (the one place signal handlers can be set)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _one_line(message: str, code: int) -> SystemExit:
@@ -115,10 +129,6 @@ def _root(
 ) -> None:
     """Deploy attention CNNs (SKNet, SENet): PyTorch -> clean ONNX -> TensorRT / ONNX Runtime -> HTTP."""
 
-#: what a command catches around its work: every error meant for a person (one line, exit 1)
-UserError = SkDeployError
-
-
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one error line for a person and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -130,111 +140,6 @@ def note(message: str, style: str = "yellow", label: str = "note") -> None:
     err_console.print(f"[{style}]{label}:[/] {message}", highlight=False, soft_wrap=True)
 
 
-def split(text: str, what: str, cast: Any = str) -> tuple:
-    """A comma-separated option as a tuple of ``cast`` values; one error line for a bad item."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return tuple(cast(item) for item in items)
-    except ValueError:
-        raise fail(f"{what}: expected comma-separated {cast.__name__} values, got {text!r}") from None
-
-
-#: The shared vocabulary: every option of every command is one of these, with the same meaning everywhere (the
-#: README's "Options" table; tests/test_cli_vocabulary.py holds each command to it). Times are milliseconds and
-#: say so (-ms); lists are one comma-separated value; --precision is fp32 by default or required.
-VOCABULARY: dict[str, str] = {
-    "--access-log": "log every request",
-    "--allow-remote": "allow a host that is not loopback",
-    "--arrivals": "open-loop arrivals: constant or poisson",
-    "--auto-exclude": "keep the fewest most sensitive layers float until the gate passes",
-    "--backend": "one backend (predict, serve: the Predictor's; triton-repo: Triton's)",
-    "--backends": "backends to measure, comma-separated",
-    "--batch-buckets": "batch sizes batches are padded to for a backend capturing CUDA graphs, comma-separated",
-    "--batch-profile": "batch sizes to serve as MIN:OPT:MAX (an engine's optimisation profile)",
-    "--batch-sizes": "batch sizes to measure, comma-separated (1,8,32)",
-    "--build-engine": "auto, always or never build a TensorRT engine",
-    "--body-timeout-ms": "how long a request's body may take to arrive after its headers",
-    "--budget-ms": "the time a whole run may take",
-    "--bundle": "a bundle directory",
-    "--calib-size": "photos of --images to calibrate on",
-    "--concurrency": "numbers of concurrent clients, comma-separated",
-    "--config": "a TOML file of serving settings (from tune); options given on the command line win",
-    "--decode-threads": "threads decoding pictures",
-    "--device": "the PyTorch device (auto, cpu, cuda, cuda:N)",
-    "--drain-ms": "how long a stopping server answers 503 before it stops",
-    "--duration-ms": "timed milliseconds per row or step",
-    "--engine": "a TensorRT engine file of the bundle",
-    "--exclude": "op types or node names to keep float32, comma-separated",
-    "--exporter": "the torch exporter",
-    "--finalists": "tune's best candidates verified over longer steps",
-    "--force": "replace an existing output",
-    "--fuse-preprocess": "the graph takes uint8 NHWC pictures",
-    "--gate": "refuse a graph that misses its accuracy gate",
-    "--gmacs": "count GMACs",
-    "--grpc-port": "port to serve KServe v2 over gRPC on",
-    "--grpc-url": "HOST:PORT of a KServe v2 gRPC endpoint",
-    "--hardware-compat": "which GPUs an engine may run on",
-    "--high-precision": "the type of an int8 graph's non-quantized part: fp16 or fp32",
-    "--holdout-size": "other photos of --images to measure accuracy on",
-    "--header-timeout-ms": "how long a request's headers may take to arrive",
-    "--host": "address to listen on",
-    "--images": "a folder of photos (JPEG/PNG/WebP), searched recursively",
-    "--input-size": "input height and width",
-    "--instance-kind": "Triton instance kind: gpu or cpu",
-    "--instances": "model instances: serve's inference threads, Triton's instance count",
-    "--json": "print JSON",
-    "--labels": "a CSV of FILE,CLASS_INDEX ground-truth labels",
-    "--limit": "photos of --images to use",
-    "--log-level": "uvicorn log level",
-    "--max-abs": "largest allowed absolute logit error",
-    "--max-aspect-ratio": "longest over shortest side of a picture decoded",
-    "--max-batch": "largest batch one run or request batch takes",
-    "--max-body-mb": "largest request body",
-    "--max-connections": "open connections allowed",
-    "--max-delay-ms": "longest wait for a batch to fill",
-    "--max-in-flight": "open-loop requests in flight at most",
-    "--max-pixels": "largest picture decoded",
-    "--max-queue": "pictures allowed to wait",
-    "--max-queue-delay-ms": "Triton's dynamic batcher delay",
-    "--max-requests": "requests per step at most",
-    "--max-runs": "timed runs per row at most",
-    "--method": "calibration method",
-    "--min-cosine": "smallest allowed cosine similarity",
-    "--min-runs": "timed runs per row at least",
-    "--min-top1": "smallest allowed top-1 agreement",
-    "--model": "a registered model name",
-    "--name": "the model's name in Triton",
-    "--opset": "ONNX opset",
-    "--ort-tensorrt": "ONNX Runtime's TensorRT provider in Triton",
-    "--out": "the directory to write",
-    "--p99-ms": "the p99 latency target",
-    "--plots": "draw PNG plots",
-    "--port": "port to listen on",
-    "--precision": "one precision: fp32 (the default), fp16, int8 or tf32 (GPUs: the fp32 graph with TF32)",
-    "--precisions": "precisions to measure, comma-separated",
-    "--preferred-batch-sizes": "Triton's preferred batch sizes, comma-separated",
-    "--preprocess": "the pictures' preprocessing preset (import)",
-    "--pretrained": "the timm checkpoint from the Hugging Face hub",
-    "--protocol": "http or grpc",
-    "--recompute-bn": "recompute BatchNorm statistics on --images before export",
-    "--recompute-bn-count": "photos of --images --recompute-bn uses",
-    "--request-rate": "open-loop request rates (requests/s), comma-separated",
-    "--seed": "the seed of random arrivals",
-    "--set": "recipe keys to override, comma-separated key.path=value pairs (run)",
-    "--target": "the int8 form: auto, tensorrt or cpu",
-    "--threads": "ONNX Runtime intra-op threads",
-    "--timeout-ms": "how long one request may take",
-    "--timing-cache": "TensorRT timing cache file",
-    "--top-k": "classes to show or ask for",
-    "--verify": "check the ONNX files against PyTorch",
-    "--version": "print the version",
-    "--warmup-ms": "warm-up milliseconds per row",
-    "--weights": "a checkpoint file",
-    "--work-dir": "a writable directory for a read-only bundle's copy",
-    "--workspace": "TensorRT builder workspace, GiB",
-}
-
-
 def one_number_profile(text: str | None, option: str = "--batch-profile") -> None:
     """Say what a batch profile of one number means (``8`` is ``8:8:8``: that batch size only), rather than
     letting it pass silently."""
@@ -244,47 +149,22 @@ def one_number_profile(text: str | None, option: str = "--batch-profile") -> Non
              f"1:{n}:{n}) for a range")
 
 
-def warn_renamed(old: str, new: str) -> None:
-    """The one-line deprecation warning of an old option spelling (kept for one release)."""
-    note(f"{old} is deprecated and will be removed in the next release; use {new}", label="warning")
-
-
-def renamed(value: Any, old_value: Any, old: str, new: str, convert: Any = None) -> Any:
-    """The value of an option renamed ``old`` -> ``new``: ``old_value`` (converted) with a warning when the old
-    spelling was given, else ``value``."""
-    if old_value is None or old_value is False:
-        return value
-    warn_renamed(old, new)
-    return convert(old_value) if convert is not None else old_value
-
-
-def items(values: list[str] | None, what: str, default: str = "", cast: Any = str) -> tuple:
-    """A list option, one comma-separated value (``--batch-sizes 1,8,32``); repeating the option still works for
-    one release, with a warning. Empty: ``default``."""
-    values = list(values or ([default] if default else []))
-    if len(values) > 1:
-        note(f"repeating {what} is deprecated and will be removed in the next release; give one comma-separated "
-             f"list: {what} {','.join(values)}", label="warning")
-    return split(",".join(values), what, cast)
-
-
-def file_settings(ctx: typer.Context, path: Any, params: dict[str, tuple[str, ...]]) -> dict[str, Any]:
-    """The serving settings of the ``--config`` file at ``path`` (None: none) for the options not given on the
-    command line (``params``: each settings key -> the command's parameter names for it), said in one line;
-    a bad file is one error line."""
+def with_config(settings: S, names: dict[str, str]) -> S:
+    """``settings`` with the ``[serving]`` values of its ``--config`` file for the options not given on the command
+    line (``names``: each file key -> the command's field), said in one line; a bad file is one error line."""
+    path = settings.config  # type: ignore[attr-defined]
     if path is None:
-        return {}
+        return settings
     from sk_deploy.serving_config import read_settings
 
     try:
-        settings = read_settings(path)
+        values = read_settings(path)
     except SkDeployError as exc:
         from rich.markup import escape
 
         raise fail(escape(str(exc))) from None  # the message names the [serving] table
-    taken = {key: value for key, value in settings.items()
-             if not any(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE for name in params[key])}
+    taken = {key: value for key, value in values.items() if names[key] not in settings.model_fields_set}
     if taken:
         shown = ", ".join(f"{key} {value:g}" for key, value in taken.items())
         err_console.print(f"[dim]from {path}:[/] {shown}", highlight=False, soft_wrap=True)
-    return taken
+    return settings.model_copy(update={names[key]: value for key, value in taken.items()})

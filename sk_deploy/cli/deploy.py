@@ -2,111 +2,56 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
-
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, file_settings, items, note, renamed, waiting
+from sk_deploy.cli.common import err_console, fail, note, waiting, with_config
+from sk_deploy.cli.options import command
+from sk_deploy.errors import SkDeployError
+from sk_deploy.settings.deploy import PrepareSettings, TritonSettings
 
 
-@app.command("triton-repo")
-def triton_repo_command(
-    ctx: typer.Context,
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `sk-deploy export`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model repository directory; the model goes into "
-                                      "OUT/<model>/ (other models there are left alone).")],
-    backend: Annotated[str, typer.Option(help="onnxruntime (platform onnxruntime_onnx, the bundle's ONNX graph), "
-                                         "tensorrt (tensorrt_plan, an engine from `sk-deploy build`) or openvino "
-                                         "(Triton's OpenVINO backend on the CPU, the bundle's ONNX graph).")]
-    = "onnxruntime",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which graph or engine of the bundle; bf16 with "
-                                           "--backend openvino.")] = "fp32",
-    instance_kind: Annotated[str | None, typer.Option(help="Triton instance kind: gpu (KIND_GPU) or cpu (KIND_CPU); "
-                                                      "int8 on cpu takes model.int8-cpu.onnx first (default: cpu "
-                                                      "for openvino, else gpu, said when taken).")] = None,
-    max_batch: Annotated[int | None, typer.Option(help="max_batch_size (default and upper bound: the bundle's "
-                                                  "batch profile maximum, or the engine's).")] = None,
-    preferred_batch_sizes: Annotated[list[str] | None, typer.Option(help="Preferred batch sizes for the dynamic "
-                                                                    "batcher, comma-separated (default none).")]
-    = None,
-    max_queue_delay_ms: Annotated[float, typer.Option(help="How long the dynamic batcher may hold a request to fill "
-                                                      "a batch, in milliseconds.")] = 2.0,
-    instances: Annotated[int, typer.Option(help="Model instances (instance_group count) per GPU, or on the CPU.")]
-    = 1,
-    name: Annotated[str | None, typer.Option(help="Model name in Triton (default: the bundle's model name).")]
-    = None,
-    engine: Annotated[str | None, typer.Option(help="With --backend tensorrt: the engine file of the bundle to "
-                                               "export (default: the first of that precision).")] = None,
-    ort_tensorrt: Annotated[bool, typer.Option(help="With --backend onnxruntime on a GPU: run the graph through ONNX "
-                                               "Runtime's TensorRT provider (precision_mode from --precision).")]
-    = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing OUT/<model>/ directory.")] = False,
-    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of serving settings (table serving: "
-                                                     "max_batch -> max_batch_size, max_delay_ms -> "
-                                                     "max_queue_delay_microseconds, instances -> instance_group "
-                                                     "count; from `sk-deploy tune`); options given here win over "
-                                                     "it.")] = None,
-    device: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --instance-kind.")] = None,
-    preferred_batch: Annotated[list[str] | None, typer.Option(hidden=True, help="Deprecated: "
-                                                              "--preferred-batch-sizes.")] = None,
-    max_queue_delay_us: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: --max-queue-delay-ms.")]
-    = None,
-) -> None:
+@command(TritonSettings)
+def triton_repo_command(settings: TritonSettings) -> None:
     """Write a Triton Inference Server model repository from a bundle: OUT/<model>/config.pbtxt (dynamic batching,
-    instance group, I/O read from the graph), OUT/<model>/1/model.onnx or model.plan, OUT/<model>/labels.txt."""
-    from sk_deploy.deploy.triton import TritonRequest, write_repository
+    instance group, I/O read from the graph), OUT/<model>/1/model.onnx, model.plan or model.py with the bundle,
+    OUT/<model>/labels.txt; with --ensemble, OUT/<model>_preprocess and OUT/<model>_ensemble (pictures in)."""
+    from sk_deploy.deploy.triton import DEFAULT_KINDS, TritonRequest, write_repository
 
-    chosen = file_settings(ctx, config_file, {"max_batch": ("max_batch",),
-                                              "max_delay_ms": ("max_queue_delay_ms", "max_queue_delay_us"),
-                                              "instances": ("instances",)})
-    max_batch = chosen.get("max_batch", max_batch)
-    max_queue_delay_ms = chosen.get("max_delay_ms", max_queue_delay_ms)
-    instances = chosen.get("instances", instances)
-    instance_kind = renamed(instance_kind, device, "--device", "--instance-kind")
-    if instance_kind is None and backend != "openvino":  # Triton's OpenVINO backend runs on KIND_CPU
+    settings = with_config(settings, {"max_batch": "max_batch", "max_delay_ms": "max_queue_delay_ms",
+                                      "instances": "instances"})
+    instance_kind = settings.instance_kind
+    if instance_kind is None and settings.backend not in DEFAULT_KINDS:  # the OpenVINO and Python backends: KIND_CPU
         instance_kind = "gpu"
         note("--instance-kind gpu (the default): KIND_GPU instances; --instance-kind cpu for a Triton without a GPU")
-    sizes_name = "--preferred-batch" if preferred_batch else "--preferred-batch-sizes"
-    preferred = renamed(preferred_batch_sizes, [",".join(preferred_batch)] if preferred_batch else None,
-                        "--preferred-batch", "--preferred-batch-sizes")
-    delay_us = renamed(round(max_queue_delay_ms * 1000), max_queue_delay_us, "--max-queue-delay-us",
-                       "--max-queue-delay-ms")
-    request = TritonRequest(bundle=bundle, out=out, backend=backend, precision=precision, device=instance_kind,
-                            max_batch=max_batch, preferred_batch=items(preferred, sizes_name, cast=int),
-                            max_queue_delay_us=delay_us, instances=instances, name=name, engine=engine,
-                            ort_tensorrt=ort_tensorrt, force=force)
+    request = TritonRequest(bundle=settings.bundle, out=settings.out, backend=settings.backend,
+                            precision=settings.precision, instance_kind=instance_kind, max_batch=settings.max_batch,
+                            preferred_batch_sizes=settings.preferred_batch_sizes,
+                            max_queue_delay_ms=settings.max_queue_delay_ms, instances=settings.instances,
+                            name=settings.name, engine=settings.engine, ort_tensorrt=settings.ort_tensorrt,
+                            force=settings.force, runtime=settings.runtime, ensemble=settings.ensemble,
+                            max_pixels=settings.max_pixels, max_aspect_ratio=settings.max_aspect_ratio,
+                            max_picture_mb=settings.max_picture_mb)
     try:
         with waiting("writing the model repository...") as status:
             result = write_repository(request, progress=lambda message: status.update(f"{message}..."))
-    except UserError as exc:
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
     for warning in result.plan.warnings:
         note(warning, label="warning")
     render.triton_lines(result)
 
 
-@app.command("prepare")
-def prepare_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (in a container: the mounted volume).")],
-    precision: Annotated[str, typer.Option(help="Precision to serve: fp32, fp16 or int8 (the engine to find or "
-                                           "build).")] = "fp32",
-    build_engine: Annotated[str, typer.Option(help="auto (build a TensorRT engine when there is a GPU and TensorRT "
-                                              "and no engine for them), always, or never.")] = "auto",
-    work_dir: Annotated[Path | None, typer.Option(help="Writable directory for a copy of a read-only bundle, "
-                                                  "where the engine is built (a persistent volume keeps it).")]
-    = None,
-) -> None:
+@command(PrepareSettings)
+def prepare_command(settings: PrepareSettings) -> None:
     """Make a bundle ready to serve: check every file, build a TensorRT engine for this GPU if it has none.
     Prints the bundle directory to serve (the image's entrypoint passes it to `sk-deploy serve`)."""
     from sk_deploy.deploy.container import PrepareRequest, prepare
 
-    request = PrepareRequest(bundle=bundle, precision=precision, build=build_engine, work_dir=work_dir)
+    request = PrepareRequest(bundle=settings.bundle, precision=settings.precision, build=settings.build_engine,
+                             work_dir=settings.work_dir)
     try:
         with waiting("preparing the bundle...") as status:
             prepared = prepare(request, progress=lambda message: status.update(f"{message}..."))
-    except UserError as exc:
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
     err_console.print(f"[dim]prepare:[/] {prepared.reason}", highlight=False, soft_wrap=True)
     print(prepared.bundle)

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-
-import typer
+from typing import TYPE_CHECKING
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, err_console, fail, note, waiting
+from sk_deploy.cli.common import err_console, fail, note, waiting
+from sk_deploy.cli.options import command
+from sk_deploy.errors import SkDeployError
+from sk_deploy.settings.models import ModelsSettings, PredictSettings
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-@app.command("models")
-def models_command(
-    gmacs: Annotated[bool, typer.Option(help="Count GMACs (builds each network once, a few seconds).")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-) -> None:
+@command(ModelsSettings)
+def models_command(settings: ModelsSettings) -> None:
     """List the registered networks: parameters, GMACs at the default size, input size, pretrained source."""
     from sk_deploy.models import create_model, get_spec, list_models
     from sk_deploy.models.profile import count_macs, count_params
@@ -27,57 +25,47 @@ def models_command(
     for name in list_models():
         spec = get_spec(name)
         model = create_model(name)
-        macs = f"{count_macs(model, spec.input_size) / 1e9:.2f}" if gmacs else "-"
+        macs = f"{count_macs(model, spec.input_size) / 1e9:.2f}" if settings.gmacs else "-"
         rows.append((name, f"{count_params(model) / 1e6:.2f}M", macs, "x".join(map(str, spec.input_size)),
                      spec.hub_id or "-"))
-    if as_json:
+    if settings.as_json:
         keys = ("name", "params", "gmacs", "input", "pretrained")
         render.as_json([dict(zip(keys, row, strict=True)) for row in rows])
         return
     render.models_table(rows)
 
 
-@app.command("predict")
-def predict_command(
-    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, ...).")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Registered model name (default sknet50); "
-                                               "runs it in PyTorch.")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="Bundle directory: run its graph or engine instead.")] = None,
-    backend: Annotated[str, typer.Option(help="With --bundle: auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, "
-                                         "openvino or torch.")] = "auto",
-    precision: Annotated[str, typer.Option(help="With --bundle: fp32, fp16, int8, bf16 (openvino, on a CPU "
-                                           "with native bfloat16) or tf32 (GPUs).")] = "fp32",
-    weights: Annotated[Path | None, typer.Option(help="Checkpoint: .safetensors, or .pth/.pt/.bin.")] = None,
-    pretrained: Annotated[bool, typer.Option(help="Load the timm checkpoint from the Hugging Face hub.")] = False,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per image.")] = 5,
-    device: Annotated[str, typer.Option(help="PyTorch device: auto, cpu, cuda or cuda:N.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-) -> None:
+@command(PredictSettings)
+def predict_command(settings: PredictSettings) -> None:
     """Classify images and print the top-k labels and probabilities: a model in PyTorch, or a bundle's graph or
     TensorRT engine on the backend --backend names (auto: the fastest this machine can run)."""
     from sk_deploy.labels import imagenet_labels
     from sk_deploy.runtime.classify import top_k as rank
 
+    images, model, bundle, backend, precision = (list(settings.images), settings.model, settings.bundle,
+                                                 settings.backend, settings.precision)
+    weights, pretrained, device = settings.weights, settings.pretrained, settings.device
     if bundle is not None:
         if model is not None or weights is not None or pretrained:
             raise fail("--bundle runs the bundle's own model: leave out --model, --weights and --pretrained")
         logits, info, random_weights = _predict_bundle(images, bundle, backend, precision, device)
     else:
-        if backend != "auto" or precision != "fp32":
+        if backend != "auto" or precision != "auto":
             raise fail("--backend and --precision apply to a bundle: add --bundle DIR (see sk-deploy export)")
         model = model or "sknet50"
         logits, info = _predict_model(images, model, weights, pretrained, device)
         random_weights = weights is None and not pretrained
     if random_weights:
         note(f"{info['model']} has random weights: labels are meaningless")
-    results = rank(logits, top_k, imagenet_labels())
-    if as_json:
-        import json
+    results = rank(logits, settings.top_k, imagenet_labels())
+    if settings.as_json:
         from dataclasses import asdict
+
+        from sk_deploy.jsonout import dumps
 
         payload = [{"image": str(path), **info, "predictions": [asdict(p) for p in ranked]}
                    for path, ranked in zip(images, results, strict=True)]
-        print(json.dumps(payload, indent=2))
+        print(dumps(payload, indent=2))
         return
     for path, ranked in zip(images, results, strict=True):
         # what ran, the file included: model, backend, precision or device, and the graph or engine of the bundle
@@ -93,7 +81,7 @@ def _predict_model(
     try:
         with waiting(f"loading {model}..."):
             logits, target = network_logits(list(images), model, weights, pretrained, device)
-    except UserError as exc:
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
     return logits, {"model": model, "backend": "torch", "device": target}
 
@@ -116,11 +104,12 @@ def _predict_bundle(
         batch = load_batch(list(images), opened.preprocess, uint8_nhwc=predictor.input_spec.dtype == "uint8")
         with predictor:
             logits = predictor.predict(batch)
-    except UserError as exc:
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
     if backend == "auto":
         err_console.print(f"[dim]backend {predictor.backend}: {predictor.reason}[/]", highlight=False,
                           soft_wrap=True)
+    err_console.print(f"[dim]precision {predictor.precision_choice.reason}[/]", highlight=False, soft_wrap=True)
     render.faster_tip(opened, predictor.backend, precision, predictor.machine)
     info = {"model": opened.model_name, "backend": predictor.backend, "precision": predictor.precision,
             "bundle": str(bundle_dir), "file": predictor.file or "(PyTorch network)"}

@@ -6,25 +6,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from sk_deploy.cli import render
-from sk_deploy.cli.common import UserError, app, console, err_console, fail, note, split, waiting
+from sk_deploy.cli.common import console, err_console, fail, note, waiting
+from sk_deploy.cli.options import command
+from sk_deploy.errors import SkDeployError
+from sk_deploy.jsonout import dumps
+from sk_deploy.settings.graph import ImportSettings, OptimizeSettings
+from sk_deploy.settings.recipe import EvaluateSettings, RunSettings
 
 STATUS_STYLE = {"done": "green", "unchanged": "dim", "skipped": "yellow", "failed": "bold red"}
 
 
-@app.command("run")
-def run_command(
-    recipe_file: Annotated[Path, typer.Argument(metavar="RECIPE", help="A recipe (export/*.toml).")],
-    set_values: Annotated[list[str] | None, typer.Option("--set", help="Recipe keys to override, comma-separated "
-                                                         "key.path=value pairs (calibration.count=128,bench.warmup_ms=0"
-                                                         "); may be repeated.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Bundle directory (default: the recipe's `out`, else "
-                                             "bundles/<recipe name>).")] = None,
-) -> None:
+@command(RunSettings)
+def run_command(settings: RunSettings) -> None:
     """Run a recipe: export, verify, quantize per precision, build (TensorRT), evaluate, bench, report; each stage
     skipped when its inputs and settings are unchanged."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -33,11 +28,12 @@ def run_command(
     from sk_deploy.recipe.run import Hooks, RecipeRun, StageResult
     from sk_deploy.recipe.schema import load_recipe, split_sets
 
+    recipe_file = settings.recipe
     try:
-        recipe = load_recipe(recipe_file, [pair for value in set_values or [] for pair in split_sets(value)])
-    except UserError as exc:
+        recipe = load_recipe(recipe_file, [pair for value in settings.set for pair in split_sets(value)])
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
-    target = out or Path(recipe.out or Path("bundles") / recipe_file.stem)
+    target = settings.out or Path(recipe.out or Path("bundles") / recipe_file.stem)
     started = time.perf_counter()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -61,7 +57,7 @@ def run_command(
         run = RecipeRun(recipe, target.resolve(), hooks)
         try:
             results = run.execute()
-        except UserError as exc:
+        except SkDeployError as exc:
             raise fail(str(exc)) from None
     seconds = time.perf_counter() - started
     report_file = target / REPORT_FILES["json"]
@@ -79,33 +75,25 @@ def run_command(
         raise fail(f"{len(run.failed)} stage(s) failed: {', '.join(r.name for r in run.failed)}")
 
 
-@app.command("evaluate")
-def evaluate_command(
-    bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle directory.")],
-    images: Annotated[Path, typer.Option(help="Folder of photos: one folder per class, or any layout with "
-                                         "--labels.")],
-    labels: Annotated[Path | None, typer.Option(help="CSV of FILE,CLASS_INDEX (ImageNet validation style).")]
-    = None,
-    limit: Annotated[int, typer.Option(min=1, help="Labelled photos to use.")] = 1000,
-    backends: Annotated[str, typer.Option(help="Backends to run each graph on, comma-separated (ort-cpu, ort-cuda, "
-                                          "ort-tensorrt, tensorrt).")] = "ort-cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
-) -> None:
+@command(EvaluateSettings)
+def evaluate_command(settings: EvaluateSettings) -> None:
     """Top-1 / top-5 of every graph of a bundle against ground-truth labels, with agreement with float32; into the
     manifest (stages.evaluate)."""
     from rich.table import Table
 
     from sk_deploy.bundle import Bundle
-    from sk_deploy.evaluate import evaluate_bundle
+    from sk_deploy.evaluate import evaluate_bundle, labels_file
 
     try:
-        bundle = Bundle.open(bundle_dir)
-        with waiting(f"evaluating {bundle_dir}..."):
-            report = evaluate_bundle(bundle, images, labels, limit, backends=split(backends, "--backends"))
-    except UserError as exc:
+        bundle = Bundle.open(settings.bundle)
+        labels = labels_file(settings.labels, settings.images)
+        with waiting(f"evaluating {settings.bundle}..."):
+            report = evaluate_bundle(bundle, settings.images, labels, settings.limit,
+                                     backends=settings.backends or None)
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
-    if as_json:
-        console.print_json(json.dumps(report.to_dict()))
+    if settings.as_json:
+        console.print_json(dumps(report.to_dict()))
         return
     accuracy = report.labelled and report.trained
     table = Table(title=f"{report.count} photos of {report.images}", title_justify="left")
@@ -124,23 +112,21 @@ def evaluate_command(
     for message in report.notes:
         note(message)
     for row in report.skipped:
-        note(f"not run here: {row['file']} on {row['backend']}: {row['reason']}")
+        what = " ".join(str(v) for v in (row["precision"], row["file"]) if v) or "every graph"
+        note(f"not run here: {what} on {row['backend']}: {row['reason']}")
 
 
-@app.command("optimize")
-def optimize_command(
-    source: Annotated[Path, typer.Argument(metavar="IN.onnx", help="An ONNX file (any exporter).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The optimised ONNX file to write.")],
-    input_size: Annotated[int, typer.Option(help="Height and width for dynamic spatial axes in the check.")] = 224,
-) -> None:
+@command(OptimizeSettings)
+def optimize_command(settings: OptimizeSettings) -> None:
     """The cleanup and the SK select rewrite on any ONNX file, checked against it in ONNX Runtime on random input;
     every SK block rewritten or skipped with the reason."""
     from sk_deploy.graph.foreign import optimize_file
 
+    source, out = settings.source, settings.out
     try:
         with waiting(f"optimising {source}..."):
-            result = optimize_file(source, out, input_size)
-    except UserError as exc:
+            result = optimize_file(source, out, settings.input_size)
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
     _blocks(result)
     console.print(f"wrote {out}: max abs difference from {source.name} {result.max_abs:.3g} on random input "
@@ -155,26 +141,19 @@ def _blocks(result: object) -> None:
         console.print(f"  {block}: {what}", highlight=False, soft_wrap=True)
 
 
-@app.command("import")
-def import_command(
-    source: Annotated[Path, typer.Argument(metavar="IN.onnx", help="An ONNX classifier (any exporter).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
-    preprocess: Annotated[str, typer.Option(help="The pictures' preprocessing at the graph's input size: "
-                                            "imagenet (mean/std of ImageNet) or inception (0.5/0.5).")]
-    = "imagenet",
-    fuse_preprocess: Annotated[bool, typer.Option(help="model.onnx takes uint8 NHWC pictures and normalises them "
-                                                  "itself.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
-) -> None:
+@command(ImportSettings)
+def import_command(settings: ImportSettings) -> None:
     """Make a bundle from an ONNX file: it is model.raw.onnx (the reference `verify` compares against), its
     optimised form model.onnx; quantize, build, serve and bench then work on it."""
     from sk_deploy.graph.foreign import import_onnx
 
+    source = settings.source
     try:
         with waiting(f"importing {source}..."):
-            bundle, result = import_onnx(source, out, preprocess, fuse_preprocess, force)
-    except UserError as exc:
+            bundle, result = import_onnx(source, settings.out, settings.preprocess, settings.fuse_preprocess,
+                                         settings.force)
+    except SkDeployError as exc:
         raise fail(str(exc)) from None
     _blocks(result)
-    checked = "" if fuse_preprocess else f"; max abs difference from {source.name} {result.max_abs:.3g}"
+    checked = "" if settings.fuse_preprocess else f"; max abs difference from {source.name} {result.max_abs:.3g}"
     console.print(f"wrote bundle {bundle.path}{checked}", highlight=False)

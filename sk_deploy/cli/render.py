@@ -6,9 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from sk_deploy.cli.common import console, err_console
+from sk_deploy.cli.common import console, err_console, waiting
+from sk_deploy.errors import SkDeployError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sk_deploy.bench.tune import Candidate
     from sk_deploy.bundle import Bundle
     from sk_deploy.deploy.triton import TritonResult
     from sk_deploy.graph.verify import VerifyReport
@@ -18,16 +22,18 @@ if TYPE_CHECKING:
 
 
 def as_json(payload: Any) -> None:
-    """``payload`` as indented JSON on stdout (dataclasses as dicts, paths and other objects as strings)."""
+    """``payload`` as indented strict JSON on stdout (dataclasses as dicts, paths and other objects as strings,
+    non-finite figures as null)."""
     import dataclasses
-    import json
+
+    from sk_deploy.jsonout import dumps
 
     def encode(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return dataclasses.asdict(value)
         return str(value)
 
-    print(json.dumps(payload, indent=2, default=encode))
+    print(dumps(payload, default=encode, indent=2))
 
 
 def show(table: Table) -> None:
@@ -51,6 +57,27 @@ def faster_tip(bundle: Bundle, backend: str, precision: str, machine: Machine) -
     tip = tip_for(bundle, backend, precision, machine)
     if tip:
         err_console.print(f"[cyan]{tip}[/]", highlight=False, soft_wrap=True)
+
+
+def bf16_gate(bundle: Path, images: Path | None) -> None:
+    """After export: the bf16 gate measured where this CPU computes bfloat16 natively (``--precision auto`` then
+    serves it), one line on stderr either way."""
+    from sk_deploy.precision.pipeline import gate_bf16_where_native
+
+    try:
+        with waiting("measuring the bf16 gate...") as status:
+            result = gate_bf16_where_native(bundle, images,
+                                            lambda message, total: status.update(f"bf16: {message}..."))
+    except SkDeployError as exc:
+        result = f"the bf16 gate could not be measured: {exc}"
+    if isinstance(result, str):
+        err_console.print(f"[dim]{result}[/]", highlight=False, soft_wrap=True)
+        return
+    figures = result.accuracy
+    verdict = "passed: --precision auto serves bf16 here" if figures.passed else \
+        f"failed ({'; '.join(figures.failures)}): --precision auto serves fp32"
+    err_console.print(f"bf16 gate {verdict} (mean cosine {figures.agreement.cosine_mean:.5f} against fp32)",
+                      highlight=False, soft_wrap=True)
 
 
 def models_table(rows: list[tuple[str, ...]]) -> None:
@@ -198,7 +225,45 @@ def triton_lines(result: TritonResult) -> None:
     plan = result.plan
     batching = f"max batch {plan.max_batch}, queue delay {plan.max_queue_delay_us} us" + (
         f", preferred {', '.join(map(str, plan.preferred_batch))}" if plan.preferred_batch else "")
-    plain(f"[green]wrote[/] {result.path}: {plan.platform} from {plan.source}, input {plan.input.name} "
+    runs = plan.platform or f"backend {plan.triton_backend}"
+    source = (f"the bundle (sk-deploy's Predictor, {plan.parameters['runtime']} {plan.parameters['precision']})"
+              if plan.triton_backend == "python" else plan.source)
+    plain(f"[green]wrote[/] {result.path}: {runs} from {source}, input {plan.input.name} "
           f"{plan.input.data_type} {list(plan.input.dims)}, output {plan.output.name} {plan.output.data_type} "
           f"{list(plan.output.dims)}, {batching}, {plan.instances} x {plan.kind}")
+    if result.ensemble:
+        plain(f"[green]wrote[/] {', '.join(str(path) for path in result.ensemble)}: encoded pictures (BYTES) in, "
+              f"decoded on the Python backend, then {plan.name}")
     plain(f"serve it: tritonserver --model-repository={result.path.parent}")
+
+
+class TuneLines:
+    """``tune``'s progress on stderr: a line per candidate started, its figures when done, each finalist held."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+
+    def start(self, candidate: Candidate, index: int, count: int) -> None:
+        """A candidate started."""
+        err_console.print(f"[dim][{index}/{count}][/] {candidate.label}...", highlight=False)
+
+    def verify(self, candidate: Candidate) -> None:
+        """A finalist held at its rate."""
+        err_console.print(f"[dim]finalist:[/] {candidate.label}, held at {candidate.sustained_per_s:.1f}/s for "
+                          f"{self.hold_s:g} s...", highlight=False)
+
+    def done(self, candidate: Candidate) -> None:
+        """A candidate's (or a finalist's) figures."""
+        if candidate.verify_tried:
+            held = candidate.verified
+            err_console.print("  " + (f"holds {held.rate:.1f}/s, p99 {held.latency.p99:.1f} ms" if held and held.latency
+                                      else candidate.reason or "no rate held"), highlight=False)
+            return
+        if candidate.status != "ok":
+            err_console.print(f"  [red]{candidate.status}[/]: {candidate.reason}", highlight=False, soft_wrap=True)
+            return
+        best = candidate.sustained
+        figures = (f"sustains {best.rate:.1f}/s, p99 {best.latency.p99:.1f} ms" if best and best.latency
+                   else candidate.reason)
+        err_console.print(f"  capacity {candidate.capacity_per_s:.1f}/s closed loop; {figures} "
+                          f"({candidate.seconds:.0f} s)", highlight=False)

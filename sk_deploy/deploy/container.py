@@ -17,16 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sk_deploy.bundle import MODEL_FILE, PRECISIONS, Bundle, BundleError, staging
+from sk_deploy.backends import backend
+from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, staging
 from sk_deploy.engines.compat import fitting_engine as engine_for
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import Machine, probe_machine
-
-BUILD_MODES = ("auto", "always", "never")
+from sk_deploy.precisions import PRECISIONS, Precision
+from sk_deploy.settings.base import defaults
+from sk_deploy.settings.deploy import BUILD_MODES, PrepareSettings
 
 
 class PrepareError(SkDeployError, RuntimeError):
     """A bundle that cannot be made ready to serve; the message is meant for a person."""
+
+
+#: the command's defaults, from its settings model
+PREPARE = defaults(PrepareSettings)
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,8 @@ class PrepareRequest:
     """What the entrypoint asks for: the mounted bundle, the precision to serve and whether to build an engine."""
 
     bundle: Path
-    precision: str = "fp32"
-    build: str = "auto"
+    precision: str = PREPARE["precision"]
+    build: str = PREPARE["build_engine"]
     work_dir: Path | None = None
 
 
@@ -100,9 +106,9 @@ def prepare(
     bundle.graph(request.precision, "gpu" if machine.cuda else "cpu", " to serve")  # serve would fail without it
     if request.build == "never":
         return Prepared(bundle.path, None, False, "engine builds are off (never): the server uses what the bundle has")
-    if request.precision == "bf16":
-        return Prepared(bundle.path, None, False, "bf16 is a CPU precision (OpenVINO on a CPU with native bfloat16): "
-                        "no engine to build")
+    if request.precision not in backend("tensorrt").precisions:
+        return Prepared(bundle.path, None, False, f"{request.precision} is not an engine precision "
+                        f"({Precision(request.precision).facts.about}): no engine to build")
     if request.build == "always" and (not machine.cuda or machine.tensorrt_version is None):
         missing = "no CUDA GPU" if not machine.cuda else f"{machine.gpu_name} but no TensorRT"
         raise PrepareError(f"--build-engine always: cannot build a TensorRT engine here ({missing}); use auto or "

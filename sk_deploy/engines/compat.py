@@ -14,8 +14,6 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import Machine
 
-HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
-
 
 class EngineMismatch(SkDeployError, RuntimeError):
     """An engine built for another TensorRT version or GPU; the message says how to rebuild."""

@@ -21,8 +21,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PRECISIONS = ("INT8", "FP8", "FP16", "BF16", "FP32")
-_RANK = {p: i for i, p in enumerate(PRECISIONS)}
+#: TensorRT's own layer precisions, as an engine's inspector names them (not sk-deploy's precisions)
+LAYER_PRECISIONS = ("INT8", "FP8", "FP16", "BF16", "FP32")
+_RANK = {p: i for i, p in enumerate(LAYER_PRECISIONS)}
 # TensorRT 11 DataType names and the words of TensorRT 10's format strings, to one precision name each
 _TYPE_WORDS = {
     "int8": "INT8", "fp8": "FP8", "half": "FP16", "fp16": "FP16", "bfloat16": "BF16", "bf16": "BF16",
@@ -55,7 +56,7 @@ class PrecisionSummary:
     def line(self) -> str:
         """One line for a person: layer and compute shares of each precision present."""
         parts = [f"{p} {self.layer_share[p]:.0%} of layers / {self.compute_share[p]:.0%} of compute"
-                 for p in PRECISIONS if self.counts.get(p)]
+                 for p in LAYER_PRECISIONS if self.counts.get(p)]
         return f"{self.layers} layers: " + ", ".join(parts or ["no typed layer"])
 
 
@@ -104,8 +105,8 @@ def summarize(information: str | dict[str, Any]) -> PrecisionSummary:
     if layers and not all(isinstance(layer, dict) for layer in layers):
         raise InspectionError("the engine carries layer names only: build it with ProfilingVerbosity.DETAILED "
                               "to read its precision")
-    counts = {p: 0 for p in PRECISIONS}
-    compute = {p: 0.0 for p in PRECISIONS}
+    counts = {p: 0 for p in LAYER_PRECISIONS}
+    compute = {p: 0.0 for p in LAYER_PRECISIONS}
     fp32: list[tuple[float, str]] = []
     unknown = 0
     for layer in layers:
@@ -123,8 +124,8 @@ def summarize(information: str | dict[str, Any]) -> PrecisionSummary:
     return PrecisionSummary(
         layers=len(layers),
         counts={p: n for p, n in counts.items() if n},
-        layer_share={p: round(counts[p] / typed, 4) if typed else 0.0 for p in PRECISIONS},
-        compute_share={p: round(compute[p] / total, 4) if total else 0.0 for p in PRECISIONS},
+        layer_share={p: round(counts[p] / typed, 4) if typed else 0.0 for p in LAYER_PRECISIONS},
+        compute_share={p: round(compute[p] / total, 4) if total else 0.0 for p in LAYER_PRECISIONS},
         unknown_layers=unknown,
         float32_layers=[name for _, name in sorted(fp32, reverse=True)[:10]],
     )

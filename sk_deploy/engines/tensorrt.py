@@ -15,30 +15,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sk_deploy.bundle import PRECISIONS, Bundle, BundleError, MissingGraph, atomic_path, atomic_write_bytes, sha256_file
-from sk_deploy.engines.compat import HARDWARE_COMPAT, engine_file_name
+from sk_deploy.backends import backend
+from sk_deploy.bundle import Bundle, BundleError, MissingGraph, atomic_path, atomic_write_bytes, sha256_file
+from sk_deploy.engines.compat import engine_file_name
 from sk_deploy.engines.inspect import InspectionError, PrecisionSummary, check_requested, summarize
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import import_tensorrt, require_cuda
+from sk_deploy.settings.base import defaults
+from sk_deploy.settings.precision import HARDWARE_COMPAT, BuildSettings
 
-#: What an engine is built at: the bundle's precisions less bf16, which only OpenVINO runs (on CPUs).
-ENGINE_PRECISIONS = tuple(p for p in PRECISIONS if p != "bf16")
+#: What an engine is built at: the precisions the backend table's tensorrt entry runs.
+ENGINE_PRECISIONS = tuple(str(p) for p in backend("tensorrt").precisions)
 
 
 class BuildError(SkDeployError, RuntimeError):
     """An engine that cannot be built (bad request, a graph TensorRT cannot parse); meant for a person."""
 
 
+#: the command's defaults, from its settings model
+BUILD = defaults(BuildSettings)
+
+
 @dataclass(frozen=True)
 class BuildRequest:
-    """What ``sk-deploy build`` was asked for; ``batch`` None takes the bundle's MIN:OPT:MAX."""
+    """What ``sk-deploy build`` was asked for; ``batch_profile`` None takes the bundle's MIN:OPT:MAX."""
 
     bundle: Path
-    precision: str = "fp32"
-    batch: tuple[int, int, int] | None = None
-    workspace_gib: float = 4.0
+    precision: str = BUILD["precision"]
+    batch_profile: tuple[int, int, int] | None = None
+    workspace: float = BUILD["workspace"]
     timing_cache: Path | None = None
-    hardware_compat: str = "none"
+    hardware_compat: str = BUILD["hardware_compat"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,8 @@ def check_request(request: BuildRequest) -> BuildPlan:
     if request.hardware_compat not in HARDWARE_COMPAT:
         raise BuildError(f"unknown hardware compatibility {request.hardware_compat!r}; "
                          f"choose one of: {', '.join(HARDWARE_COMPAT)}")
-    if request.workspace_gib <= 0:
-        raise BuildError(f"workspace must be positive, got {request.workspace_gib} GiB")
+    if request.workspace <= 0:
+        raise BuildError(f"workspace must be positive, got {request.workspace} GiB")
     bundle = Bundle.open(request.bundle)
     try:
         source = bundle.graph(request.precision, "gpu")
@@ -74,7 +81,7 @@ def check_request(request: BuildRequest) -> BuildPlan:
         raise BuildError(f"{bundle.path}: no {exc.forms[0].file} to build the {request.precision} engine from; "
                          f"make it first: {exc.make}") from None
     bundle.check_file(source)
-    batch = request.batch or bundle.batch_profile
+    batch = request.batch_profile or bundle.batch_profile
     if not 1 <= batch[0] <= batch[1] <= batch[2]:
         raise BuildError(f"batch {':'.join(map(str, batch))} must satisfy 1 <= MIN <= OPT <= MAX")
     return BuildPlan(bundle, source, bundle.input_name, bundle.input_shape, batch)
@@ -145,7 +152,7 @@ def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda
     if not parser.parse_from_file(str(plan.bundle.path / plan.source)):
         raise BuildError(parse_errors(parser, plan.source))
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.workspace_gib * (1 << 30)))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.workspace * (1 << 30)))
     if major < 11 and request.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 is weakly typed: precision comes from flags
         if request.precision == "int8":
@@ -194,7 +201,7 @@ def build_engine(request: BuildRequest, progress: Callable[[str], None] = lambda
         gpu={"name": gpu_name, "compute_capability": list(torch.cuda.get_device_capability(0))},
         hardware_compat=request.hardware_compat,
         profile={"input": plan.input_name, "min": plan.batch[0], "opt": plan.batch[1], "max": plan.batch[2]},
-        build_seconds=round(seconds, 1), device_memory=int(memory), workspace_gib=request.workspace_gib,
+        build_seconds=round(seconds, 1), device_memory=int(memory), workspace_gib=request.workspace,
         timing_cache=str(cache_path) if cache_path else None, layer_precision=precision.to_dict(),
     )
     plan.bundle.save()

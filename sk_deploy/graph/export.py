@@ -23,11 +23,9 @@ from torch import nn
 
 from sk_deploy.bundle import atomic_path
 from sk_deploy.errors import SkDeployError
+from sk_deploy.settings.base import MAX_OPSET, MIN_OPSET, OPSET
+from sk_deploy.settings.graph import EXPORTERS
 
-EXPORTERS = ("dynamo", "legacy")
-DEFAULT_OPSET = 18
-MIN_OPSET = 17  # below 13 Softmax flattens its input to 2-D; 17 is the oldest this project tests
-MAX_OPSET = 23
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
@@ -59,7 +57,7 @@ class ExportInfo:
 def check_opset(opset: int) -> int:
     """Refuse opsets outside what this exporter supports."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"opset {opset} is not supported; use {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+        raise ExportError(f"opset {opset} is not supported; use {MIN_OPSET} to {MAX_OPSET} (default {OPSET})")
     return opset
 
 
@@ -81,7 +79,7 @@ def trace_batch_for(input_shape: tuple[int, int, int]) -> int:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' deprecation notes and progress logging (errors still raise)."""
+    """Silence the exporters' warnings about their own API and their progress logging (errors still raise)."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -151,7 +149,7 @@ def export_onnx(
     model: nn.Module,
     input_shape: tuple[int, int, int],
     exporter: Exporter = "dynamo",
-    opset: int = DEFAULT_OPSET,
+    opset: int = OPSET,
 ) -> tuple[onnx.ModelProto, ExportInfo]:
     """Export ``model`` (eval mode) for inputs (N, *input_shape) with a symbolic batch N.
 

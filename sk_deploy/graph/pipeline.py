@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from sk_deploy.bundle import MODEL_FILE, RAW_FILE, Bundle, check_target, sha256_file, staging
+from sk_deploy.compare import image_files
 from sk_deploy.graph.describe import io_description
-from sk_deploy.graph.export import DEFAULT_OPSET, Exporter, ExportError, check_opset, export_onnx, save_model
+from sk_deploy.graph.export import ExportError, check_opset, export_onnx, save_model
 from sk_deploy.graph.passes import optimize
-from sk_deploy.graph.verify import Thresholds, VerifyReport, image_files, verify_bundle
+from sk_deploy.graph.verify import OnnxRunner, VerifyReport, verify_bundle
 from sk_deploy.images import Preprocess
 from sk_deploy.models.reference import build_reference, describe_weights
 from sk_deploy.models.registry import ModelSpec, get_spec
+from sk_deploy.settings.graph import ExportSettings
 
 WEIGHTS_FILE = "weights.safetensors"
 LABELS = {"source": "imagenet-1k", "file": "sk_deploy/data/imagenet_synsets.txt", "classes": 1000}
@@ -32,9 +34,9 @@ LABELS = {"source": "imagenet-1k", "file": "sk_deploy/data/imagenet_synsets.txt"
 class BatchProfile:
     """The batch sizes a deployment should serve: smallest, most common, largest (TensorRT profiles use it)."""
 
-    min: int = 1
-    opt: int = 8
-    max: int = 32
+    min: int
+    opt: int
+    max: int
 
     @classmethod
     def parse(cls, text: str) -> BatchProfile:
@@ -46,28 +48,6 @@ class BatchProfile:
         if not 1 <= low <= opt <= high:
             raise ExportError(f"batch {text!r} must satisfy 1 <= MIN <= OPT <= MAX")
         return cls(low, opt, high)
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    """Everything ``sk-deploy export`` was asked to do."""
-
-    model: str
-    out: Path
-    weights: Path | None = None
-    pretrained: bool = False
-    opset: int = DEFAULT_OPSET
-    exporter: Exporter = "dynamo"
-    batch: BatchProfile = field(default_factory=BatchProfile)
-    input_size: tuple[int, int] | None = None
-    fuse_preprocess: bool = False
-    force: bool = False
-    verify: bool = True
-    images: Path | None = None
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    calibrate_bn: Path | None = None
-    """Folder of photos to recompute BatchNorm statistics on (``--calibrate-bn``)."""
-    calibrate_bn_count: int = 64
 
 
 def resolve_input(spec: ModelSpec, input_size: tuple[int, int] | None) -> tuple[tuple[int, int, int], Preprocess]:
@@ -121,13 +101,18 @@ def _calibrate_bn(
 
 
 def export_bundle(
-    request: ExportRequest, progress: Callable[[str], None] = lambda message: None
+    request: ExportSettings, progress: Callable[[str], None] = lambda message: None,
+    onnx_runner: OnnxRunner | None = None,
 ) -> tuple[Bundle, VerifyReport | None]:
-    """Export ``request.model`` into a bundle at ``request.out``; returns the bundle and the verification.
+    """Export ``request.model`` into a bundle at ``request.out``; returns the bundle and the verification, which
+    runs each graph on ``onnx_runner(path)`` (the caller's: ``sk_deploy.runners.onnx_cpu_runner``).
 
     Raises UnknownModelError, WeightsError, ExportError or BundleError with a message for a person; on any
     error nothing is left at ``request.out`` that was not there before.
     """
+    if request.verify and onnx_runner is None:
+        raise ValueError("export_bundle verifies each graph on the runner its caller gives: pass onnx_runner "
+                         "(sk_deploy.runners.onnx_cpu_runner), or verify=False")
     spec = get_spec(request.model)
     check_opset(request.opset)
     input_shape, preprocess = resolve_input(spec, request.input_size)
@@ -135,14 +120,17 @@ def export_bundle(
     weights = describe_weights(request.weights, request.pretrained)
     if request.verify and request.images is not None:
         image_files(request.images)  # a bad folder fails now, not after the export
-    bn_files = image_files(request.calibrate_bn, limit=None) if request.calibrate_bn is not None else []
+    if request.recompute_bn and request.images is None:
+        raise ExportError("--recompute-bn takes its photos from --images: add --images DIR")
+    bn_files = image_files(request.images, limit=None) if request.recompute_bn else []
+    profile = BatchProfile.parse(request.batch_profile)
 
     progress(f"building {spec.name}")
     model = build_reference(spec.name, weights)
     with staging(target, request.force) as stage:
         if bn_files:
-            progress(f"recomputing BatchNorm statistics on {min(len(bn_files), request.calibrate_bn_count)} photos")
-            weights = _calibrate_bn(model, weights, bn_files, request.calibrate_bn_count, preprocess, stage)
+            progress(f"recomputing BatchNorm statistics on {min(len(bn_files), request.recompute_bn_count)} photos")
+            weights = _calibrate_bn(model, weights, bn_files, request.recompute_bn_count, preprocess, stage)
         bundle = Bundle.new(stage, _model_record(spec, weights))
         if bn_files:
             bundle.add_file(WEIGHTS_FILE, role="weights")
@@ -166,7 +154,7 @@ def export_bundle(
         bundle.add_file(MODEL_FILE, role="model", input=described_input, nodes=len(clean.graph.node))
         bundle.record("optimize", reports)
 
-        batch = {"min": request.batch.min, "opt": request.batch.opt, "max": request.batch.max}
+        batch = {"min": profile.min, "opt": profile.opt, "max": profile.max}
         bundle.describe_io(
             input={**described_input, "layout": "NHWC" if request.fuse_preprocess else "NCHW", "batch": batch},
             output=io_description(clean.graph.output)[0],
@@ -177,6 +165,6 @@ def export_bundle(
         report = None
         if request.verify:
             progress("verifying against PyTorch")
-            report = verify_bundle(bundle, model, images=request.images, thresholds=request.thresholds)
+            report = verify_bundle(bundle, model, onnx_runner, images=request.images)  # type: ignore[arg-type]
     bundle.path = target
     return bundle, report

@@ -1,19 +1,22 @@
 """Parity of a bundle's ONNX files against the PyTorch model it came from, on real pictures.
 
 The pictures go through the bundle's own preprocessing (``sk_deploy.images``); PyTorch gives the reference
-logits; every ONNX file of the bundle runs in ONNX Runtime (CPU) on the same pictures, as float NCHW or, for a
-graph with fused preprocessing, as the uint8 NHWC crop. Figures per file: max and mean absolute error of the
-logits, the lowest cosine similarity of any picture, top-1 agreement and top-5 overlap. A file passes when
-they meet the thresholds; the figures go into the manifest under ``stages.verify``.
+logits; every ONNX file of the bundle runs on the runner the caller hands in (ONNX Runtime's CPU provider:
+``sk_deploy.runners.onnx_cpu_runner``; this stage builds no runtime of its own) on the same pictures, as
+float NCHW or, for a graph with fused preprocessing, as the uint8 NHWC crop. Figures per file: max and mean
+absolute error of the logits, the lowest cosine similarity of any picture, top-1 agreement and top-5 overlap. A
+file passes when they meet the thresholds; the figures go into the manifest under ``stages.verify``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from sk_deploy.bundle import MODEL_FILE, RAW_FILE, Bundle
@@ -21,19 +24,35 @@ from sk_deploy.compare import (
     DEFAULT_LIMIT,
     Comparison,
     Pictures,
-    VerifyError,
+    Runner,
     compare_logits,
     compare_runners,
-    generated_images,
-    image_files,
-    onnx_runner,
-    ort_logits,
-    torch_runner,
 )
 from sk_deploy.metrics import Agreement
 
-__all__ = ["FileParity", "Thresholds", "VerifyError", "VerifyReport", "compare", "float_files", "generated_images",
-           "image_files", "ort_logits", "verify_bundle"]
+#: makes the runner of one ONNX file (the caller's: this stage imports no runtime)
+OnnxRunner = Callable[[Path], Runner]
+
+
+class ModuleRunner:
+    """A PyTorch module (CPU, float32, eval mode) as a comparator runner over float32 NCHW pictures."""
+
+    input_dtype = "float32"
+    max_batch = None
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval()
+
+    def __enter__(self) -> ModuleRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of ``batch``."""
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch)).float().numpy()
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,7 @@ def float_files(bundle: Bundle) -> list[str]:
 def verify_bundle(
     bundle: Bundle,
     model: nn.Module | None,
+    onnx_runner: OnnxRunner,
     images: str | Path | None = None,
     limit: int = DEFAULT_LIMIT,
     thresholds: Thresholds | None = None,
@@ -136,16 +156,16 @@ def verify_bundle(
 ) -> VerifyReport:
     """Check every ONNX file of ``bundle`` (or ``files``) against ``model``; record the figures in the manifest.
 
-    ``images`` is a folder of pictures (the first ``limit`` by name) or None for a few generated ones. ``model``
-    None (a bundle of ``sk-deploy import``): the reference is the input graph, ``model.raw.onnx``, and
-    ``model.onnx`` is checked against it.
+    ``images`` is a folder of pictures (the first ``limit`` by name) or None for a few generated ones. Each ONNX
+    file runs on ``onnx_runner(path)``. ``model`` None (a bundle of ``sk-deploy import``): the reference is the
+    input graph, ``model.raw.onnx``, and ``model.onnx`` is checked against it.
     """
     thresholds = thresholds or Thresholds()
     pictures = Pictures.of(bundle.preprocess, images, limit)
     if model is None:
         reference, default = onnx_runner(bundle.check_file(RAW_FILE)), [MODEL_FILE]
     else:
-        reference, default = torch_runner(model.eval()), float_files(bundle)
+        reference, default = ModuleRunner(model), float_files(bundle)
     names = files if files is not None else default
     runners = {name: onnx_runner(bundle.check_file(name)) for name in names}
     results = compare_runners(reference, runners, pictures, lambda name: thresholds)

@@ -45,7 +45,7 @@ def is_trained(weights: dict[str, Any]) -> bool:
 def build_reference(model_name: str, weights: dict[str, Any], bundle_dir: str | Path | None = None) -> nn.Module:
     """Build ``model_name`` (eval mode) with the weights ``describe_weights`` recorded.
 
-    Weights adjusted at export (``--calibrate-bn``) live in the bundle itself (source ``bundle``): they are
+    Weights adjusted at export (``--recompute-bn``) live in the bundle itself (source ``bundle``): they are
     read from ``bundle_dir``.
     """
     source = weights.get("source")

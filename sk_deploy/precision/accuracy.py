@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from sk_deploy.bundle import MODEL_FILE, Bundle
-from sk_deploy.compare import DEFAULT_LIMIT, Comparison, Pictures, compare_logits, compare_runners, onnx_runner
+from sk_deploy.compare import DEFAULT_LIMIT, Comparison, Pictures, compare_logits, compare_runners
 from sk_deploy.metrics import Agreement
 from sk_deploy.models.reference import is_trained
 
@@ -109,6 +109,7 @@ def check_precision_files(bundle: Bundle, images: str | Path | None = None,
     """Gate every FP16/INT8 file of ``bundle`` against its float32 ``model.onnx`` on pictures (a folder, or
     generated ones); the figures go into the manifest under ``stages.verify_precision``."""
     from sk_deploy.graph.verify import float_files
+    from sk_deploy.runners import onnx_cpu_runner
 
     names = [n for n in bundle.onnx_files() if n not in float_files(bundle)]
     if not names:
@@ -116,8 +117,8 @@ def check_precision_files(bundle: Bundle, images: str | Path | None = None,
     pictures = Pictures.of(bundle.preprocess, images, limit)
     trained = is_trained(bundle.weights)
     roles = bundle.roles
-    runners = {name: onnx_runner(bundle.check_file(name)) for name in names}
-    results = compare_runners(onnx_runner(bundle.check_file(MODEL_FILE)), runners, pictures,
+    runners = {name: onnx_cpu_runner(bundle.check_file(name)) for name in names}
+    results = compare_runners(onnx_cpu_runner(bundle.check_file(MODEL_FILE)), runners, pictures,
                               lambda name: GATES[roles[name]].applied(trained))
     reports = [_report(r, roles[r.name], trained) for r in results]
     bundle.record("verify_precision", {

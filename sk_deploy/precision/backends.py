@@ -1,7 +1,9 @@
 """Every backend that can run a bundle here, against the float32 graph on the same pictures (like
-``polygraphy run --trt --onnxrt``): ONNX Runtime CPU on each ONNX file, ONNX Runtime CUDA where its provider and a
-GPU are there, and each TensorRT engine built for this GPU and TensorRT. Each pair gets its precision's gate
-(``accuracy.GATES``; fp32 on another backend: ``FP32_GATE``, which leaves room for TF32 on GPUs).
+``polygraphy run --trt --onnxrt``): each backend the table marks for ``verify`` at every precision it serves of the
+bundle (ONNX Runtime CPU on each ONNX file, OpenVINO on each graph it serves, bf16 included: the float32 graph
+compiled in bf16 where the CPU has it natively; ONNX Runtime CUDA where its provider and a GPU are there; each
+TensorRT engine built for this GPU and TensorRT). Each pair gets its precision's gate (``accuracy.GATES``; fp32 on
+another backend: ``FP32_GATE``, which leaves room for TF32 on GPUs).
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sk_deploy.bundle import MODEL_FILE, Bundle
-from sk_deploy.compare import DEFAULT_LIMIT, BatchFor, Pictures, Runner, compare_runners, onnx_runner
+from sk_deploy.backends import BACKENDS, REFERENCE, backend_names
+from sk_deploy.bundle import FILE_FORMS, GRAPH_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name
+from sk_deploy.compare import DEFAULT_LIMIT, Pictures, Runner, compare_runners
 from sk_deploy.engines.compat import EngineMismatch, check_engine
 from sk_deploy.machine import Machine
 from sk_deploy.models.reference import is_trained
 from sk_deploy.precision.accuracy import GATES, AccuracyReport, Gate, report_for
+from sk_deploy.precisions import Precision
 
 FP32_GATE = Gate(min_cosine=0.9999)
 
@@ -29,6 +31,13 @@ class Pair:
     backend: str
     file: str
     precision: str
+    """The gate's key: fp32, fp16, bf16, int8 (the TensorRT form) or int8-cpu."""
+
+    @property
+    def runs_at(self) -> str:
+        """The precision the backend is opened at (``int8`` for either INT8 form, ``bf16`` on the fp32 graph)."""
+        forms = [f.precision for f in GRAPH_FORMS if f.file == self.file and form_name(f) == self.precision]
+        return forms[0] if forms else self.precision.removesuffix("-cpu")
 
 
 def file_precision(entry: dict[str, Any]) -> str:
@@ -40,54 +49,79 @@ def file_precision(entry: dict[str, Any]) -> str:
 
 
 def runnable_pairs(bundle: Bundle | dict[str, Any], machine: Machine) -> tuple[list[Pair], list[str]]:
-    """The (backend, file) pairs ``machine`` can run, and one line for each it cannot and why."""
+    """The (backend, file) pairs ``machine`` can run, for every backend the table marks for ``verify``, and one
+    line for each it cannot and why."""
     files = Bundle.of(bundle).file_entries()
-    onnx_files = [name for name in files if name.endswith(".onnx")]
-    pairs = [Pair("ort-cpu", name, file_precision(files[name])) for name in onnx_files]
+    pairs = [Pair(REFERENCE, RAW_FILE, "fp32")] if RAW_FILE in files else []
     skipped = []
-    if machine.cuda and "CUDAExecutionProvider" in machine.ort_providers:
-        pairs += [Pair("ort-cuda", name, file_precision(files[name])) for name in onnx_files
-                  if files[name].get("role") != "int8-cpu"]
-    else:
-        skipped.append("ort-cuda: " + ("no CUDA GPU" if not machine.cuda else "onnxruntime-gpu's CUDA provider "
-                                       "is not installed"))
-    engines = [name for name, entry in files.items() if entry.get("role") == "engine"]
-    for name in engines:
-        try:
-            check_engine(files[name], machine.tensorrt_version, machine.gpu_name, machine.compute_capability, name)
-        except EngineMismatch as exc:
-            skipped.append(f"tensorrt: {exc}")
+    verified = [BACKENDS[name] for name in backend_names(verify=True)]
+    for spec in (s for s in verified if s.runs == "onnx"):
+        missing = spec.machine_refusal(machine)
+        if missing:
+            skipped.append(f"{spec.name}: {missing}")
             continue
-        pairs.append(Pair("tensorrt", name, file_precision(files[name])))
-    if not engines:
-        skipped.append("tensorrt: the bundle has no engine (sk-deploy build, where TensorRT and a GPU are)")
+        served, refused = served_graphs(files, spec.name, machine)
+        pairs += served
+        skipped += [f"{spec.name} {precision}: {why}" for precision, why in refused]
+    for spec in (s for s in verified if s.runs == "engine"):
+        engines = [name for name, entry in files.items() if entry.get("role") == "engine"]
+        for name in engines:
+            try:
+                check_engine(files[name], machine.tensorrt_version, machine.gpu_name, machine.compute_capability,
+                             name)
+            except EngineMismatch as exc:
+                skipped.append(f"{spec.name}: {exc}")
+                continue
+            pairs.append(Pair(spec.name, name, file_precision(files[name])))
+        if not engines:
+            skipped.append(f"{spec.name}: the bundle has no engine (sk-deploy build, where TensorRT and a GPU are)")
     return pairs, skipped
 
 
-def _runner(bundle: Bundle, pair: Pair, chunk: int = 8) -> Runner:
-    """``pair`` as a comparator runner: its backend from the Predictor's table, in chunks its profile takes."""
-    from sk_deploy.runtime.predictor import BACKEND_SPECS
+def _takes(device: str, file: str) -> bool:
+    """Whether a backend on ``device`` takes the graph ``file`` (a GPU backend takes no CPU-only form)."""
+    form = FILE_FORMS.get(file)
+    return device != "gpu" or form is None or form.target != "cpu"
 
-    spec = BACKEND_SPECS[pair.backend]
 
-    def run(batch_for: BatchFor) -> np.ndarray:
-        batch = batch_for(bundle.input_spec.dtype)
-        with spec.open(bundle.check_file(pair.file), bundle, pair.precision,
-                       spec.options(pair.precision, False)) as backend:
-            step = backend.max_batch or chunk
-            return np.concatenate([backend.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+def served_graphs(files: dict[str, dict[str, Any]], backend: str, machine: Machine
+                  ) -> tuple[list[Pair], list[tuple[str, str]]]:
+    """The graphs of a bundle (its manifest's ``files``) that ``backend`` serves on ``machine``: every graph form of
+    each precision its table entry runs (both INT8 forms on a CPU; bf16 on the float32 graph), and (precision, why)
+    for each precision it cannot run here (bf16 on a CPU without native bfloat16)."""
+    spec = BACKENDS[backend]
+    pairs: list[Pair] = []
+    skipped: list[tuple[str, str]] = []
+    for precision in spec.precisions:
+        forms = [f for f in GRAPH_FORMS if f.precision == precision and f.file in files and _takes(spec.device, f.file)]
+        if not forms or (spec.device == "cpu" and precision.gpu_only_refusal(backend)):
+            continue  # a precision the bundle has no graph for, or tf32 on a CPU, is not served
+        refusal = precision.cpu_refusal(machine.cpu) if precision.device == "cpu" else None
+        if refusal:
+            skipped.append((str(precision), refusal))
+            continue
+        pairs += [Pair(backend, f.file, form_name(f)) for f in forms]
+    return pairs, skipped
 
-    return run
+
+def pair_runner(bundle: Bundle, pair: Pair) -> Runner:
+    """``pair`` as a comparator runner: its backend of the table on its file, at the precision it runs."""
+    from sk_deploy.runners import BackendRunner
+
+    return BackendRunner(pair.backend, bundle.check_file(pair.file), bundle, pair.runs_at)
 
 
 def compare_backends(bundle: Bundle, pairs: list[Pair], pictures: Pictures, trained: bool) -> list[AccuracyReport]:
     """Run each pair on ``pictures`` and judge it against ``model.onnx`` on ONNX Runtime CPU, each under its
     precision's gate (fp32 on another backend: FP32_GATE)."""
-    pairs = [p for p in pairs if (p.backend, p.file) != ("ort-cpu", MODEL_FILE)]  # the reference itself
-    names = {f"{p.backend}: {p.file}": p for p in pairs}
+    from sk_deploy.runners import onnx_cpu_runner
+
+    pairs = [p for p in pairs if (p.backend, p.file) != (REFERENCE, MODEL_FILE)]  # the reference itself
+    names = {f"{p.backend}: {p.file}" + (f" in {p.precision}" if Precision(p.runs_at).hint else ""): p
+             for p in pairs}
     gates = {name: GATES.get(p.precision, FP32_GATE) for name, p in names.items()}
-    results = compare_runners(onnx_runner(bundle.check_file(MODEL_FILE)),
-                              {name: _runner(bundle, p) for name, p in names.items()}, pictures,
+    results = compare_runners(onnx_cpu_runner(bundle.check_file(MODEL_FILE)),
+                              {name: pair_runner(bundle, p) for name, p in names.items()}, pictures,
                               lambda name: gates[name].applied(trained))
     return [report_for(r, names[r.name].precision, gates[r.name], trained) for r in results]
 
@@ -102,7 +136,7 @@ def check_backends(
     from sk_deploy.machine import probe_machine
 
     pairs, skipped = runnable_pairs(bundle, machine or probe_machine())
-    pairs = [p for p in pairs if not (skip_cpu and p.backend == "ort-cpu")]
+    pairs = [p for p in pairs if not (skip_cpu and p.backend == REFERENCE)]
     pictures = Pictures.of(bundle.preprocess, images, limit)
     reports = compare_backends(bundle, pairs, pictures, is_trained(bundle.weights)) if pairs else []
     bundle.record("verify_backends", {

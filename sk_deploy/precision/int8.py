@@ -25,8 +25,8 @@ import onnx
 
 from sk_deploy.precision.calibration import ImageBatches
 from sk_deploy.precision.fp16 import PrecisionError, resolve_exclusions
+from sk_deploy.settings.precision import METHODS
 
-METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
 
 

@@ -15,6 +15,11 @@ few graph evaluations:
 
 A layer is kept float by undoing its quantization in the Q/DQ graph (its inputs read the float tensors and float
 weights again), so the calibration is done once and every candidate graph has the same ranges elsewhere.
+
+Graphs from anywhere: ONNX Runtime's quantizer names a quantized bias's DequantizeLinear output after the float
+bias (``onnx::Conv_912`` of torch's legacy exporter), so the Q/DQ graph and the float graph define that name
+differently; ``separate`` renames such outputs before the two are mixed. Layers are named for people by
+``layer_label``: the PyTorch module path where the weights carry one, the ONNX node name otherwise.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Exclusion:
     node: str
     op_type: str
     noise_db: float
+    layer: str = ""
+    """The name a person knows it by (``layer_label``): a PyTorch module path, or the node name."""
     cosine_after: float | None = None
     """Mean cosine of the graph with this layer and the more sensitive ones kept float (None: not evaluated)."""
     gained: float | None = None
@@ -60,6 +67,8 @@ class AutoExcludeReport:
     final: dict[str, Any] = field(default_factory=dict)
     most_sensitive: list[dict[str, Any]] = field(default_factory=list)
     """The ten most sensitive layers, for the record."""
+    why: str = ""
+    """When the search cannot pass the gate: why, in one line."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form for the manifest."""
@@ -67,7 +76,7 @@ class AutoExcludeReport:
             "candidates": self.candidates, "evaluations": self.evaluations,
             "every_layer_evaluations": self.candidates, "passed": self.passed,
             "excluded": [vars(e) for e in self.excluded], "start": self.start, "final": self.final,
-            "most_sensitive": self.most_sensitive,
+            "most_sensitive": self.most_sensitive, "why": self.why,
         }
 
 
@@ -83,6 +92,47 @@ def quantized_layers(qdq: onnx.ModelProto) -> list[str]:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
         and any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)
     ]
+
+
+def layer_label(model: onnx.ModelProto, node: onnx.NodeProto) -> str:
+    """The name a person knows ``node`` by: the PyTorch module path its weight carries (``layer1.0.conv1.conv``,
+    the name torch's dynamo exporter keeps for a parameter), else the ONNX node name (legacy-exported weights are
+    called ``onnx::Conv_911``)."""
+    weights = {t.name for t in model.graph.initializer}
+    for name in node.input[1:2]:
+        if name in weights and name.endswith(".weight") and not name.startswith("onnx::"):
+            return name.removesuffix(".weight")
+    return node.name
+
+
+def separate(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``qdq`` in which no Q/DQ node's output has the name of a float graph initializer.
+
+    ONNX Runtime's quantizer names a quantized bias's DequantizeLinear output after the float bias itself; a
+    graph that mixes the two (the probe, a layer kept float) would define that name twice. Such outputs become
+    ``<name>_dequantized`` (made unique), in their consumers too.
+    """
+    model = onnx.ModelProto.FromString(qdq.SerializeToString())
+    graph = model.graph
+    floats = {t.name for t in float_model.graph.initializer}
+    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output} | floats
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, output in enumerate(node.output):
+            if output in floats:
+                new = f"{output}_dequantized"
+                while new in taken:
+                    new += "_"
+                taken.add(new)
+                renamed[output] = node.output[i] = new
+    if renamed:
+        for node in graph.node:
+            node.input[:] = [renamed.get(name, name) for name in node.input]
+        for output in graph.output:
+            output.name = renamed.get(output.name, output.name)
+    return model
 
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -110,7 +160,7 @@ def _prune(model: onnx.ModelProto) -> None:
 
 def keep_float(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layers: Iterable[str]) -> onnx.ModelProto:
     """A copy of ``qdq`` whose ``layers`` read float inputs and float weights again (their Q/DQ undone)."""
-    model = onnx.ModelProto.FromString(qdq.SerializeToString())
+    model = separate(qdq, float_model)
     original = {n.name: n for n in _named(float_model).graph.node}
     float_inits = {t.name: t for t in float_model.graph.initializer}
     present = {t.name for t in model.graph.initializer}
@@ -132,6 +182,7 @@ def probe_graph(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layers: Sequ
 
     Outputs: for each layer, its float32 output and the copy's (named ``<output><PROBE>``).
     """
+    qdq = separate(qdq, float_model)
     probe = _named(float_model)
     qnodes = {n.name: n for n in qdq.graph.node}
     producers = _producers(qdq)
@@ -153,18 +204,21 @@ def probe_graph(qdq: onnx.ModelProto, float_model: onnx.ModelProto, layers: Sequ
                 bring(name)
         probe.graph.node.append(node)
 
+    floats = {n.name: n for n in probe.graph.node}
     outputs = []
     for name in layers:
         layer = qnodes[name]
         for tensor in layer.input:
             if tensor:
                 bring(tensor)
+        # the float network's names: the quantizer renames a layer's output when it is a graph output
+        reference = floats[name].output if name in floats else layer.output
         copy = onnx.NodeProto()
         copy.CopyFrom(layer)
         copy.name = name + PROBE
-        copy.output[:] = [o + PROBE for o in layer.output]
+        copy.output[:] = [o + PROBE for o in reference]
         probe.graph.node.append(copy)
-        outputs.append(layer.output[0])
+        outputs.append(reference[0])
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for o in outputs for n in (o, o + PROBE))
     return probe
@@ -179,7 +233,12 @@ def layer_sensitivity(
     probe = probe_graph(qdq, float_model, layers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own unrelated types; the user gets one line
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise PrecisionError(f"--auto-exclude: the layer-sensitivity probe graph does not load in ONNX Runtime "
+                             f"({first})") from None
     feed = session.get_inputs()[0].name
     signal = np.zeros(len(layers))
     noise = np.zeros(len(layers))
@@ -217,6 +276,7 @@ def auto_exclude(
     noise = layer_sensitivity(qdq, float_model, layers, inputs)
     ranked = sorted(layers, key=lambda n: -noise[n])
     op_types = {n.name: n.op_type for n in qdq.graph.node}
+    labels = {n.name: layer_label(float_model, n) for n in _named(float_model).graph.node}
     results: dict[int, tuple[onnx.ModelProto, AccuracyReport]] = {}
     evaluations = int(start is not None)  # the caller judged the graph with nothing kept float
 
@@ -231,8 +291,8 @@ def auto_exclude(
     if start is not None:
         results[0] = (finish(qdq), start)
     report = AutoExcludeReport(candidates=len(layers), evaluations=0, start=_figures(judge(0)),
-                               most_sensitive=[{"node": n, "op_type": op_types[n], "noise_db": round(noise[n], 2)}
-                                               for n in ranked[:10]])
+                               most_sensitive=[{"node": n, "layer": labels.get(n, n), "op_type": op_types[n],
+                                                "noise_db": round(noise[n], 2)} for n in ranked[:10]])
     if judge(0).passed:
         k = 0
     elif not judge(len(ranked)).passed:
@@ -251,7 +311,7 @@ def auto_exclude(
             judge(j)
     previous = judge(0).agreement.cosine_mean
     for j, name in enumerate(ranked[:k], start=1):
-        exclusion = Exclusion(name, op_types[name], round(noise[name], 2))
+        exclusion = Exclusion(name, op_types[name], round(noise[name], 2), labels.get(name, name))
         if j in results:
             exclusion.cosine_after = round(results[j][1].agreement.cosine_mean, 6)
             exclusion.gained = round(results[j][1].agreement.cosine_mean - previous, 6)
@@ -261,6 +321,9 @@ def auto_exclude(
     report.evaluations = evaluations
     report.passed = final.passed
     report.final = _figures(final)
+    if not final.passed:
+        report.why = (f"even with all {len(ranked)} quantized layers kept float the graph misses its gate "
+                      f"({'; '.join(final.failures)}): the loss is not in the quantized layers")
     return model, final, report
 
 
@@ -274,8 +337,8 @@ def search_exclusions(
 
     Returns the chosen graph's judgement and the search's manifest record.
     """
-    from sk_deploy.compare import ort_logits
     from sk_deploy.precision.mixed import to_mixed
+    from sk_deploy.runners import ort_logits
 
     exclude = tuple(exclude)
 
@@ -300,8 +363,9 @@ def describe_search(record: dict[str, Any]) -> list[str]:
     for e in record["excluded"]:
         bought = (f"cosine {e['cosine_after']:.5f} ({e['gained']:+.5f})" if e["cosine_after"] is not None
                   else "not evaluated alone")
-        lines.append(f"  {e['node']} ({e['op_type']}): local noise {e['noise_db']:.1f} dB, {bought}")
-    verdict = "passes" if record["passed"] else "still misses the gate"
+        node = f"{e['op_type']} {e['node']}" if e.get("layer", e["node"]) != e["node"] else e["op_type"]
+        lines.append(f"  {e.get('layer') or e['node']} ({node}): local noise {e['noise_db']:.1f} dB, {bought}")
+    verdict = "passes" if record["passed"] else f"still misses the gate: {record.get('why') or 'see above'}"
     lines.append(f"  mean cosine {start['cosine_mean']:.5f} -> {final['cosine_mean']:.5f}, top-1 "
                  f"{start['top1_agreement']:.1%} -> {final['top1_agreement']:.1%}: {verdict}")
     return lines

@@ -14,10 +14,10 @@ REPORT_FILES = {"json": "report.json", "md": "report.md"}
 EAGER = "PyTorch eager"
 
 
-def _accuracy(bundle: Bundle) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
-    """The evaluate stage's rows by (file, backend), and the stage's record."""
+def _accuracy(bundle: Bundle) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, Any]]:
+    """The evaluate stage's rows by (file, precision, backend), and the stage's record."""
     evaluate = bundle.stage("evaluate")
-    return {(r["file"], r.get("backend", "ort-cpu")): r for r in evaluate.get("rows", [])}, evaluate
+    return {(r["file"], r["precision"], r.get("backend", "ort-cpu")): r for r in evaluate.get("rows", [])}, evaluate
 
 
 def build_report(bundle: Bundle, recipe: Recipe) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def build_report(bundle: Bundle, recipe: Recipe) -> dict[str, Any]:
                 "file": file, "precision": name, "backend": cell["backend"],
                 "bytes": None if torch_row else files.get(file, {}).get("bytes"),
                 "top1": None, "top5": None, "top1_agreement": None, "cosine_mean": None, "batches": {}})
-            figures = accuracy.get((file, cell["backend"]))
+            figures = accuracy.get((file, name, cell["backend"]))
             if not torch_row and figures is not None:
                 row.update(top1=figures["top1"], top5=figures["top5"],
                            top1_agreement=figures["agreement"]["top1_agreement"],

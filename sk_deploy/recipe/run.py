@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sk_deploy.backends import BACKENDS, bench_backends, evaluate_backends
 from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, GraphForm, check_target, sha256_file
 from sk_deploy.errors import SkDeployError
 from sk_deploy.images import find_images
@@ -26,9 +27,6 @@ from sk_deploy.recipe.schema import Recipe
 
 RUN_STAGE = "run"
 AUTO_LABELS = "auto"
-BACKENDS = {"cpu": ("torch", "ort-cpu"), "gpu": ("torch", "ort-cuda", "ort-tensorrt", "tensorrt")}
-#: evaluate runs ort-cpu everywhere (the agreement figures do not depend on a GPU), and the GPU backends there
-EVALUATE_BACKENDS = {"cpu": ("ort-cpu",), "gpu": ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")}
 
 
 @dataclass
@@ -174,23 +172,20 @@ class RecipeRun:
             check_target(self.out)  # a non-empty directory that is not a bundle: refused, not replaced
 
     def _export(self) -> str:
-        from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle
+        from sk_deploy.graph.pipeline import export_bundle
+        from sk_deploy.settings.graph import ExportSettings
 
         recipe, section = self.recipe, self.recipe.export
         weights = recipe.model.weights
         path = None if weights in ("random", "pretrained") else Path(weights)
         inputs = {"weights": sha256_file(path) if path and path.is_file() else None,
                   "bn_photos": folder_fingerprint(self._photos) if section.recompute_bn else None}
-        key = stage_key({"model": recipe.model.model_dump(), "export": section.model_dump()}, inputs)
+        key = stage_key({"model": recipe.model.model_dump(), "export": section.model_dump(mode="json")}, inputs)
 
         def work() -> None:
-            size = section.input_size
-            request = ExportRequest(
+            request = ExportSettings(
                 model=recipe.model.name, out=self.out, weights=path, pretrained=weights == "pretrained",
-                opset=section.opset, exporter=section.exporter, batch=BatchProfile.parse(section.batch_profile),
-                input_size=(size, size) if size else None, fuse_preprocess=section.fuse_preprocess, force=True,
-                verify=False, calibrate_bn=self._photos if section.recompute_bn else None,
-                calibrate_bn_count=section.recompute_bn_count)
+                **section.model_dump(), force=True, verify=False, images=self._photos)
             export_bundle(request, progress=self.hooks.update)
 
         return self._stage("export", key, self._intact(MODEL_FILE), work)
@@ -198,6 +193,7 @@ class RecipeRun:
     def _verify(self, export_key: str) -> str:
         from sk_deploy.graph.verify import verify_bundle
         from sk_deploy.models.reference import build_reference
+        from sk_deploy.runners import onnx_cpu_runner
 
         key = stage_key({"images": str(self._eval_photos)}, {"export": export_key,
                                                              "photos": folder_fingerprint(self._eval_photos)})
@@ -206,27 +202,27 @@ class RecipeRun:
             bundle = self._bundle()
             self.hooks.update("against PyTorch")
             report = verify_bundle(bundle, build_reference(bundle.model_name, bundle.weights, bundle.path),
-                                   images=self._eval_photos)
+                                   onnx_cpu_runner, images=self._eval_photos)
             failed = [f"{f.file}: {'; '.join(f.failures)}" for f in report.files if not f.passed]
             return "; ".join(failed) or None
 
         return self._stage("verify", key, lambda bundle: True, work)
 
     def _quantize(self, name: str, form: GraphForm, export_key: str) -> str:
-        from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+        from sk_deploy.precision.pipeline import quantize_bundle
+        from sk_deploy.settings.precision import QuantizeSettings
 
         calib, settings = self.recipe.calibration, self.recipe.precisions[name]
         uses_photos = form.precision == "int8" or self._photos is not None
-        key = stage_key({"form": form.file, "precision": settings.model_dump(),
-                         "calibration": calib.model_dump() if form.precision == "int8" else
-                         {"images": calib.images, "holdout": calib.holdout}},
+        key = stage_key({"form": form.file, "precision": settings.model_dump(mode="json"),
+                         "calibration": calib.model_dump(mode="json") if form.precision == "int8" else
+                         {"images": str(calib.images), "holdout_size": calib.holdout_size}},
                         {"model": self._file_sha(MODEL_FILE), "export": export_key,
                          "photos": folder_fingerprint(self._photos) if uses_photos else None})
 
         def work() -> str | None:
-            request = QuantizeRequest(bundle=self.out, precision=form.precision, target=form.target or "tensorrt",
-                                      calib=self._photos, calib_size=calib.count, holdout_size=calib.holdout,
-                                      method=calib.method, exclude=tuple(settings.exclude), gate=settings.gate)
+            request = QuantizeSettings(bundle=self.out, precision=form.precision, target=form.target or "tensorrt",
+                                       **{**calib.model_dump(), "images": self._photos}, **settings.model_dump())
             result = quantize_bundle(request, lambda message, total: self.hooks.update(message))
             if not result.accuracy.passed and not result.written:
                 return f"{result.file} misses its accuracy gate ({'; '.join(result.accuracy.failures)}); not added"
@@ -247,11 +243,11 @@ class RecipeRun:
         from sk_deploy.engines.tensorrt import BuildRequest, build_engine
 
         settings = self.recipe.build
-        key = stage_key({"build": settings.model_dump(), "tensorrt": version}, {"graph": graph_key})
+        key = stage_key({"build": settings.model_dump(mode="json"), "tensorrt": version}, {"graph": graph_key})
         built: list[str] = []
 
         def work() -> None:
-            request = BuildRequest(bundle=self.out, precision=form.precision, workspace_gib=settings.workspace_gib,
+            request = BuildRequest(bundle=self.out, precision=form.precision, workspace=settings.workspace,
                                    timing_cache=Path(settings.timing_cache) if settings.timing_cache else None,
                                    hardware_compat=settings.hardware_compat)
             built.append(build_engine(request, progress=self.hooks.update)[0])
@@ -270,14 +266,14 @@ class RecipeRun:
             self._skip(stage, "no photos: set evaluate.images (or calibration.images)")
             return graph_key
         labels = self._labels(photos)
-        key = stage_key({"evaluate": section.model_dump(), "images": str(photos)},
+        key = stage_key({"evaluate": section.model_dump(mode="json"), "images": str(photos)},
                         {"graph": graph_key, "model": self._file_sha(MODEL_FILE),
                          "photos": folder_fingerprint(photos), "labels": sha256_file(labels) if labels else None})
 
         def work() -> None:
             self.hooks.update(f"{form.file} on {photos}")
             evaluate_bundle(self._bundle(), photos, labels, section.limit, files=[form.file],
-                            backends=EVALUATE_BACKENDS[self.recipe.target])
+                            backends=evaluate_backends(self.recipe.target), precisions=(name,))
 
         return self._stage(stage, key, lambda bundle: True, work)
 
@@ -288,11 +284,9 @@ class RecipeRun:
 
     def _labels(self, photos: Path) -> Path | None:
         """``evaluate.labels``: a CSV path, or ``auto`` for the photo folder's own labels.csv when it has one."""
-        labels = self.recipe.evaluate.labels
-        if labels == AUTO_LABELS:
-            found = photos / "labels.csv"
-            return found if found.is_file() else None
-        return Path(labels) if labels else None
+        from sk_deploy.evaluate import labels_file
+
+        return labels_file(self.recipe.evaluate.labels, photos)
 
     def _bench(self, name: str, form: GraphForm, graph_key: str) -> str:
         from sk_deploy.bench.latency import BenchConfig, BenchRun
@@ -300,14 +294,15 @@ class RecipeRun:
 
         section = self.recipe.bench
         if self.recipe.target == "gpu" and not self._machine().cuda:
-            self._skip(f"{name}: bench", "the gpu target's backends (ort-cuda, ort-tensorrt, tensorrt) need an NVIDIA "
-                       "GPU, and none is visible here")
+            gpu = ", ".join(name for name in bench_backends("gpu", form.precision) if BACKENDS[name].device == "gpu")
+            self._skip(f"{name}: bench", f"the gpu target's backends ({gpu}) need an NVIDIA GPU, and none is "
+                       "visible here")
             return graph_key
-        backends = tuple(b for b in BACKENDS[self.recipe.target] if b != "torch" or form.precision == "fp32")
+        backends = bench_backends(self.recipe.target, form.precision)
         config = BenchConfig(backends=backends, precisions=(form.precision,), batches=tuple(section.batch_sizes),
                              warmup_s=section.warmup_ms / 1000, duration_s=section.duration_ms / 1000,
                              threads=section.threads)
-        key = stage_key({"bench": section.model_dump(), "backends": backends, "cpu": cpu_name()},
+        key = stage_key({"bench": section.model_dump(mode="json"), "backends": backends, "cpu": cpu_name()},
                         {"graph": graph_key})
 
         def work() -> None:
@@ -324,8 +319,8 @@ class RecipeRun:
     def _report(self, keys: list[str]) -> None:
         from sk_deploy.recipe.report import REPORT_FILES, write_report
 
-        key = stage_key({"precisions": list(self.recipe.precisions), "batch_sizes": self.recipe.bench.batch_sizes},
-                        {str(i): k for i, k in enumerate(keys)})
+        settings = {"precisions": list(self.recipe.precisions), "batch_sizes": list(self.recipe.bench.batch_sizes)}
+        key = stage_key(settings, {str(i): k for i, k in enumerate(keys)})
 
         def work() -> None:
             write_report(self._bundle(), self.recipe)

@@ -1,6 +1,8 @@
 """A recipe: one TOML file naming a model, a target and everything every stage needs, checked before any work.
 
-The pydantic model below is the schema (``export/README.md`` documents each key): unknown keys, wrong types, a
+The pydantic model below is the schema; each section is made of fields of a stage's settings model
+(``sk_deploy.settings``), so a key is the option of that name, with its default and range
+(``docs/reference/`` lists them): unknown keys, wrong types, a
 precision the target cannot take and int8 without calibration photos are refused in one line that names the
 key and the valid choices. Precisions are the bundle's graph forms (``bundle.GRAPH_FORMS``), named ``fp32``,
 ``fp16``, ``int8`` (the TensorRT Q/DQ form) and ``int8-cpu``; a precision added to that table is accepted here
@@ -14,12 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sk_deploy.bundle import GRAPH_FORMS, GraphForm, form_name
 from sk_deploy.errors import SkDeployError
-from sk_deploy.graph.export import EXPORTERS
-from sk_deploy.precision.int8 import METHODS
+from sk_deploy.settings.base import section
+from sk_deploy.settings.bench import BenchSettings
+from sk_deploy.settings.graph import ExportSettings
+from sk_deploy.settings.precision import BuildSettings, QuantizeSettings
+from sk_deploy.settings.recipe import EvaluateSettings
 
 TARGETS = ("cpu", "gpu")
 
@@ -46,65 +51,23 @@ class ModelSection(_Section):
     weights: str = "random"
 
 
-class ExportSection(_Section):
-    """How the graph is exported (``sk-deploy export``'s options)."""
-
-    input_size: int | None = Field(None, ge=32, le=2048)
-    batch_profile: str = "1:8:32"
-    opset: int = Field(18, ge=17)
-    exporter: Literal[EXPORTERS] = "dynamo"  # type: ignore[valid-type]
-    fuse_preprocess: bool = False
-    recompute_bn: bool = False
-    recompute_bn_count: int = Field(64, ge=1)
-
-
-class CalibrationSection(_Section):
-    """The photos INT8 calibrates on (and the held-out ones its gate is measured on)."""
-
-    images: str | None = None
-    count: int = Field(256, ge=1)
-    holdout: int = Field(64, ge=1)
-    method: Literal[METHODS] = "minmax"  # type: ignore[valid-type]
-
-
-class PrecisionSection(_Section):
-    """One graph to make: its accuracy gate, and op types or node names to keep float32."""
-
-    gate: bool = True
-    exclude: list[str] = Field(default_factory=list)
-
-
-class BuildSection(_Section):
-    """TensorRT engine build settings (GPU target)."""
-
-    workspace_gib: float = Field(4.0, gt=0)
-    hardware_compat: Literal["none", "same-cc", "ampere+"] = "none"
-    timing_cache: str | None = None
-
-
-class EvaluateSection(_Section):
-    """The photos accuracy is measured on and their labels (a CSV FILE,CLASS_INDEX, or none: one folder per
-    class, or agreement with float32 only)."""
-
-    images: str | None = None
-    labels: str | None = None
-    limit: int = Field(64, ge=1)
-
-
-class BenchSection(_Section):
-    """The latency benchmark: batch sizes, warm-up and timed milliseconds per row."""
-
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    warmup_ms: int = Field(500, ge=0)
-    duration_ms: int = Field(2000, ge=0)
-    threads: int = Field(0, ge=0)
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if not value or min(value) < 1:
-            raise ValueError("give one or more batch sizes of 1 or more")
-        return value
+# Each section is some fields of a stage's settings model, the very same fields (default, range, help): a recipe
+# key is the option of that name.
+#: how the graph is exported (``sk-deploy export``'s options)
+ExportSection = section(ExportSettings, "input_size", "batch_profile", "opset", "exporter", "fuse_preprocess",
+                        "recompute_bn", "recompute_bn_count", title="ExportSection")
+#: the photos INT8 calibrates on and the held-out ones its gate is measured on (``sk-deploy quantize``'s options)
+CalibrationSection = section(QuantizeSettings, "images", "calib_size", "holdout_size", "method",
+                             title="CalibrationSection")
+#: one graph to make: its accuracy gate, and op types or node names to keep float32 (``sk-deploy quantize``'s)
+PrecisionSection = section(QuantizeSettings, "gate", "exclude", title="PrecisionSection")
+#: TensorRT engine build settings, GPU target (``sk-deploy build``'s options)
+BuildSection = section(BuildSettings, "workspace", "hardware_compat", "timing_cache", title="BuildSection")
+#: the photos accuracy is measured on (default: calibration.images) and their labels (``sk-deploy evaluate``'s)
+EvaluateSection = section(EvaluateSettings, "images", "labels", "limit", optional=("images",),
+                          title="EvaluateSection")
+#: the latency benchmark (``sk-deploy bench``'s options)
+BenchSection = section(BenchSettings, "batch_sizes", "warmup_ms", "duration_ms", "threads", title="BenchSection")
 
 
 class Recipe(_Section):
@@ -113,12 +76,12 @@ class Recipe(_Section):
     target: Literal[TARGETS]  # type: ignore[valid-type]
     out: str | None = None
     model: ModelSection
-    export: ExportSection = Field(default_factory=ExportSection)
-    calibration: CalibrationSection = Field(default_factory=CalibrationSection)
-    precisions: dict[str, PrecisionSection]
-    build: BuildSection = Field(default_factory=BuildSection)
-    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
-    bench: BenchSection = Field(default_factory=BenchSection)
+    export: ExportSection = Field(default_factory=ExportSection)  # type: ignore[valid-type]
+    calibration: CalibrationSection = Field(default_factory=CalibrationSection)  # type: ignore[valid-type]
+    precisions: dict[str, PrecisionSection]  # type: ignore[valid-type]
+    build: BuildSection = Field(default_factory=BuildSection)  # type: ignore[valid-type]
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)  # type: ignore[valid-type]
+    bench: BenchSection = Field(default_factory=BenchSection)  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

@@ -44,6 +44,17 @@ class Backend(ABC):
     #: ``resident`` runs a batch already on the device (GPU backends)
     runs_resident: bool = False
 
+    @classmethod
+    def default_options(cls, precision: str, cuda_graph: bool = False) -> Any:
+        """The backend's options for ``precision`` when none are given (None: the constructor's defaults)."""
+        return None
+
+    @classmethod
+    def share_cores(cls, options: Any, instances: int, cores: int) -> Any:
+        """``options`` for one of ``instances`` instances running in parallel on ``cores`` cores; a backend whose
+        table entry runs several instances says how it shares them."""
+        raise NotImplementedError(f"{cls.__name__} runs one instance")
+
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: Any = None) -> None:
         self.path = Path(path) if path is not None else None
@@ -51,6 +62,17 @@ class Backend(ABC):
         self.precision = precision
         self.options = options
         self._closed = False
+
+    @property
+    def input_dtype(self) -> str:
+        """The input the model takes: ``float32`` (NCHW) or ``uint8`` (NHWC crops, preprocessing in the graph), as
+        the bundle records it for this file (float32 without a bundle)."""
+        if self.bundle is None:
+            return "float32"
+        described = self.bundle.manifest_input()
+        if self.path is not None and self.bundle.has(self.path.name):
+            described = self.bundle.entry(self.path.name).get("input") or described
+        return str(described.get("dtype", "float32"))
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:

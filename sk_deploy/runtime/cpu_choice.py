@@ -12,35 +12,49 @@ from __future__ import annotations
 
 from typing import Any
 
+from sk_deploy.backends import BACKENDS, runners_of
 from sk_deploy.bundle import Bundle
-from sk_deploy.machine import OPENVINO_INSTALL, BackendUnavailable, Machine
-from sk_deploy.runtime.cpu_features import bf16_refusal
+from sk_deploy.machine import BackendUnavailable, Machine
+from sk_deploy.precisions import PRECISIONS, Precision
 
 RESULTS = "benchmarks/results/cpu-2core/openvino.md"
+
+
+def _only_runner(precision: Precision, machine: Machine) -> str | None:
+    """The one CPU backend running ``precision`` where only one does (bf16: OpenVINO); a BackendUnavailable when
+    this machine lacks it or the CPU support the precision needs."""
+    runners = runners_of(precision, "cpu")
+    if precision.device != "cpu" or len(runners) != 1:
+        return None
+    missing = BACKENDS[runners[0]].machine_refusal(machine)
+    if missing:
+        raise BackendUnavailable(f"{precision} runs on the {runners[0]} backend, and {missing}")
+    refusal = precision.cpu_refusal(machine.cpu)
+    if refusal:
+        raise BackendUnavailable(refusal)
+    return runners[0]
 
 
 def cpu_backend(precision: str, machine: Machine) -> tuple[str, str]:
     """(backend, why) for ``precision`` on this machine's CPU; a BackendUnavailable where nothing runs it."""
     cpu = machine.cpu
     flags = ", ".join(cpu.reported()) or "no AVX-512/VNNI/AMX flags"
-    if precision == "bf16":
-        if machine.openvino_version is None:
-            raise BackendUnavailable(f"bf16 runs on the openvino backend, and OpenVINO is not installed: "
-                                     f"{OPENVINO_INSTALL}")
-        refusal = bf16_refusal(cpu)
-        if refusal:
-            raise BackendUnavailable(refusal)
-        return "openvino", f"bf16 runs on OpenVINO, and this CPU computes bfloat16 natively ({flags})"
-    if machine.openvino_version is None:
+    only = _only_runner(Precision(precision), machine)
+    if only is not None:
+        native = Precision(precision).facts.native_cpu
+        return only, (f"{precision} runs on {only} only" +
+                      (f", and this CPU computes {native} natively ({flags})" if native else ""))
+    missing = BACKENDS["openvino"].machine_refusal(machine)
+    if missing:
         return "ort-cpu", (f"ONNX Runtime on the CPU, faster than PyTorch eager there (OpenVINO, faster still on "
-                           f"AVX-512 CPUs, is not installed: {OPENVINO_INSTALL})")
-    if precision == "int8" and cpu.int8_dot:
+                           f"AVX-512 CPUs: {missing})")
+    if precision == Precision.INT8 and cpu.int8_dot:
         return "openvino", (f"OpenVINO {machine.openvino_version} runs the bundle's int8 graph faster than ONNX "
                             f"Runtime on this CPU ({flags}; {RESULTS})")
-    if precision == "fp32" and "avx512f" in cpu.flags:
+    if precision == Precision.FP32 and "avx512f" in cpu.flags:
         return "openvino", (f"OpenVINO {machine.openvino_version} with f32 pinned is faster than ONNX Runtime on "
                             f"AVX-512 CPUs ({flags}; {RESULTS})")
-    lacks = "int8 dot products (VNNI, AMX)" if precision == "int8" else "AVX-512"
+    lacks = "int8 dot products (VNNI, AMX)" if precision == Precision.INT8 else "AVX-512"
     return "ort-cpu", (f"ONNX Runtime on the CPU: this CPU has no {lacks} ({flags}), where OpenVINO's lead was not "
                        "measured")
 
@@ -55,15 +69,21 @@ def gate_passed(bundle: Bundle, key: str) -> dict[str, Any] | None:
 
 def faster_tip(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine: Machine) -> str | None:
     """One line naming the flag for a faster precision that has passed its gate in this bundle and runs here
-    (bf16 on a native-bf16 CPU with OpenVINO, else int8), when ``precision`` fp32 was picked for the CPU."""
-    if precision != "fp32" or backend not in ("ort-cpu", "openvino") or machine.cuda:
+    (a CPU hint such as bf16 where this CPU and its backend run it, else int8), when ``precision`` fp32 was
+    picked for the CPU."""
+    spec = BACKENDS.get(backend)
+    if precision != Precision.FP32 or spec is None or spec.device != "cpu" or machine.cuda:
         return None
     bundle = Bundle.of(bundle)
-    if machine.openvino_version and bf16_refusal(machine.cpu) is None:
-        bf16 = gate_passed(bundle, "bf16")
-        if bf16:
-            return (f"tip: --precision bf16 runs faster on this CPU (OpenVINO, native bfloat16; its gate passed: "
-                    f"mean cosine {bf16['cosine_mean']:.5f} against fp32; {RESULTS})")
+    for hint in (p for p in PRECISIONS if p.gated and p.hint and p.device == "cpu"):
+        try:
+            runner = _only_runner(hint, machine)
+        except BackendUnavailable:
+            continue
+        figures = gate_passed(bundle, hint)
+        if figures:
+            return (f"tip: --precision {hint} runs faster on this CPU ({runner}, native {hint.facts.native_cpu}; its "
+                    f"gate passed: mean cosine {figures['cosine_mean']:.5f} against fp32; {RESULTS})")
     for name in ("model.int8.onnx", "model.int8-cpu.onnx"):
         if bundle.has(name):
             int8 = gate_passed(bundle, name)

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sk_deploy.backends import backend
 from sk_deploy.machine import BackendUnavailable, require_cuda, require_ort_provider
 from sk_deploy.runtime.backend import Backend
 
 if TYPE_CHECKING:
     from sk_deploy.bundle import Bundle
-
-PROVIDERS = {
-    "ort-cpu": "CPUExecutionProvider",
-    "ort-cuda": "CUDAExecutionProvider",
-    "ort-tensorrt": "TensorrtExecutionProvider",
-}
 
 
 @dataclass(frozen=True)
@@ -78,28 +74,37 @@ def session_options(options: OrtOptions) -> Any:
     return so
 
 
-def provider_list(backend: str, options: OrtOptions) -> list[Any]:
-    """The providers (with their options) for ``backend``, most preferred first, CPU as the fallback."""
+def provider_list(provider: str, options: OrtOptions) -> list[Any]:
+    """The providers (with their options) behind ``provider``, most preferred first, CPU as the fallback."""
     cuda = {"device_id": str(options.device_id), "use_tf32": "1" if options.tf32 else "0"}
-    if backend == "ort-cpu":
+    if provider == "CPUExecutionProvider":
         return ["CPUExecutionProvider"]
-    if backend == "ort-cuda":
+    if provider == "CUDAExecutionProvider":
         return [("CUDAExecutionProvider", {**cuda, "enable_cuda_graph": "1" if options.cuda_graph else "0"}),
                 "CPUExecutionProvider"]
-    if backend == "ort-tensorrt":
+    if provider == "TensorrtExecutionProvider":
         trt: dict[str, str] = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16)}
         if options.trt_cache_dir:
             trt |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": options.trt_cache_dir,
                     "trt_timing_cache_enable": "True"}
         return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
-    raise ValueError(f"not an ONNX Runtime backend: {backend!r}")
+    raise ValueError(f"not an ONNX Runtime provider sk-deploy runs: {provider!r}")
 
 
 class OrtBackend(Backend):
-    """One ONNX file in ONNX Runtime with the provider ``provider``; ``run(batch) -> logits`` takes the graph's
-    own input form. The subclasses below name the three providers."""
+    """One ONNX file in ONNX Runtime with the provider its table entry names; ``run(batch) -> logits`` takes the
+    graph's own input form. The subclasses below are the three backends of the table."""
 
-    provider: ClassVar[str]
+    @classmethod
+    def default_options(cls, precision: str, cuda_graph: bool = False) -> OrtOptions:
+        """The session settings for ``precision`` when none are given."""
+        return OrtOptions(cuda_graph=cuda_graph, trt_fp16=precision == "fp16", tf32=precision == "tf32")
+
+    @classmethod
+    def share_cores(cls, options: OrtOptions, instances: int, cores: int) -> OrtOptions:
+        """``options`` for one of ``instances`` parallel instances on ``cores`` cores: the one shared session's
+        intra-op threads are the cores over the instances (at least one)."""
+        return dataclasses.replace(options, threads=max(1, cores // instances))
 
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: OrtOptions | None = None) -> None:
@@ -109,16 +114,18 @@ class OrtBackend(Backend):
             raise ValueError(f"{self.name} runs an ONNX file: give its path")
         options = options or OrtOptions(trt_fp16=precision == "fp16")
         super().__init__(path, bundle, precision=precision, options=options)
+        spec = backend(self.name)
+        self.provider: str = spec.provider or "CPUExecutionProvider"
         if self.provider != "CPUExecutionProvider":
             require_cuda(self.name)
             require_ort_provider(self.provider)
             preload_cuda_libraries(ort)
         self.options: OrtOptions = options
         #: one CUDA graph per batch shape, so batches are best padded to a few sizes (the service does)
-        self.captures_graphs = options.cuda_graph and self.name == "ort-cuda"
-        self.runs_resident = self.name == "ort-cuda"
+        self.captures_graphs = options.cuda_graph and spec.captures_graph
+        self.runs_resident = self.provider == "CUDAExecutionProvider"  # binds device buffers to its runs
         self._ort = ort
-        self._providers = provider_list(self.name, options)
+        self._providers = provider_list(self.provider, options)
         self._graphs: dict[int, tuple[Any, Any, Any, Any]] = {}
         self.session: Any = self._new_session()
         used = self.session.get_providers()[0]
@@ -126,6 +133,11 @@ class OrtBackend(Backend):
             raise BackendUnavailable(f"ONNX Runtime fell back to {used} instead of {self.provider} for {path}")
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def input_dtype(self) -> str:
+        """The input the graph takes, read from the session: ``uint8`` or ``float32``."""
+        return "uint8" if self.session.get_inputs()[0].type == "tensor(uint8)" else "float32"
 
     def _new_session(self) -> Any:
         options = session_options(self.options)
@@ -211,18 +223,15 @@ class OrtCpuBackend(OrtBackend):
     """ONNX Runtime's CPU provider."""
 
     name = "ort-cpu"
-    provider = PROVIDERS["ort-cpu"]
 
 
 class OrtCudaBackend(OrtBackend):
     """ONNX Runtime's CUDA provider, with IO binding and optional CUDA graphs."""
 
     name = "ort-cuda"
-    provider = PROVIDERS["ort-cuda"]
 
 
 class OrtTensorRTBackend(OrtBackend):
     """ONNX Runtime's TensorRT provider (CUDA, then CPU, behind it)."""
 
     name = "ort-tensorrt"
-    provider = PROVIDERS["ort-tensorrt"]

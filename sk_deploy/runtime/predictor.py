@@ -5,7 +5,7 @@ Backends: ``tensorrt`` (an engine built by ``sk-deploy build``), ``ort-tensorrt`
 CPU: fp32, bf16 on a CPU with native bfloat16, int8), and ``torch`` (the PyTorch network the bundle was exported
 from; the baseline). ``auto`` picks the fastest one this machine can run and
 says why. The input is what the bundle's graph takes: float32 NCHW, or uint8 NHWC crops when preprocessing is
-fused into the graph; ``input_spec`` describes it, and a wrong array is a ``PredictorInputError`` naming it.
+fused into the graph; ``input_spec`` describes it, and a wrong array is a ``bundle.InputError`` naming it.
 """
 
 from __future__ import annotations
@@ -20,82 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from sk_deploy.bundle import PRECISIONS, Bundle, InputSpec, MissingGraph, gpu_only_refusal
-from sk_deploy.bundle import InputError as PredictorInputError
-from sk_deploy.engines.compat import find_engine, fitting_engine
+from sk_deploy.backends import BACKENDS, BackendSpec, auto_order
+from sk_deploy.bundle import Bundle, InputSpec, MissingGraph
+from sk_deploy.engines.compat import find_engine
 from sk_deploy.machine import BackendUnavailable, Machine, import_openvino, import_tensorrt, probe_machine
+from sk_deploy.precisions import PRECISIONS, Precision
+from sk_deploy.runtime.auto_precision import AUTO, PrecisionChoice, resolve_precision
 from sk_deploy.runtime.backend import Backend
-from sk_deploy.runtime.cpu_choice import cpu_backend
-from sk_deploy.runtime.openvino_backend import PRECISIONS as OPENVINO_PRECISIONS
-from sk_deploy.runtime.openvino_backend import OpenVinoOptions, check_precision
+from sk_deploy.runtime.openvino_backend import OpenVinoOptions
 from sk_deploy.runtime.ort_backend import OrtOptions
 from sk_deploy.runtime.torch_backend import TorchOptions
-from sk_deploy.runtime.trt_backend import TensorRTOptions
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendSpec", "Choice", "InputSpec", "Predictor", "PredictorInputError",
-           "onnx_file", "plan"]
-
-
-#: What the ONNX Runtime and TensorRT backends run: a graph (or engine) of each precision; tf32 is the fp32 graph
-#: with TensorFloat-32 on GPUs (refused on the CPU in one line).
-ONNX_PRECISIONS = ("fp32", "fp16", "int8", "tf32")
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """One backend the Predictor can open: its class (``module:Class``, imported when opened), what it runs
-    (an ONNX graph, a TensorRT engine, or the bundle's own network), the device whose graph form it takes, the
-    precisions it runs, the default options for a precision, and what it needs of the machine beyond that."""
-
-    name: str
-    cls: str
-    runs: str
-    device: str
-    options: Callable[[str, bool], Any]
-    precisions: tuple[str, ...] = ONNX_PRECISIONS
-    family: str = ""
-    """The key of the Predictor's ``options`` this backend's options come from (``ort``, ``torch``, ...)."""
-    prefers: str | None = None
-    """The graph form (a GraphForm target) it runs best when the bundle has several of a precision."""
-    check: Callable[[str, Machine], None] | None = None
-    """Raises a BackendUnavailable when ``machine`` cannot run it at a precision (a package, a CPU feature)."""
-
-    def open(self, path: Path | None, bundle: Bundle, precision: str, options: Any) -> Backend:
-        """Construct the backend (one constructor shape for all)."""
-        module, name = self.cls.split(":")
-        backend_class = getattr(importlib.import_module(module), name)
-        return backend_class(path, bundle, precision=precision, options=options)
-
-
-def _openvino_ready(precision: str, machine: Machine) -> None:
-    if machine.openvino_version is None:
-        import_openvino()  # raises the install message
-    check_precision(precision, machine.cpu)
-
-
-def _ort_options(precision: str, cuda_graph: bool) -> OrtOptions:
-    return OrtOptions(cuda_graph=cuda_graph, trt_fp16=precision == "fp16", tf32=precision == "tf32")
-
-
-#: Every backend, by name: a new backend is one entry here (and one in AUTO_ORDER if ``auto`` may take it).
-BACKEND_SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
-    BackendSpec("tensorrt", "sk_deploy.runtime.trt_backend:TensorRTBackend", "engine", "gpu",
-                lambda precision, cuda_graph: TensorRTOptions(cuda_graph=cuda_graph), family="tensorrt"),
-    BackendSpec("ort-tensorrt", "sk_deploy.runtime.ort_backend:OrtTensorRTBackend", "onnx", "gpu", _ort_options,
-                family="ort"),
-    BackendSpec("ort-cuda", "sk_deploy.runtime.ort_backend:OrtCudaBackend", "onnx", "gpu", _ort_options,
-                family="ort"),
-    BackendSpec("ort-cpu", "sk_deploy.runtime.ort_backend:OrtCpuBackend", "onnx", "cpu", _ort_options,
-                family="ort"),
-    # OpenVINO runs the TensorRT INT8 form faster than the CPU form (benchmarks/results/cpu-2core/openvino.md).
-    BackendSpec("openvino", "sk_deploy.runtime.openvino_backend:OpenVinoBackend", "onnx", "cpu",
-                lambda precision, cuda_graph: OpenVinoOptions(), OPENVINO_PRECISIONS, family="openvino",
-                prefers="tensorrt", check=_openvino_ready),
-    BackendSpec("torch", "sk_deploy.runtime.torch_backend:TorchBackend", "network", "gpu",
-                lambda precision, cuda_graph: TorchOptions(fp16=precision == "fp16", tf32=precision == "tf32"),
-                ("fp32", "fp16", "tf32"), family="torch"),
-)}
-BACKENDS = tuple(BACKEND_SPECS)
+__all__ = ["Choice", "InputSpec", "Predictor", "onnx_file", "plan"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +45,7 @@ class Choice:
 
 def onnx_file(bundle: Bundle | dict[str, Any], backend: str, precision: str) -> str:
     """The bundle's ONNX file for ``backend`` at ``precision`` (the CPU INT8 form first on ort-cpu)."""
-    spec = BACKEND_SPECS[backend]
+    spec = BACKENDS[backend]
     try:
         return Bundle.of(bundle).graph(precision, spec.device, prefer=spec.prefers)
     except MissingGraph as exc:
@@ -129,31 +65,35 @@ def _engine(bundle: Bundle, precision: str, machine: Machine) -> str:
 
 
 def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine: Machine) -> Choice:
-    """What ``backend`` (one named, or ``auto``) would run at ``precision`` on ``machine``, or why it cannot.
+    """What ``backend`` (one named, or ``auto``) would run at ``precision`` (``auto``: as ``auto_precision``
+    chooses) on ``machine``, or why it cannot.
 
-    ``auto`` takes the first of AUTO_ORDER that applies: a TensorRT engine built for this GPU and TensorRT; ONNX
-    Runtime's CUDA provider; PyTorch on the GPU; OpenVINO where ``cpu_choice`` says it is the faster CPU backend;
-    ONNX Runtime on the CPU (faster than PyTorch eager there, see benchmarks/). A backend asked for by name that
-    cannot run is a BackendUnavailable.
+    ``auto`` takes the first backend in its order (the table's ``auto``) whose rule (``runtime/auto.py``)
+    applies: a TensorRT engine built for this GPU and TensorRT; ONNX Runtime's CUDA provider; PyTorch on the
+    GPU; OpenVINO where ``cpu_choice`` says it is the faster CPU backend; ONNX Runtime on the CPU (faster than
+    PyTorch eager there, see benchmarks/). A backend asked for by name that cannot run is a BackendUnavailable.
     """
     bundle = Bundle.of(bundle)
+    if precision == AUTO:  # the precision first (runtime.auto_precision), then the backend for it
+        precision = resolve_precision(bundle, backend, precision, machine).precision
     if precision not in PRECISIONS:
-        raise BackendUnavailable(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise BackendUnavailable(f"unknown precision {precision!r}; choose one of: auto, {', '.join(PRECISIONS)}")
     if backend == "auto":
         return _auto(bundle, precision, machine)
-    spec = BACKEND_SPECS.get(backend)
+    spec = BACKENDS.get(backend)
     if spec is None:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
-    refusal = gpu_only_refusal(precision, backend) if spec.device == "cpu" else None
+    asked = Precision(precision)
+    refusal = asked.gpu_only_refusal(backend) if spec.device == "cpu" else None
     if refusal:
         raise BackendUnavailable(refusal)
-    if precision not in spec.precisions:
-        if precision == "bf16":
-            raise BackendUnavailable(f"bf16 runs on the openvino backend only (a CPU with native bfloat16), not on "
-                                     f"{backend}: use --backend openvino")
+    if asked not in spec.precisions:
+        runners = [name for name, other in BACKENDS.items() if asked in other.precisions]
+        if len(runners) == 1:
+            raise BackendUnavailable(f"{precision} runs on the {runners[0]} backend only ({asked.facts.about}), not "
+                                     f"on {backend}: use --backend {runners[0]}")
         raise BackendUnavailable(f"the {backend} backend runs {', '.join(spec.precisions)}, not {precision}")
-    if spec.check is not None:
-        spec.check(precision, machine)
+    _ready(spec, asked, machine)
     if spec.runs == "engine":
         return Choice(backend, _engine(bundle, precision, machine), "asked for")
     if spec.runs == "network":
@@ -161,59 +101,21 @@ def plan(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine:
     return Choice(backend, onnx_file(bundle, backend, precision), "asked for")
 
 
-def _auto_tensorrt(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if not (machine.cuda and machine.tensorrt_version):
-        raise BackendUnavailable("")  # not a candidate here: nothing to say
-    engine, why = fitting_engine(bundle, precision, machine)
-    if engine is None:
-        raise BackendUnavailable(why)
-    return Choice("tensorrt", engine, why)
+def _ready(spec: BackendSpec, precision: Precision, machine: Machine) -> None:
+    """Raise a BackendUnavailable when ``machine`` lacks the package ``spec`` needs, or the CPU support a CPU
+    backend needs for ``precision``."""
+    if spec.package == "openvino" and machine.openvino_version is None:
+        import_openvino()  # raises the install message
+    if spec.device == "cpu":
+        refusal = precision.cpu_refusal(machine.cpu)
+        if refusal:
+            raise BackendUnavailable(refusal)
 
 
-def _auto_ort_cuda(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if not (machine.cuda and "CUDAExecutionProvider" in machine.ort_providers):
-        raise BackendUnavailable("")
-    return Choice("ort-cuda", onnx_file(bundle, "ort-cuda", precision),
-                  f"{machine.gpu_name} with ONNX Runtime's CUDA provider")
-
-
-def _auto_torch(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    if not machine.cuda:
-        raise BackendUnavailable("")
-    return Choice("torch", None, f"{machine.gpu_name} through PyTorch")
-
-
-def _on_the_cpu(precision: str, machine: Machine) -> str:
-    """Why ``auto`` comes to the CPU: the start of a CPU rule's reason (bf16 is a CPU precision anyway)."""
-    if precision == "bf16":
-        return ""
-    return ("no CUDA GPU here" if not machine.cuda else "no GPU backend can run this") + ": "
-
-
-def _auto_openvino(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    backend, why = cpu_backend(precision, machine)  # bf16 where nothing runs it: the refusal
-    if backend != "openvino":
-        raise BackendUnavailable("")
-    return Choice("openvino", onnx_file(bundle, "openvino", precision), _on_the_cpu(precision, machine) + why)
-
-
-def _auto_cpu(bundle: Bundle, precision: str, machine: Machine) -> Choice:
-    refusal = gpu_only_refusal(precision, "ort-cpu")
-    if refusal:
-        raise BackendUnavailable(refusal if not machine.cuda else "")
-    backend, why = cpu_backend(precision, machine)
-    if backend != "ort-cpu":  # OpenVINO was preferred; ONNX Runtime is what auto falls back to
-        why = "ONNX Runtime on the CPU, faster than PyTorch eager there"
-    return Choice("ort-cpu", onnx_file(bundle, "ort-cpu", precision), _on_the_cpu(precision, machine) + why)
-
-
-#: What ``auto`` tries, in order: a backend name and its rule (bundle, precision, machine) -> Choice, raising
-#: BackendUnavailable (with why, or an empty message when the backend is simply not here) when it does not apply.
-#: A backend whose spec does not run the precision (bf16 on a GPU backend, tf32 on OpenVINO) is not asked.
-AUTO_ORDER: list[tuple[str, Callable[[Bundle, str, Machine], Choice]]] = [
-    ("tensorrt", _auto_tensorrt), ("ort-cuda", _auto_ort_cuda), ("torch", _auto_torch),
-    ("openvino", _auto_openvino), ("ort-cpu", _auto_cpu),
-]
+def _rule(spec: BackendSpec) -> Callable[[Bundle, str, Machine, BackendSpec], Choice]:
+    """The function deciding whether ``auto`` takes ``spec`` here (its ``auto_rule``, or ``runs_here``)."""
+    module, name = (spec.auto_rule or "sk_deploy.runtime.auto:runs_here").split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def auto_candidates(bundle: Bundle, precision: str, machine: Machine) -> list[Choice]:
@@ -221,11 +123,11 @@ def auto_candidates(bundle: Bundle, precision: str, machine: Machine) -> list[Ch
     BackendUnavailable with every refusal when none applies."""
     skipped: list[str] = []
     choices = []
-    for name, rule in AUTO_ORDER:
-        if precision not in BACKEND_SPECS[name].precisions:
+    for spec in auto_order():
+        if precision not in spec.precisions:
             continue
         try:
-            choice = rule(bundle, precision, machine)
+            choice = _rule(spec)(bundle, precision, machine, spec)
         except BackendUnavailable as exc:
             if str(exc):
                 skipped.append(str(exc))
@@ -248,19 +150,20 @@ def _first_line(exc: BaseException) -> str:
 class Predictor:
     """A bundle's model on one backend. ``predict(batch) -> logits (N, classes) float32``; ``warmup()`` first.
 
-    ``backend``: auto or a name in BACKEND_SPECS. ``precision``: one of PRECISIONS (the bundle must hold that
-    graph, or engine for tensorrt). ``options`` maps a backend family (``ort``, ``torch``, ``tensorrt``,
-    ``openvino``) to its options; ``ort``, ``torch`` and ``openvino`` are shorthands for those three.
-    ``cuda_graph`` replays one captured CUDA graph per batch size on tensorrt and ort-cuda (also when options are
-    given). With ``auto``, a backend that fails to initialise is skipped for the next candidate, and ``reason``
-    says so.
+    ``backend``: auto or a name of the backend table (``sk_deploy.backends``). ``precision``: ``auto`` (the
+    default: the fastest precision whose gate passed for this bundle and runs here, ``runtime.auto_precision``;
+    ``precision_choice`` says which and why) or one of PRECISIONS, pinned (the bundle must hold that graph, or
+    engine for tensorrt). ``options`` maps a backend family (``ort``, ``torch``, ``tensorrt``, ``openvino``) to
+    its options; ``ort``, ``torch`` and ``openvino`` are shorthands for those three. ``cuda_graph`` replays one
+    captured CUDA graph per batch size on tensorrt and ort-cuda (also when options are given). With ``auto``, a
+    backend that fails to initialise is skipped for the next candidate, and ``reason`` says so.
     """
 
     def __init__(
         self,
         bundle: Bundle | str | Path,
         backend: str = "auto",
-        precision: str = "fp32",
+        precision: str = AUTO,
         *,
         ort: OrtOptions | None = None,
         torch: TorchOptions | None = None,
@@ -272,6 +175,10 @@ class Predictor:
     ) -> None:
         self.bundle = Bundle.of(bundle)
         self.machine = machine or probe_machine()
+        if file is not None:  # a file of the bundle asked for by name runs as fp32 unless told otherwise
+            precision = "fp32" if precision == AUTO else precision
+        self.precision_choice: PrecisionChoice = resolve_precision(self.bundle, backend, precision, self.machine)
+        precision = self.precision_choice.precision
         if file is not None:
             choices = [self._file(backend, file)]
         elif backend == "auto":
@@ -303,10 +210,10 @@ class Predictor:
 
     def _open(self, choice: Choice, given: dict[str, Any], cuda_graph: bool) -> Backend:
         """The backend of ``choice``, with the options given for its family (``cuda_graph`` applied to them)."""
-        spec = BACKEND_SPECS[choice.backend]
+        spec = BACKENDS[choice.backend]
         chosen = given.get(spec.family)
         if chosen is None:
-            chosen = spec.options(self.precision, cuda_graph)
+            chosen = spec.default_options(self.precision, cuda_graph)
         elif cuda_graph and hasattr(chosen, "cuda_graph") and not chosen.cuda_graph:
             chosen = dataclasses.replace(chosen, cuda_graph=True)
         path = self.bundle.check_file(choice.file) if choice.file is not None else None
@@ -314,8 +221,10 @@ class Predictor:
 
     def _file(self, backend: str, file: str) -> Choice:
         """``file`` (an ONNX graph of the bundle, e.g. the raw export) on the ONNX backend ``backend``."""
-        if BACKEND_SPECS.get(backend, BACKEND_SPECS["torch"]).runs != "onnx":
-            raise BackendUnavailable(f"{backend} does not run an ONNX file of the bundle; use an ort-* backend")
+        spec = BACKENDS.get(backend)
+        if spec is None or spec.runs != "onnx":
+            onnx = ", ".join(name for name, other in BACKENDS.items() if other.runs == "onnx")
+            raise BackendUnavailable(f"{backend} does not run an ONNX file of the bundle; use one of: {onnx}")
         if not self.bundle.has(file):
             raise BackendUnavailable(f"the bundle has no {file}")
         return Choice(backend, file, f"{file} asked for")
@@ -333,6 +242,12 @@ class Predictor:
     def captures_graphs(self) -> bool:
         """Whether the backend captures a CUDA graph per batch shape (batches are best padded to a few sizes)."""
         return self._runner.captures_graphs
+
+    @property
+    def input_dtype(self) -> str:
+        """The input's dtype (``float32`` or ``uint8``): with ``predict`` and ``max_batch``, what makes a Predictor
+        a comparator runner (``compare.Runner``)."""
+        return self.input_spec.dtype
 
     @property
     def max_batch(self) -> int | None:

@@ -41,6 +41,11 @@ class TorchBackend(Backend):
 
     name = "torch"
 
+    @classmethod
+    def default_options(cls, precision: str, cuda_graph: bool = False) -> TorchOptions:
+        """The options for ``precision`` when none are given (float16 autocast, TensorFloat-32)."""
+        return TorchOptions(fp16=precision == "fp16", tf32=precision == "tf32")
+
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: TorchOptions | None = None) -> None:
         if bundle is None:

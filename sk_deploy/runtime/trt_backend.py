@@ -34,6 +34,11 @@ class TensorRTBackend(Backend):
     device_timing = True
     runs_resident = True
 
+    @classmethod
+    def default_options(cls, precision: str, cuda_graph: bool = False) -> TensorRTOptions:
+        """The options when none are given (the engine holds its precision)."""
+        return TensorRTOptions(cuda_graph=cuda_graph)
+
     def __init__(self, path: str | Path | None, bundle: Bundle | None = None, *, precision: str = "fp32",
                  options: TensorRTOptions | None = None) -> None:
         if path is None or bundle is None:
@@ -99,7 +104,7 @@ class TensorRTBackend(Backend):
         size = batch.shape[0]
         if not self.min_batch <= size <= self.max_batch:
             raise ValueError(f"batch of {size} is outside the engine's profile ({self.min_batch} to {self.max_batch}); "
-                             f"rebuild with sk-deploy build --batch MIN:OPT:MAX")
+                             f"rebuild with sk-deploy build --batch-profile MIN:OPT:MAX")
         torch = self._torch
 
         def mark() -> None:

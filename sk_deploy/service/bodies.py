@@ -145,11 +145,16 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (ClassifyJson, ClassifyForm, BatchJso
 def problems(exc: ValidationError, where: str = "") -> str:
     """A validation error as one line naming each field: ``inputs[0].shape[1]: Input should be ...``."""
     parts = []
-    for error in exc.errors()[:3]:
+    for error in exc.errors(include_url=False, include_input=False)[:3]:
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
         parts.append(f"{where}{path or 'body'}: {error['msg']}")
-    more = len(exc.errors()) - 3
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+    return format_problems(parts, exc.error_count())
+
+
+def format_problems(parts: list[str], total: int) -> str:
+    """The first three of ``total`` problems (each ``field: message``) as one line."""
+    more = total - len(parts[:3])
+    return "; ".join(parts[:3]) + (f" (and {more} more)" if more > 0 else "")
 
 
 def parse_json(model: type[BaseModel], data: bytes | memoryview, what: str = "the body") -> Any:

@@ -45,6 +45,8 @@ class ServiceMetrics:
         self.queue_depth = Gauge("sk_queue_depth", "Pictures waiting for a batch", ["model"], registry=r).labels(**m)
         self.rejected = Counter("sk_rejected_requests", "Requests refused before inference, by reason "
                                 "(queue_full, deadline, cancelled, draining)", ["model", "reason"], registry=r)
+        self.served = Gauge("sk_model_info", "What is served (1): the backend and the precision, as chosen or pinned",
+                            ["model", "backend", "precision"], registry=r)
         self.triton = TritonCounters(model, version)
         self.success = self.triton.counter("nv_inference_request_success", "Number of successful inference requests")
         self.failure = self.triton.counter("nv_inference_request_failure", "Number of failed inference requests")

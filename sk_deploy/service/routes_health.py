@@ -24,6 +24,7 @@ async def index(service: ServiceDep) -> dict[str, Any]:
             "bundle": str(config.bundle), "ready": service.ready,
             "backend": predictor.description if predictor else None,
             "backend_reason": predictor.reason if predictor else None,
+            "precision": predictor.precision_choice.to_dict() if predictor else None,
             "input": {"name": service.input_spec.name, "form": service.input_spec.describe()},
             "batching": {"max_batch": config.max_batch, "max_delay_ms": config.max_delay_ms,
                          "max_queue": config.max_queue, "timeout_ms": config.timeout_ms,

@@ -69,7 +69,7 @@ async def _answer(service: Service, request: Request, many: bool, k: int, timeou
                for preds, r in zip(_ranked(service, logits, k), per_picture, strict=True)]
     predictor = service.predictor
     head = {"model": service.model, "backend": predictor.backend if predictor else None,
-            "precision": service.config.precision,
+            "precision": predictor.precision if predictor else None,
             "file": (predictor.file or "(PyTorch network)") if predictor else None}  # what answered, by name
     return {**head, "results": answers} if many else {**head, **answers[0]}
 

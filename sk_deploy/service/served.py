@@ -34,39 +34,45 @@ from sk_deploy.service.errors import ApiError
 from sk_deploy.service.gpu_metrics import GpuMetrics
 from sk_deploy.service.images import Decoder, PictureForm
 from sk_deploy.service.metrics import ServiceMetrics
+from sk_deploy.settings.base import defaults
+from sk_deploy.settings.serve import ServeSettings
 
 log = logging.getLogger("uvicorn.error")  # uvicorn configures it: our lines appear with the server's own
 VERSION = "1"
 
 
+#: serve's defaults, from its settings model
+SERVE = defaults(ServeSettings)
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
-    """How ``sk-deploy serve`` serves a bundle (the command's options, with the same defaults)."""
+    """How ``sk-deploy serve`` serves a bundle: the service's part of ``ServeSettings``, with its defaults."""
 
     bundle: Path
-    backend: str = "auto"
-    precision: str = "fp32"
-    max_batch: int = 32
-    max_delay_ms: float = 2.0
-    max_queue: int = 256
-    timeout_ms: float = 5000.0
-    max_body_mb: float = 16.0
-    max_pixels: int = 40_000_000
-    max_aspect_ratio: float = 32.0
+    backend: str = SERVE["backend"]
+    precision: str = SERVE["precision"]
+    max_batch: int = SERVE["max_batch"]
+    max_delay_ms: float = SERVE["max_delay_ms"]
+    max_queue: int = SERVE["max_queue"]
+    timeout_ms: float = SERVE["timeout_ms"]
+    max_body_mb: float = SERVE["max_body_mb"]
+    max_pixels: int = SERVE["max_pixels"]
+    max_aspect_ratio: float = SERVE["max_aspect_ratio"]
     """Longest side over shortest side of a picture accepted (checked from its header, before decoding)."""
-    decode_threads: int = 0
+    decode_threads: int = SERVE["decode_threads"]
     """Threads decoding pictures; 0: one per CPU, at most 4."""
     warmup: bool = True
-    header_timeout_ms: float = 10_000.0
+    header_timeout_ms: float = SERVE["header_timeout_ms"]
     """A request's headers must arrive within this long (else 408 and the connection closed)."""
-    body_timeout_ms: float = 30_000.0
+    body_timeout_ms: float = SERVE["body_timeout_ms"]
     """A request's body must arrive within this long after its headers (else 408 and the connection closed)."""
-    max_connections: int = 1024
+    max_connections: int = SERVE["max_connections"]
     """Open connections beyond this are answered 503 and closed at once."""
     batch_buckets: tuple[int, ...] | None = None
     """The sizes batches are padded to for a backend that captures CUDA graphs (None: the powers of two up to
     ``max_batch``); a backend that captures none takes any size."""
-    instances: int = 1
+    instances: int = SERVE["instances"]
     """Inference threads taking batches from the one queue, each with its share of the cores (backends that run
     batches in parallel only: ``runtime.instances``)."""
 
@@ -114,6 +120,8 @@ class Service:
             raise BackendUnavailable(f"{config.instances} instances: {predictor.backend} runs one ({refusal})")
         log.info("model %s on %s (%s), loading took %.1f s", self.model, predictor.description, predictor.reason,
                  time.perf_counter() - started)
+        log.info("precision %s", predictor.precision_choice.reason)
+        self.metrics.served.labels(model=self.model, backend=predictor.backend, precision=predictor.precision).set(1)
         if config.instances > 1:
             log.info("%d instances: %d inference threads on the one queue", config.instances, config.instances)
         buckets = None

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sk_deploy.bundle import Bundle, BundleError
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle
+from sk_deploy.graph.pipeline import export_bundle
 from sk_deploy.models import list_models
 from sk_deploy.models.reference import describe_weights
+from sk_deploy.runners import onnx_cpu_runner
+from sk_deploy.settings.graph import ExportSettings
 
 
 def default_cache() -> Path:
@@ -21,8 +23,9 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
                    progress: Callable[[str], None] = lambda _: None) -> tuple[Bundle, bool]:
     """The bundle to serve for ``target`` and whether it was exported just now.
 
-    A directory is taken as a bundle. A registered model name is exported (cleaned, verified) into
-    ``cache/<name>`` unless a bundle of that model with the same weights is already there.
+    A directory is taken as a bundle. A registered model name is exported (cleaned, verified, and its bf16 gate
+    measured where the CPU computes bfloat16 natively) into ``cache/<name>`` unless a bundle of that model with the
+    same weights is already there.
     """
     path = Path(target).expanduser()
     if path.is_dir() or os.sep in target or target.startswith("."):
@@ -42,6 +45,10 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
     except (BundleError, KeyError):
         pass
     progress(f"exporting {target} to {out}")
-    bundle, _ = export_bundle(ExportRequest(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
-                              progress=progress)
-    return bundle, True
+    bundle, _ = export_bundle(ExportSettings(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
+                              progress=progress, onnx_runner=onnx_cpu_runner)
+    # as `sk-deploy export` does: the bf16 gate where this CPU computes bfloat16 natively, so auto may serve it
+    from sk_deploy.precision.pipeline import gate_bf16_where_native
+
+    result = gate_bf16_where_native(bundle.path, progress=lambda message, total: progress(f"bf16 gate: {message}"))
+    return (Bundle.open(bundle.path) if not isinstance(result, str) else bundle), True

@@ -9,7 +9,8 @@ import pytest
 from sk_deploy.bench.latency import BenchConfig, BenchRun
 from sk_deploy.bench.report import build_report
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+from sk_deploy.machine import detect_cpu
+from sk_deploy.precisions import Precision
 
 pytest.importorskip("openvino", reason="OpenVINO is a default dependency; this install lacks it")
 
@@ -27,7 +28,7 @@ def test_openvino_rows(small_bundle: Bundle) -> None:
         raw = rows[("openvino-raw", "fp32", batch)]
         assert raw["status"] == "ok" and raw["file"] == "model.raw.onnx"
         assert raw["ran"] == "openvino-raw fp32 (model.raw.onnx; compiled f32)"
-    refusal = bf16_refusal(detect_cpu())
+    refusal = Precision.BF16.cpu_refusal(detect_cpu())
     bf16 = rows[("openvino", "bf16", 1 if refusal is None else None)]
     if refusal is None:
         assert bf16["status"] == "ok" and bf16["ran"].endswith("compiled bf16)")

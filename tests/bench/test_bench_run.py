@@ -20,7 +20,7 @@ from sk_deploy.bench.latency import BenchConfig, BenchError, BenchRun, Runner
 from sk_deploy.bench.plots import PLOTS, PlotsUnavailable, write_plots
 from sk_deploy.bench.report import STATS, build_report, to_csv, to_markdown, write_report
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.availability import BackendUnavailable
+from sk_deploy.machine import BackendUnavailable
 from sk_deploy.runtime.predictor import Predictor
 
 #: ONNX Runtime's CUDA provider works here (installed, and a GPU): its rows are measured, not skipped

@@ -151,7 +151,7 @@ def test_a_step_stops_in_time_and_says_when_metrics_are_missing() -> None:
 
 
 def test_cli_bench_http(scripted: Scripted, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["bench-http", scripted.url, "--concurrency", "2", "--duration", "30",
+    result = CliRunner().invoke(app, ["bench-http", scripted.url, "--concurrency", "2", "--duration-ms", "30000",
                                       "--max-requests", "6", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bench-http.json").read_text())

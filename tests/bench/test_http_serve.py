@@ -44,7 +44,7 @@ def test_sweep_against_the_service(service: str) -> None:
 
 def test_cli_bench_http_against_the_service(service: str, tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "sk_deploy", "bench-http", service, "--concurrency", "1,4",
-                          "--duration", "1", "--max-requests", "40", "--out", str(tmp_path)],
+                          "--duration-ms", "1000", "--max-requests", "40", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0, run.stderr
     report = json.loads((tmp_path / "bench-http.json").read_text())

@@ -99,7 +99,6 @@ def test_the_grpc_protocol_sends_model_infer(small_bundle: Bundle) -> None:
     (["--request-rate", "10", "--protocol", "grpc", "--grpc-url", "10.1.2.3:8001"], "not a loopback address"),
     (["--request-rate", "10", "--concurrency", "4"], "two modes: give one"),
     (["--request-rate", "0"], "request rates must be positive"),
-    (["--request-rate", "10", "--arrivals", "bursty"], "unknown arrivals 'bursty'"),
     (["--p99-ms", "50"], "go with --request-rate"),
 ])
 def test_open_loop_usage_errors_are_one_line(args: list[str], message: str) -> None:

@@ -82,7 +82,7 @@ def test_serve_and_triton_repo_take_the_settings(tuned: tuple[dict, Path], small
 def test_a_bad_settings_file_is_one_line(tmp_path: Path, small_bundle: Bundle) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[serving]\nmax_batch = 0\n")
-    with pytest.raises(SettingsError, match="max_batch must be at least 1"):
+    with pytest.raises(SettingsError, match="max_batch: Input should be greater than or equal to 1"):
         read_settings(bad)
     bad.write_text("[serving]\nbatch = 4\n")
     result = runner.invoke(app, ["triton-repo", str(small_bundle.path), "--out", str(tmp_path / "r"),

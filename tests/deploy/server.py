@@ -27,10 +27,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ready_status(port: int, timeout: float = 2.0) -> int | None:
-    """The HTTP status of GET /readyz, or None when nothing answers."""
+def ready_status(port: int, timeout: float = 2.0, path: str = "/readyz") -> int | None:
+    """The HTTP status of GET ``path`` (/readyz), or None when nothing answers."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -59,8 +59,10 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> int:
 
 @contextlib.contextmanager
 def running_server(argv: Sequence[str], port: int, env: dict[str, str] | None = None,
-                   deadline_s: float = READY_DEADLINE_S) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` (a server that will listen on ``port``) until the block ends; yield once /readyz is 200."""
+                   deadline_s: float = READY_DEADLINE_S, ready_path: str = "/readyz",
+                   ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` (a server that will listen on ``port``) until the block ends; yield once ``ready_path``
+    (/readyz) answers 200."""
     with tempfile.TemporaryDirectory(prefix="sk-server-") as folder:
         log = Path(folder) / "server.log"
         with open(log, "wb") as out:
@@ -69,7 +71,7 @@ def running_server(argv: Sequence[str], port: int, env: dict[str, str] | None = 
                                        start_new_session=True)
         try:
             deadline = time.monotonic() + deadline_s
-            while ready_status(port) != 200:
+            while ready_status(port, path=ready_path) != 200:
                 if process.poll() is not None:
                     pytest.fail(f"server exited with {process.returncode} before it was ready:\n{_tail(log)}")
                 if time.monotonic() > deadline:

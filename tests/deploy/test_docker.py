@@ -6,18 +6,20 @@ prepares and serves a bundle, watched by the image's own HEALTHCHECK script."""
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from sk_deploy.bundle import Bundle
 
@@ -60,10 +62,10 @@ def dockerignore_keeps(path: str) -> bool:
 
 
 def test_dockerfile_lines_up_with_scripts_and_service() -> None:
-    from sk_deploy.cli.serve import serve_command
+    from sk_deploy.settings.serve import ServeSettings
 
     env = dict(item.split("=", 1) for args in values("ENV") for item in args.split())
-    port = inspect.signature(serve_command).parameters["port"].default
+    port = ServeSettings.model_fields["port"].default
     assert values("EXPOSE") == [env["SK_PORT"]] == [str(port)] == ["8000"]
     assert env["SK_BUNDLE"] == "/models/bundle" and env["SK_WORK_DIR"] in " ".join(values("VOLUME"))
     user = values("USER")[-1].split(":")[0]
@@ -98,18 +100,30 @@ class Image:
     install_output: str
 
 
+def make_venv_seeing_these_packages(venv: Path) -> None:
+    """A virtual environment at ``venv`` whose Python sees the packages of the Python running the tests, after its
+    own. Not `--system-site-packages`: that shows a new environment its base interpreter's packages, which are not
+    these when the tests run in a virtual environment themselves. Without its own pip and setuptools, which would
+    shadow the newer ones these packages need."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    own = Path(sysconfig.get_path("purelib", "venv", vars={"base": str(venv), "platbase": str(venv)}))
+    # an `import` line in a .pth file runs at start-up: addsitedir also runs these directories' own .pth files
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in site.getsitepackages()]
+    (own / "_test_runner_packages.pth").write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     """docker/install.sh cpu, run for real: the wheel stage's `pip wheel`, then the script into a virtual
-    environment that sees this machine's packages (torch, onnxruntime, ... already there: no downloads)."""
+    environment that sees the packages of the Python running the tests (torch, onnxruntime, ... already there: no
+    downloads)."""
     folder = tmp_path_factory.mktemp("image")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed wheel, not this checkout
     built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir",
                  str(folder / "dist"), str(REPO)], env=env)
     assert built.returncode == 0, built.stdout + built.stderr
     venv = folder / "venv"
-    # without its own pip and setuptools, which would shadow the newer ones this machine's packages need
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    make_venv_seeing_these_packages(venv)
     installed = run([str(DOCKER / "install.sh"), "cpu", str(folder / "dist")], cwd=folder,
                     env={**env, "PYTHON": str(venv / "bin" / "python"), "PIP_NO_INDEX": "1"})
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
@@ -125,6 +139,9 @@ def test_install_script_installs_the_wheel(image: Image) -> None:
     where = run([str(image.venv / "bin" / "python"), "-c", "import sk_deploy; print(sk_deploy.__file__)"],
                 env=image.env, cwd=image.venv)
     assert Path(where.stdout.strip()).is_relative_to(image.venv), where.stdout + where.stderr
+    # it sees the packages of the Python running the tests, also when that one runs in a virtual environment
+    seen = run([str(image.venv / "bin" / "python"), "-c", "import torch; print(torch.__file__)"], env=image.env)
+    assert seen.stdout.strip() == torch.__file__, seen.stdout + seen.stderr
     assert (image.venv / "bin" / "sk-deploy").is_file()
 
 

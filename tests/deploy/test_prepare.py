@@ -13,7 +13,7 @@ import pytest
 
 from sk_deploy.bundle import Bundle, MissingGraph
 from sk_deploy.deploy.container import PrepareError, PrepareRequest, prepare, work_copy
-from sk_deploy.runtime.availability import Machine, probe_machine
+from sk_deploy.machine import Machine, probe_machine
 
 ENGINE = "model.fp32.h100-80gb-hbm3.trt10.8.plan"
 H100 = Machine(True, "NVIDIA H100 80GB HBM3", (9, 0), ("CUDAExecutionProvider",), "10.8.0.43")

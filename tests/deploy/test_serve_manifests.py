@@ -1,5 +1,7 @@
 """serve/: the KServe manifests and the compose file parse, and their ports, probe paths, mount points, image
-versions and model names line up with the Dockerfile, the entrypoint and the service's own routes."""
+versions and model names line up with the Dockerfile, the entrypoint and the service's own routes; the
+InferenceServices use KServe's current names (deployment mode ``Standard``, the gRPC port ``h2c``, HPA autoscaling
+with ``scaleMetric`` and ``scaleTarget``)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,30 @@ def test_every_file_in_serve_parses() -> None:
         assert yaml.safe_load(path.read_text())
 
 
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+HPA_METRICS = ("cpu", "memory")
+"""What KServe's HorizontalPodAutoscaler scales on in Standard mode (its webhook refuses any other)."""
+
+
+def check_standard_and_autoscaled(isvc: dict[str, Any]) -> None:
+    """KServe's current deployment mode (``Standard``, formerly ``RawDeployment``) and HPA autoscaling fields."""
+    assert isvc["metadata"]["annotations"][DEPLOYMENT_MODE] == "Standard"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["scaleMetric"] in HPA_METRICS
+    assert isinstance(predictor["scaleTarget"], int) and 1 <= predictor["scaleTarget"] <= 100  # a utilization %
+    assert 1 <= predictor["minReplicas"] < predictor["maxReplicas"]
+
+
+def serve_options() -> set[str]:
+    """The options ``sk-deploy serve`` takes (from the CLI itself)."""
+    import typer.main
+
+    from sk_deploy.cli import app
+
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    return {option for param in serve.params for option in param.opts}
+
+
 def service_paths(bundle: Path) -> set[str]:
     """The routes the real app registers (no server started, no model loaded)."""
     from sk_deploy.service.app import ServiceConfig, create_app
@@ -49,11 +75,17 @@ def test_kserve_sk_deploy_matches_the_image_and_the_service(small_bundle: Bundle
     isvc = load("kserve-sk-deploy.yaml")
     assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     assert isvc["metadata"]["name"] in list_models()  # the served model name is the bundle's model
+    check_standard_and_autoscaled(isvc)
     (container,) = isvc["spec"]["predictor"]["containers"]
-    assert container["name"] == "kserve-container" and container["args"] == ["serve"]
     env = {item["name"]: item["value"] for item in container["env"]}
     port = int(dockerfile_env()["SK_PORT"])
-    assert int(env["SK_PORT"]) == port and [p["containerPort"] for p in container["ports"]] == [port]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert all(p["protocol"] == "TCP" for p in container["ports"])
+    # HTTP first (KServe's Service sends port 80 to the first), gRPC named h2c, served by serve --grpc-port
+    assert container["ports"][0]["name"] == "http1" and ports == {"http1": port, "h2c": ports["h2c"]} != port
+    assert container["name"] == "kserve-container" and container["args"] == ["serve", "--grpc-port",
+                                                                             str(ports["h2c"])]
+    assert int(env["SK_PORT"]) == port and "--grpc-port" in serve_options()
     assert env["SK_BUNDLE"] == "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
     assert env["STORAGE_URI"].endswith("/" + isvc["metadata"]["name"])
     assert env["SK_PRECISION"] in ("fp32", "fp16", "int8")
@@ -75,6 +107,7 @@ def test_kserve_sk_deploy_matches_the_image_and_the_service(small_bundle: Bundle
 def test_kserve_triton_matches_the_repository_and_tensorrt_base() -> None:
     isvc = load("kserve-triton.yaml")
     assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    check_standard_and_autoscaled(isvc)
     model = isvc["spec"]["predictor"]["model"]
     assert model["modelFormat"]["name"] == "triton" and model["protocolVersion"] == "v2"
     assert model["storageUri"].endswith("/triton-repo")  # the --out of `sk-deploy triton-repo` in its comment

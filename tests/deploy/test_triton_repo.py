@@ -5,6 +5,7 @@ fused-preprocess bundle and a TensorRT plan; and every refusal, which leaves the
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
 from sk_deploy.deploy.triton import TritonRequest, plan_repository
 from sk_deploy.labels import imagenet_labels
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.precision.pipeline import quantize_bundle
+from sk_deploy.settings.precision import QuantizeSettings
 
 from ..conftest import make_image
 
@@ -42,9 +44,9 @@ def full_bundle(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) 
         make_image(pictures / f"p{i}.jpg", size=(96, 80), seed=i)
     path = folder / "bundle"
     shutil.copytree(small_bundle.path, path)
-    quantize_bundle(QuantizeRequest(bundle=path, precision="fp16", holdout_size=2))
+    quantize_bundle(QuantizeSettings(bundle=path, precision="fp16", holdout_size=2))
     for target in ("tensorrt", "cpu"):
-        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, calib=pictures, calib_size=4,
+        quantize_bundle(QuantizeSettings(bundle=path, precision="int8", target=target, images=pictures, calib_size=4,
                                         holdout_size=2, gate=False))
     bundle = Bundle.open(path)
     (path / ENGINE).write_bytes(b"stand-in serialized engine " * 100)
@@ -90,8 +92,8 @@ def check_matches_graph(config: mc.ModelConfig, model_file: Path) -> None:
 
 def test_fp32_repository_every_field(full_bundle: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    code, output = triton_repo(str(full_bundle), "--out", str(repo), "--max-batch", "16", "--preferred-batch", "8",
-                               "--preferred-batch", "4", "--max-queue-delay-us", "500", "--instances", "2")
+    code, output = triton_repo(str(full_bundle), "--out", str(repo), "--max-batch", "16",
+                               "--preferred-batch-sizes", "8,4", "--max-queue-delay-ms", "0.5", "--instances", "2")
     assert code == 0, output
     model_dir = repo / "skresnet18"
     assert sorted(p.name for p in repo.iterdir()) == ["skresnet18"]  # no staging left behind
@@ -117,7 +119,7 @@ def test_fp32_repository_every_field(full_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_defaults_take_the_bundle_profile(full_bundle: Path, tmp_path: Path) -> None:
-    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--name", "sk18-cpu", "--device", "cpu")
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--name", "sk18-cpu", "--instance-kind", "cpu")
     assert code == 0, output
     config = parse(tmp_path / "sk18-cpu")
     profile_max = Bundle.open(full_bundle).manifest["input"]["batch"]["max"]
@@ -134,7 +136,8 @@ def test_defaults_take_the_bundle_profile(full_bundle: Path, tmp_path: Path) -> 
 def test_precision_graphs_keep_float32_io(
     full_bundle: Path, tmp_path: Path, precision: str, device: str, expected_file: str
 ) -> None:
-    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--precision", precision, "--device", device)
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--precision", precision,
+                               "--instance-kind", device)
     assert code == 0, output
     model_file = tmp_path / "skresnet18" / "1" / "model.onnx"
     assert sha256(model_file) == Bundle.open(full_bundle).manifest["files"][expected_file]["sha256"]
@@ -173,7 +176,7 @@ def test_fused_preprocess_bundle_takes_uint8_nhwc(fused_bundle: Bundle, tmp_path
 
 def test_tensorrt_plan(full_bundle: Path, tmp_path: Path) -> None:
     code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--backend", "tensorrt", "--precision", "fp16",
-                               "--preferred-batch", "16")
+                               "--preferred-batch-sizes", "16")
     assert code == 0, output
     model_dir = tmp_path / "skresnet18"
     assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.plan"]
@@ -193,16 +196,15 @@ def test_tensorrt_plan(full_bundle: Path, tmp_path: Path) -> None:
     [
         (["--precision", "fp16"], "no fp16 graph model.fp16.onnx for a GPU instance; make it: sk-deploy quantize "
                                   "BUNDLE --precision fp16"),
-        (["--precision", "int8"], "--precision int8 --target tensorrt --calib PHOTOS"),
-        (["--precision", "int8", "--device", "cpu"], "model.int8-cpu.onnx (or model.int8.onnx)"),
+        (["--precision", "int8"], "--precision int8 --target tensorrt --images PHOTOS"),
+        (["--precision", "int8", "--instance-kind", "cpu"], "model.int8-cpu.onnx (or model.int8.onnx)"),
         (["--backend", "tensorrt"], "no fp32 TensorRT engine; build one"),
-        (["--backend", "tensorrt", "--device", "cpu"], "a TensorRT plan runs on a GPU only"),
-        (["--backend", "triton"], "unknown backend 'triton'"),
+        (["--backend", "tensorrt", "--instance-kind", "cpu"], "a TensorRT plan runs on a GPU only"),
         (["--max-batch", "64"], "--max-batch 64 is above the batch profile's maximum 32"),
-        (["--max-batch", "8", "--preferred-batch", "16"], "--preferred-batch 16: each must be 1 to max batch 8"),
-        (["--instances", "0"], "--instances must be at least 1"),
+        (["--max-batch", "8", "--preferred-batch-sizes", "16"], "--preferred-batch-sizes 16: each must be 1 to max "
+                                                          "batch 8"),
         (["--name", "a/b"], "model name 'a/b'"),
-        (["--device", "cpu", "--ort-tensorrt"], "--ort-tensorrt is ONNX Runtime's TensorRT provider"),
+        (["--instance-kind", "cpu", "--ort-tensorrt"], "--ort-tensorrt is ONNX Runtime's TensorRT provider"),
         (["--engine", "model.plan"], "--engine picks a TensorRT plan"),
     ],
 )
@@ -261,11 +263,104 @@ def test_openvino_repository(full_bundle: Path, tmp_path: Path, precision: str, 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--backend", "openvino", "--device", "gpu"), "Triton's OpenVINO backend runs on the CPU"),
-    (("--backend", "openvino", "--precision", "fp16"), "the openvino backend serves fp32, bf16 or int8"),
-    (("--precision", "bf16"), "bf16 is served by Triton's OpenVINO backend"),
+    (("--backend", "openvino", "--instance-kind", "gpu"), "Triton's OpenVINO backend runs on the CPU"),
+    (("--backend", "openvino", "--precision", "fp16"), "the openvino backend serves fp32, bf16, int8, not fp16"),
+    (("--precision", "bf16"), "bf16 is served by Triton's openvino backend only"),
 ])
 def test_openvino_refusals_are_one_line(full_bundle: Path, tmp_path: Path, args: tuple[str, ...],
                                         message: str) -> None:
     code, output = triton_repo(str(full_bundle), "--out", str(tmp_path / "repo"), *args)
     assert code == 1 and message in output and not (tmp_path / "repo").exists()
+
+
+def test_python_backend_runs_the_bundle_through_the_predictor(full_bundle: Path, tmp_path: Path) -> None:
+    code, output = triton_repo(str(full_bundle), "--out", str(tmp_path), "--backend", "python", "--precision", "int8",
+                               "--runtime", "ort-cpu", "--max-batch", "16", "--instances", "2")
+    assert code == 0, output
+    model_dir = tmp_path / "skresnet18"
+    config = parse(model_dir)
+    assert config.backend == "python" and not config.platform and config.default_model_filename == "model.py"
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert parameters == {"runtime": "ort-cpu", "precision": "int8"}
+    (inp,), (out,) = config.input, config.output
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("input", mc.TYPE_FP32, [3, 64, 64])
+    assert (out.name, out.data_type, list(out.dims), out.label_filename) == ("logits", mc.TYPE_FP32, [1000],
+                                                                              "labels.txt")
+    assert config.max_batch_size == 16 and config.WhichOneof("scheduling_choice") == "dynamic_batching"
+    (group,) = config.instance_group
+    assert group.kind == mc.ModelInstanceGroup.KIND_CPU and group.count == 2  # the Python backend's default kind
+    # the whole bundle, every file as the manifest records it, and a model.py naming the class that serves it
+    copied = Bundle.open(model_dir / "1" / "bundle")
+    for name, entry in Bundle.open(full_bundle).manifest["files"].items():
+        assert sha256(model_dir / "1" / "bundle" / name) == entry["sha256"] == copied.entry(name)["sha256"]
+    source = (model_dir / "1" / "model.py").read_text()
+    assert "from sk_deploy.deploy.triton_python import ClassifierModel as TritonPythonModel" in source
+    compile(source, "model.py", "exec")
+    assert "backend python from the bundle (sk-deploy's Predictor, ort-cpu int8)" in " ".join(output.split())
+    assert not (tmp_path / "skresnet18_ensemble").exists()
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["float-nchw", "fused-uint8-nhwc"])
+def test_ensemble_takes_encoded_pictures(small_bundle: Bundle, fused_bundle: Bundle, tmp_path: Path,
+                                         fused: bool) -> None:
+    bundle = fused_bundle if fused else small_bundle
+    code, output = triton_repo(str(bundle.path), "--out", str(tmp_path), "--instance-kind", "cpu", "--ensemble",
+                               "--max-pixels", "1000000", "--max-aspect-ratio", "4", "--max-picture-mb", "2")
+    assert code == 0, output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skresnet18", "skresnet18_ensemble",
+                                                          "skresnet18_preprocess"]
+    model = parse(tmp_path / "skresnet18")
+    assert model.platform == "onnxruntime_onnx"  # the ensemble runs the model of whichever backend
+    preprocess = parse(tmp_path / "skresnet18_preprocess")
+    assert preprocess.backend == "python" and preprocess.max_batch_size == model.max_batch_size
+    (picture,), (tensor,) = preprocess.input, preprocess.output
+    assert (picture.name, picture.data_type, list(picture.dims)) == ("image", mc.TYPE_STRING, [1])
+    assert (tensor.name, tensor.data_type, list(tensor.dims)) == (model.input[0].name, model.input[0].data_type,
+                                                                  list(model.input[0].dims))
+    parameters = {key: value.string_value for key, value in preprocess.parameters.items()}
+    described = bundle.preprocess.to_dict()
+    del described["layout"]
+    assert json.loads(parameters.pop("preprocess")) == described
+    assert parameters == {"uint8_nhwc": "true" if fused else "false", "max_pixels": "1000000", "max_aspect": "4",
+                          "max_bytes": str(2 << 20)}
+    assert preprocess.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert "PictureModel as TritonPythonModel" in (tmp_path / "skresnet18_preprocess" / "1" / "model.py").read_text()
+    ensemble = parse(tmp_path / "skresnet18_ensemble")
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == model.max_batch_size
+    assert (ensemble.input[0].name, ensemble.input[0].data_type) == ("image", mc.TYPE_STRING)
+    assert (ensemble.output[0].name, ensemble.output[0].label_filename) == ("logits", "labels.txt")
+    assert (tmp_path / "skresnet18_ensemble" / "labels.txt").read_text().splitlines() == imagenet_labels()
+    first, second = ensemble.ensemble_scheduling.step
+    assert (first.model_name, dict(first.input_map)) == ("skresnet18_preprocess", {"image": "image"})
+    assert (second.model_name, dict(second.output_map)) == ("skresnet18", {"logits": "logits"})
+    assert dict(first.output_map)[model.input[0].name] == dict(second.input_map)[model.input[0].name]
+    assert [p.name for p in (tmp_path / "skresnet18_ensemble" / "1").iterdir()] == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--runtime", "ort-cpu"), "--runtime picks the backend sk-deploy's Predictor runs inside Triton's Python "
+                               "backend: add --backend python"),
+    (("--backend", "python", "--runtime", "ort-cpu", "--precision", "bf16"), "the ort-cpu backend serves"),
+    (("--backend", "python", "--precision", "fp16"), "no fp16 graph model.fp16.onnx"),
+    (("--backend", "python", "--runtime", "tensorrt"), "no fp32 TensorRT engine for --runtime tensorrt"),
+])
+def test_python_backend_refusals_are_one_line(small_bundle: Bundle, tmp_path: Path, args: tuple[str, ...],
+                                              message: str) -> None:
+    code, output = triton_repo(str(small_bundle.path), "--out", str(tmp_path / "repo"), *args)
+    assert code == 1 and message in " ".join(output.split()) and output.count("error:") == 1
+    assert not (tmp_path / "repo").exists()
+
+
+def test_an_unknown_runtime_is_a_usage_error(small_bundle: Bundle, tmp_path: Path) -> None:
+    code, output = triton_repo(str(small_bundle.path), "--out", str(tmp_path / "repo"), "--backend", "python",
+                               "--runtime", "onnx")
+    assert code == 2 and "--runtime: 'onnx' is not one of auto, " in " ".join(output.split())
+    assert not (tmp_path / "repo").exists()
+
+
+def test_ensemble_checks_every_directory_before_writing(small_bundle: Bundle, tmp_path: Path) -> None:
+    (tmp_path / "skresnet18_ensemble").mkdir()
+    (tmp_path / "skresnet18_ensemble" / "kept").write_text("x")
+    code, output = triton_repo(str(small_bundle.path), "--out", str(tmp_path), "--backend", "python", "--ensemble")
+    assert code == 1 and "skresnet18_ensemble: directory is not empty; pass --force" in " ".join(output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skresnet18_ensemble"]  # nothing half written

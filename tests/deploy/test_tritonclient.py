@@ -15,18 +15,18 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.images import load_batch
 from sk_deploy.labels import imagenet_labels
 from sk_deploy.runtime.predictor import Predictor
-from tests.servers import served
+from tests.servers import ServerProcess
 
 from ..conftest import make_image
 
 
 @pytest.fixture(scope="module")
-def client(small_bundle: Bundle) -> Iterator[httpclient.InferenceServerClient]:
-    """A tritonclient HTTP client connected to `sk-deploy serve` of the small bundle (ONNX Runtime, CPU)."""
-    with served(small_bundle.path, "--backend", "ort-cpu") as server:
-        triton = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=60.0)
-        yield triton
-        triton.close()
+def client(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
+    """A tritonclient HTTP client connected to the session's `sk-deploy serve` of the small bundle (ONNX Runtime,
+    CPU)."""
+    triton = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=60.0)
+    yield triton
+    triton.close()
 
 
 @pytest.fixture(scope="module")

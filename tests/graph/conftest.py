@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from torch import nn
 
@@ -38,6 +39,19 @@ def calibrate_bn(model: nn.Module, input_shape: tuple[int, int, int], seed: int 
         for module in norms:
             module.running_var += module.running_mean**2
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def legacy_skresnet18() -> tuple[nn.Module, onnx.ModelProto]:
+    """skresnet18 at 64x64 (``calibrate_bn``, seed 0) and its legacy export, made once for the pass tests that read
+    it (cleanup, fused preprocessing); the passes return new graphs and leave this one as it is."""
+    from sk_deploy.graph.export import export_onnx
+    from sk_deploy.models import create_model
+
+    torch.manual_seed(0)
+    model = calibrate_bn(create_model("skresnet18"), (3, 64, 64))
+    raw, _ = export_onnx(model, (3, 64, 64), exporter="legacy")
+    return model, raw
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:

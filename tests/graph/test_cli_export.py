@@ -37,7 +37,7 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "bundle"
-    run = sk_deploy("export", *SMALL, "--out", str(out), "--batch", "1:4:8")
+    run = sk_deploy("export", *SMALL, "--out", str(out), "--batch-profile", "1:4:8")
     assert run.returncode == 0, run.stderr
     assert "random weights" in run.stderr
     assert "model.raw.onnx" in run.stdout and "model.onnx" in run.stdout
@@ -114,15 +114,13 @@ def wrong_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["sknet51"], "unknown model 'sknet51'; known models: sknet26, sknet50"),
         ([*SMALL, "--weights", "WRONG"], "1 missing: fc.bias; 1 unexpected: extra.weight"),
         ([*SMALL, "--weights", "absent.safetensors"], "absent.safetensors: no such checkpoint file"),
-        ([*SMALL, "--opset", "11"], "opset 11 is not supported"),
-        ([*SMALL, "--batch", "8:1:4"], "must satisfy 1 <= MIN <= OPT <= MAX"),
+        ([*SMALL, "--batch-profile", "8:1:4"], "must satisfy 1 <= MIN <= OPT <= MAX"),
         (["skresnet18", "--input-size", "64", "96"], "only square inputs"),
-        (["skresnet18", "--exporter", "jit"], "unknown exporter 'jit'"),
         ([*SMALL, "--out", "FILE"], "exists and is not a directory"),
         ([*SMALL, "--out", "FILE/bundle"], "cannot write there"),
         ([*SMALL, "--images", "FILE"], "file: not a directory"),
     ],
-    ids=["unknown-model", "mismatched-weights", "missing-weights", "opset", "batch", "non-square", "exporter",
+    ids=["unknown-model", "mismatched-weights", "missing-weights", "batch", "non-square",
          "out-is-file", "unwritable", "images-not-a-folder"],
 )
 def test_export_refusals(args: list[str], message: str, tmp_path: Path, wrong_weights: Path) -> None:

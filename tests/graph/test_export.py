@@ -1,7 +1,8 @@
-"""Export of every registered model with the legacy exporter: a symbolic batch, ONNX Runtime at batch 1, 3 and
-8, and the logits of PyTorch (max abs error <= 1e-4, top-1 identical). Reduced input size (64x64) to keep the
-suite quick on two cores. The dynamo exporter (the default) is covered for every model through bundles and the
-Predictor in tests/runtime/test_predictor_parity.py; sknet50 at full size is in test_sknet50_graph.py."""
+"""Export of every model design (the shallowest registered model of each, ``one_model_per_design``) with the legacy
+exporter: a symbolic batch, ONNX Runtime at batch 1, 3 and 8, and the logits of PyTorch (max abs error <= 1e-4,
+top-1 identical). Reduced input size (64x64) to keep the suite quick on two cores. The dynamo exporter (the
+default) is covered for every design through bundles and the Predictor in tests/runtime/test_predictor_parity.py;
+sknet50 at full size is in test_sknet50_graph.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from onnx import TensorProto, helper
 from sk_deploy.graph.describe import tensor_ranks
 from sk_deploy.graph.export import ExportError, check_dynamic_batch, check_opset, export_onnx, trace_batch_for
 from sk_deploy.graph.passes import optimize
-from sk_deploy.models import create_model, get_spec, list_models
+from sk_deploy.models import create_model, get_spec
+from tests.bundles import one_model_per_design
 from tests.graph.conftest import calibrate_bn, random_batch, session, torch_out
 
 SIZE = 64
@@ -54,8 +56,8 @@ def _has_sk(name: str) -> bool:
 
 
 @pytest.mark.parametrize("exporter", ["legacy"])
-@pytest.mark.parametrize("name", list_models())
-def test_every_model_exports_cleans_and_matches_pytorch(name: str, exporter: str) -> None:
+@pytest.mark.parametrize("name", one_model_per_design())
+def test_every_design_exports_cleans_and_matches_pytorch(name: str, exporter: str) -> None:
     torch.manual_seed(0)
     shape = (get_spec(name).input_size[0], SIZE, SIZE)
     model = calibrate_bn(create_model(name), shape)

@@ -8,25 +8,14 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from sk_deploy.graph.export import export_onnx
 from sk_deploy.graph.passes import cleanup
-from sk_deploy.models import create_model
-from tests.graph.conftest import calibrate_bn, random_batch, run, session
+from tests.graph.conftest import random_batch, run, session
 
 
 def _ops(model: onnx.ModelProto) -> Counter[str]:
     return Counter(node.op_type for node in model.graph.node)
-
-
-@pytest.fixture(scope="module")
-def legacy_skresnet18() -> tuple[torch.nn.Module, onnx.ModelProto]:
-    torch.manual_seed(0)
-    model = calibrate_bn(create_model("skresnet18"), (3, 64, 64))
-    raw, _ = export_onnx(model, (3, 64, 64), exporter="legacy")
-    return model, raw
 
 
 def test_legacy_shape_chains_identity_and_constants_are_gone(legacy_skresnet18) -> None:

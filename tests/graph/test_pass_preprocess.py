@@ -11,20 +11,15 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from sk_deploy.graph.export import export_onnx
 from sk_deploy.graph.passes import cleanup, preprocess
 from sk_deploy.graph.passes.preprocess import PreprocessError
 from sk_deploy.images import Preprocess, resize_crop, to_tensor
-from sk_deploy.models import create_model
-from tests.graph.conftest import calibrate_bn, run
+from tests.graph.conftest import run
 
 
 @pytest.fixture(scope="module")
-def float_model() -> onnx.ModelProto:
-    torch.manual_seed(0)
-    model = calibrate_bn(create_model("skresnet18"), (3, 64, 64))
-    raw, _ = export_onnx(model, (3, 64, 64), exporter="legacy")
-    return cleanup.run(raw)[0]
+def float_model(legacy_skresnet18: tuple[torch.nn.Module, onnx.ModelProto]) -> onnx.ModelProto:
+    return cleanup.run(legacy_skresnet18[1])[0]
 
 
 def test_fused_graph_takes_uint8_nhwc_and_matches(float_model: onnx.ModelProto) -> None:

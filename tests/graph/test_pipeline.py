@@ -9,23 +9,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from sk_deploy.bundle import Bundle, BundleError, sha256_file
+from sk_deploy.compare import VerifyError, generated_images, image_files
 from sk_deploy.graph.export import ExportError
-from sk_deploy.graph.pipeline import BatchProfile, ExportRequest, export_bundle, resolve_input
-from sk_deploy.graph.verify import (
-    Thresholds,
-    VerifyError,
-    compare,
-    generated_images,
-    image_files,
-    verify_bundle,
-)
+from sk_deploy.graph.pipeline import BatchProfile, export_bundle, resolve_input
+from sk_deploy.graph.verify import Thresholds, compare, verify_bundle
 from sk_deploy.images import open_image
 from sk_deploy.models import create_model, get_spec
 from sk_deploy.models.reference import build_reference
 from sk_deploy.models.weights import WeightsError
+from sk_deploy.runners import onnx_cpu_runner
+from sk_deploy.settings.graph import ExportSettings
 from tests.graph.conftest import calibrate_bn
 
 SIZE = (64, 64)
@@ -46,9 +43,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Bundle
     out = tmp_path_factory.mktemp("bundles") / "skresnet18"
     messages: list[str] = []
     result, report = export_bundle(
-        ExportRequest("skresnet18", out, weights=checkpoint, exporter="legacy", input_size=SIZE,
-                      batch=BatchProfile(1, 4, 16)),
-        progress=messages.append,
+        ExportSettings(model="skresnet18", out=out, weights=checkpoint, exporter="legacy", input_size=SIZE,
+                      batch_profile="1:4:16"),
+        progress=messages.append, onnx_runner=onnx_cpu_runner,
     )
     assert report is not None and report.passed, report
     assert any("exporting" in m for m in messages) and any("verifying" in m for m in messages)
@@ -83,14 +80,15 @@ def test_bundle_files_and_manifest(bundle: Bundle, checkpoint: Path) -> None:
 
 def test_verify_on_real_photos(bundle: Bundle, shared_data: Path) -> None:
     model = build_reference("skresnet18", bundle.manifest["model"]["weights"])
-    report = verify_bundle(bundle, model, images=shared_data / "imagenet-samples", limit=8, save=False)
+    report = verify_bundle(bundle, model, onnx_cpu_runner, images=shared_data / "imagenet-samples", limit=8, save=False)
     assert report.passed and report.count == 8
     assert all(f.max_abs <= 1e-4 and f.top1_agreement == 1.0 for f in report.files)
 
 
 def test_tight_thresholds_fail_with_reasons(bundle: Bundle) -> None:
     model = build_reference("skresnet18", bundle.manifest["model"]["weights"])
-    report = verify_bundle(bundle, model, thresholds=Thresholds(max_abs=0.0, min_cosine=1.0), save=False)
+    report = verify_bundle(bundle, model, onnx_cpu_runner, thresholds=Thresholds(max_abs=0.0, min_cosine=1.0),
+                           save=False)
     assert not report.passed
     assert all(any(r.startswith("max abs error") for r in f.failures) for f in report.files)
 
@@ -109,7 +107,7 @@ def test_a_wrong_graph_fails_verification(bundle: Bundle, tmp_path: Path) -> Non
     copy = Bundle.open(broken)
     copy.add_file("model.onnx", role="model", input=bundle.manifest["files"]["model.onnx"]["input"])
     reference = build_reference("skresnet18", copy.manifest["model"]["weights"])
-    report = verify_bundle(copy, reference)
+    report = verify_bundle(copy, reference, onnx_cpu_runner)
     assert [f.passed for f in report.files] == [True, False]
     assert not Bundle.open(broken).manifest["stages"]["verify"]["passed"]
 
@@ -125,10 +123,11 @@ def test_changed_checkpoint_is_refused(bundle: Bundle, tmp_path: Path, checkpoin
 
 
 def test_fused_preprocessing_bundle_verifies(tmp_path: Path, checkpoint: Path) -> None:
-    bundle, report = export_bundle(ExportRequest(
-        "skresnet18", tmp_path / "fused", weights=checkpoint, exporter="legacy", input_size=SIZE,
+    bundle, report = export_bundle(ExportSettings(
+        model="skresnet18", out=tmp_path / "fused", weights=checkpoint, exporter="legacy", input_size=SIZE,
         fuse_preprocess=True,
-    ))
+    ),
+                      onnx_runner=onnx_cpu_runner)
     assert report is not None and report.passed
     assert bundle.manifest["input"]["dtype"] == "uint8" and bundle.manifest["input"]["layout"] == "NHWC"
     assert bundle.manifest["input"]["shape"] == ["batch", 64, 64, 3]
@@ -140,11 +139,13 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, checkpoint: Path) -> None
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(BundleError, match="not empty; pass --force"):
-        export_bundle(ExportRequest("skresnet18", tmp_path / "full", exporter="legacy", input_size=SIZE))
+        export_bundle(ExportSettings(model="skresnet18", out=tmp_path / "full", exporter="legacy", input_size=SIZE),
+                      onnx_runner=onnx_cpu_runner)
     with pytest.raises(WeightsError, match="does not fit"):
-        export_bundle(ExportRequest("skresnet34", tmp_path / "new", weights=checkpoint, input_size=SIZE))
-    with pytest.raises(ExportError, match="opset 12"):
-        export_bundle(ExportRequest("skresnet18", tmp_path / "new", opset=12))
+        export_bundle(ExportSettings(model="skresnet34", out=tmp_path / "new", weights=checkpoint, input_size=SIZE),
+                      onnx_runner=onnx_cpu_runner)
+    with pytest.raises(ValidationError, match="opset"):
+        export_bundle(ExportSettings(model="skresnet18", out=tmp_path / "new", opset=12))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
 
@@ -157,7 +158,8 @@ def test_failed_export_leaves_no_staging_directory(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(pipeline, "optimize", broken_optimize)
     with pytest.raises(ExportError, match="optimiser crashed"):
-        export_bundle(ExportRequest("skresnet18", tmp_path / "b", exporter="legacy", input_size=SIZE))
+        export_bundle(ExportSettings(model="skresnet18", out=tmp_path / "b", exporter="legacy", input_size=SIZE),
+                      onnx_runner=onnx_cpu_runner)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,7 +9,6 @@ import onnx
 import pytest
 import torch
 
-from sk_deploy.graph.verify import ort_logits
 from sk_deploy.images import Preprocess
 from sk_deploy.metrics import agreement
 from sk_deploy.models import create_model
@@ -17,6 +16,7 @@ from sk_deploy.models.bn_stats import make_realistic
 from sk_deploy.precision.calibration import CalibrationError, ImageBatches, list_images, split_images
 from sk_deploy.precision.fp16 import DEFAULT_FP32_OPS, PrecisionError, convert_fp16
 from sk_deploy.precision.int8 import quantize_int8, residual_adds
+from sk_deploy.runners import ort_logits
 
 from ..conftest import make_image
 

@@ -11,8 +11,11 @@ from typer.testing import CliRunner
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
-from sk_deploy.graph.pipeline import ExportRequest, export_bundle
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.graph.pipeline import export_bundle
+from sk_deploy.precision.pipeline import quantize_bundle
+from sk_deploy.runners import onnx_cpu_runner
+from sk_deploy.settings.graph import ExportSettings
+from sk_deploy.settings.precision import QuantizeSettings
 
 from ..conftest import make_image
 
@@ -31,8 +34,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def exported(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
     """skresnet18 at 64x64 with BatchNorm statistics from the photos."""
     out = tmp_path_factory.mktemp("bundles") / "skresnet18"
-    export_bundle(ExportRequest(model="skresnet18", out=out, input_size=(64, 64), calibrate_bn=photos,
-                                calibrate_bn_count=12))
+    export_bundle(ExportSettings(model="skresnet18", out=out, input_size=(64, 64), images=photos, recompute_bn=True,
+                                 recompute_bn_count=12), onnx_runner=onnx_cpu_runner)
     return out
 
 
@@ -58,7 +61,7 @@ def test_export_keeps_the_adjusted_weights(exported: Path) -> None:
 
 def test_quantize_cli_adds_graphs_and_verify_gates_them(bundle_dir: Path, photos: Path) -> None:
     # Generated pictures at 64x64 are no ground for the int8 gate (the real-photo test below is): keep it anyway.
-    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--target", "tensorrt", "--calib",
+    result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--target", "tensorrt", "--images",
                                  str(photos), "--calib-size", "12", "--holdout-size", "8", "--no-gate"])
     assert result.exit_code in (0, 1), result.output
     assert (result.exit_code == 0) == ("misses its accuracy gate" not in result.output)
@@ -88,11 +91,11 @@ def test_failed_gate_leaves_the_bundle_unchanged(bundle_dir: Path, photos: Path,
 
     monkeypatch.setitem(accuracy.GATES, "int8-cpu", accuracy.Gate(min_cosine=1.0001))  # unreachable
     before = snapshot(bundle_dir)
-    result = quantize_bundle(QuantizeRequest(bundle=bundle_dir, precision="int8", target="cpu", calib=photos,
+    result = quantize_bundle(QuantizeSettings(bundle=bundle_dir, precision="int8", target="cpu", images=photos,
                                              calib_size=8, holdout_size=4))
     assert not result.written and not result.accuracy.passed
     assert snapshot(bundle_dir) == before
-    kept = quantize_bundle(QuantizeRequest(bundle=bundle_dir, precision="int8", target="cpu", calib=photos,
+    kept = quantize_bundle(QuantizeSettings(bundle=bundle_dir, precision="int8", target="cpu", images=photos,
                                            calib_size=8, holdout_size=4, gate=False))
     assert kept.written and (bundle_dir / "model.int8-cpu.onnx").is_file()
 
@@ -100,12 +103,11 @@ def test_failed_gate_leaves_the_bundle_unchanged(bundle_dir: Path, photos: Path,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--precision", "int8", "--calib", "EMPTY"], "no pictures found"),
-        (["--precision", "int8", "--calib", "TEXT"], "no pictures found"),
-        (["--precision", "int8", "--calib", "BROKEN"], "images could be read (first error:"),
+        (["--precision", "int8", "--images", "EMPTY"], "no pictures found"),
+        (["--precision", "int8", "--images", "TEXT"], "no pictures found"),
+        (["--precision", "int8", "--images", "BROKEN"], "images could be read (first error:"),
         (["--precision", "int8"], "int8 needs calibration pictures"),
-        (["--precision", "int8", "--calib", "ONE"], "one picture; calibration and the held-out accuracy check"),
-        (["--precision", "int8", "--calib", "PHOTOS", "--method", "median"], "unknown calibration method 'median'"),
+        (["--precision", "int8", "--images", "ONE"], "one picture; calibration and the held-out accuracy check"),
         (["--precision", "int4"], "unknown precision 'int4'"),
         (["--precision", "fp16", "--exclude", "NoSuchOp"], "no op type or node of that name"),
     ],
@@ -145,11 +147,12 @@ def test_bundle_without_model_onnx(bundle_dir: Path, photos: Path) -> None:
 def test_int8_on_real_photos(shared_data: Path, tmp_path: Path) -> None:
     """Both INT8 forms reach cosine >= 0.99 against float32 on held-out real photos (skresnet18 at 160)."""
     out = tmp_path / "real"
-    export_bundle(ExportRequest(model="skresnet18", out=out, input_size=(160, 160),
-                                calibrate_bn=shared_data / "imagenet-samples", calibrate_bn_count=32, verify=False))
+    export_bundle(ExportSettings(model="skresnet18", out=out, input_size=(160, 160),
+                                images=shared_data / "imagenet-samples", recompute_bn=True, recompute_bn_count=32,
+                                 verify=False))
     for target in ("tensorrt", "cpu"):
-        result = quantize_bundle(QuantizeRequest(bundle=out, precision="int8", target=target,
-                                                 calib=shared_data / "imagenet-val-1300", calib_size=64,
+        result = quantize_bundle(QuantizeSettings(bundle=out, precision="int8", target=target,
+                                                 images=shared_data / "imagenet-val-1300", calib_size=64,
                                                  holdout_size=48))
         agreement = result.accuracy.agreement
         assert result.written and agreement.images == 48

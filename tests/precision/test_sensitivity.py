@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from sk_deploy.bundle import Bundle
 from sk_deploy.cli import app
 from sk_deploy.precision import accuracy
-from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+from sk_deploy.precision.pipeline import quantize_bundle
 from sk_deploy.precision.sensitivity import keep_float, quantized_layers
+from sk_deploy.settings.precision import QuantizeSettings
 
 from ..conftest import make_image
 
@@ -37,9 +38,9 @@ def bundle_dir(small_bundle: Bundle, tmp_path: Path) -> Path:
     return copy
 
 
-def request(bundle_dir: Path, photos: Path, **options) -> QuantizeRequest:
-    return QuantizeRequest(bundle=bundle_dir, precision="int8", calib=photos, calib_size=12, holdout_size=12,
-                           gate=False, **options)
+def request(bundle_dir: Path, photos: Path, **options) -> QuantizeSettings:
+    return QuantizeSettings(**{"bundle": bundle_dir, "precision": "int8", "target": "tensorrt", "images": photos,
+                               "calib_size": 12, "holdout_size": 12, "gate": False, **options})
 
 
 def dtypes(path: Path) -> set[int]:
@@ -57,13 +58,13 @@ def test_high_precision_choices_and_refusals(bundle_dir: Path, photos: Path) -> 
     assert plain.written and TensorProto.FLOAT16 not in dtypes(bundle_dir / "model.int8.onnx")
     cpu = quantize_bundle(request(bundle_dir, photos, target="cpu"))
     assert cpu.details["high_precision"]["high_precision"] == "fp32"
-    for args, message in [
-        (["--target", "cpu", "--high-precision", "fp16"], "--high-precision fp16 is for the TensorRT form"),
-        (["--high-precision", "bf16"], "unknown high precision 'bf16'"),
+    for args, code, message in [
+        (["--target", "cpu", "--high-precision", "fp16"], 1, "--high-precision fp16 is for the TensorRT form"),
+        (["--high-precision", "bf16"], 2, "Invalid value for '--high-precision'"),  # not a choice: a usage error
     ]:
         result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "int8", "--images", str(photos),
                                      *args])
-        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+        assert result.exit_code == code and message in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["quantize", str(bundle_dir), "--precision", "fp16", "--auto-exclude"])
     assert result.exit_code == 1 and "--auto-exclude searches the quantized layers of an int8 graph" in result.output
 
@@ -108,4 +109,80 @@ def test_auto_exclude_passes_a_gate_the_full_graph_misses(bundle_dir: Path, phot
     written = onnx.load(bundle_dir / "model.int8.onnx")
     assert set(excluded).isdisjoint(quantized_layers(written)) and len(quantized_layers(written)) > 0
     assert f"{len(excluded)} of {search['candidates']} quantized layers kept float" in result.output
-    assert excluded[0] in result.output
+    # named as the PyTorch module a user knows (a Conv's weight carries its path), the node beside it
+    first = search["excluded"][0]
+    assert f"{first['layer']} (" in result.output and first["node"] in result.output
+    assert all(e["layer"] != e["node"] and "." in e["layer"] for e in search["excluded"] if e["op_type"] == "Conv")
+
+
+def _legacy_conv_pair(tmp_path: Path) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """Two convolutions named as torch's legacy exporter names them (bias ``onnx::Conv_912``, depthwise second),
+    and their U8S8 Q/DQ form from ONNX Runtime's quantizer, which names each bias's DequantizeLinear output after
+    the float bias."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name) for name, shape in (
+        ("onnx::Conv_911", (8, 3, 3, 3)), ("onnx::Conv_912", (8,)), ("onnx::Conv_914", (8, 1, 3, 3)),
+        ("onnx::Conv_915", (8,)))]
+    nodes = [helper.make_node("Conv", ["input", "onnx::Conv_911", "onnx::Conv_912"], ["a"], name="/_conv_stem/Conv",
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["a", "onnx::Conv_914", "onnx::Conv_915"], ["logits"], group=8,
+                              name="/_blocks.0/_depthwise_conv/Conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "legacy", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                              [None, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, tmp_path / "float.onnx")
+
+    class Reader:
+        def __init__(self) -> None:
+            self.batches = iter([{"input": rng.normal(size=(2, 3, 8, 8)).astype(np.float32)} for _ in range(2)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(tmp_path / "float.onnx", tmp_path / "qdq.onnx", Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return model, onnx.load(tmp_path / "qdq.onnx")
+
+
+def test_probe_and_keep_float_on_legacy_exporter_names(tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from sk_deploy.precision.sensitivity import layer_sensitivity, probe_graph, separate
+
+    model, qdq = _legacy_conv_pair(tmp_path)
+    dq_outputs = {o for n in qdq.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert "onnx::Conv_912" in dq_outputs  # the quantizer's naming that made the probe define it twice
+    separated = separate(qdq, model)
+    assert "onnx::Conv_912_dequantized" in {o for n in separated.graph.node for o in n.output}
+    layers = quantized_layers(qdq)
+    assert layers == ["/_conv_stem/Conv", "/_blocks.0/_depthwise_conv/Conv"]
+    probe = probe_graph(qdq, model, layers)
+    defined = [o for n in probe.graph.node for o in n.output] + [t.name for t in probe.graph.initializer]
+    assert len(defined) == len(set(defined))  # each name defined once: ONNX Runtime loads it
+    noise = layer_sensitivity(qdq, model, layers, np.random.default_rng(1).normal(size=(4, 3, 8, 8))
+                              .astype(np.float32))
+    assert all(-80 < db < 0 for db in noise.values())
+    kept = keep_float(qdq, model, layers)  # both layers read float inputs, float weights and float biases again
+    onnx.checker.check_model(kept, full_check=True)
+    assert quantized_layers(kept) == []
+    assert {"onnx::Conv_911", "onnx::Conv_912", "onnx::Conv_914", "onnx::Conv_915"} <= {
+        t.name for t in kept.graph.initializer}
+    feed = {"input": np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    ort.InferenceSession(kept.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_layers_are_named_by_their_pytorch_module_path(small_bundle: Bundle) -> None:
+    from sk_deploy.precision.sensitivity import layer_label
+
+    model = onnx.load(small_bundle.file("model.onnx"))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert layer_label(model, convs[0]) == "conv1"
+    assert layer_label(model, convs[1]) == "layer1.0.conv1.paths.0.conv"
+    add = next(n for n in model.graph.node if n.op_type == "Add")
+    assert layer_label(model, add) == add.name  # no weight: the ONNX node

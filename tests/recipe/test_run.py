@@ -15,8 +15,9 @@ from sk_deploy.recipe.run import RecipeRun
 from sk_deploy.recipe.schema import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[2] / "export" / "skresnet18-cpu.toml"
-SMALL = ["export.input_size=64", "export.recompute_bn_count=8", "calibration.count=8", "calibration.holdout=4",
-         "evaluate.limit=6", "bench.batch_sizes=[2]", "bench.warmup_ms=0", "bench.duration_ms=0"]
+SMALL = ["export.input_size=64", "export.recompute_bn_count=8", "calibration.calib_size=8",
+         "calibration.holdout_size=4", "evaluate.limit=6", "bench.batch_sizes=[2]", "bench.warmup_ms=0",
+         "bench.duration_ms=0"]
 INT8 = {"int8-cpu: quantize", "int8-cpu: evaluate", "int8-cpu: bench", "report"}
 
 
@@ -43,7 +44,9 @@ def test_run_then_rerun_then_change_the_int8_count(tmp_path: Path) -> None:
     assert bundle.has("model.int8-cpu.onnx") and bundle.has("report.md") and bundle.has("report.json")
     report = json.loads((out / "report.json").read_text())
     rows = {(r["file"], r["backend"]) for r in report["rows"]}
-    assert rows == {("PyTorch eager", "torch"), ("model.onnx", "ort-cpu"), ("model.int8-cpu.onnx", "ort-cpu")}
+    # a CPU recipe benchmarks every CPU backend of the table, OpenVINO (the fastest CPU path) included
+    assert rows == {("PyTorch eager", "torch"), ("model.onnx", "ort-cpu"), ("model.int8-cpu.onnx", "ort-cpu"),
+                    ("model.onnx", "openvino"), ("model.int8-cpu.onnx", "openvino")}
     assert report["accuracy"] == {**report["accuracy"], "labelled": True, "meaningful": False, "count": 6}
     int8 = next(r for r in report["rows"] if r["file"] == "model.int8-cpu.onnx")
     assert int8["bytes"] == bundle.entry("model.int8-cpu.onnx")["bytes"] and int8["batches"]["2"]["p50_ms"] > 0
@@ -55,7 +58,7 @@ def test_run_then_rerun_then_change_the_int8_count(tmp_path: Path) -> None:
     assert "nothing to redo: every stage's inputs are unchanged" in again.output
     assert again.output.count("unchanged") >= len(first)
 
-    changed = _run(out, photos, "calibration.count=6")
+    changed = _run(out, photos, "calibration.calib_size=6")
     assert {name for name, status in changed.items() if status == "done"} == INT8
     assert {status for name, status in changed.items() if name not in INT8} == {"unchanged"}
     bundle = Bundle.open(out)

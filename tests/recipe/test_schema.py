@@ -27,7 +27,7 @@ def test_every_recipe_validates(path: Path, tmp_path: Path) -> None:
     assert recipe.model.name == path.stem.rsplit("-", 1)[0] and recipe.target == path.stem.rsplit("-", 1)[1]
     wanted = {"cpu": {"fp32", "int8-cpu"}, "gpu": {"fp32", "fp16", "int8"}}[recipe.target]
     assert set(recipe.precisions) >= wanted
-    assert recipe.calibration.images == str(tmp_path)
+    assert recipe.calibration.images == tmp_path
 
 
 def test_every_key_is_documented() -> None:
@@ -49,15 +49,16 @@ def _base(tmp_path: Path) -> dict:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"bogus": 1}, "recipe: bogus: unknown key; valid keys here: target, out, model,"),
-    ({"export": {"opset": "18"}}, "recipe: export.opset: Input should be a valid integer"),
+    ({"export": {"opset": "eighteen"}}, "recipe: export.opset: Input should be a valid integer"),
     ({"export": {"exporter": "jit"}}, "recipe: export.exporter: Input should be 'dynamo' or 'legacy'"),
     ({"model": {"name": "skresnet18", "weigths": "random"}}, "recipe: model.weigths: unknown key; valid keys here: "
                                                              "name, weights"),
     ({"model": {"name": "resnet50"}}, "recipe: model.name: unknown model 'resnet50'; choose one of: sknet26,"),
     ({"precisions": {"fp32": {}, "int8": {}}}, "recipe: precisions.int8: the cpu target cannot take 'int8'; choose "
                                                "from: fp32, fp16, int8-cpu"),
-    ({"calibration": {"count": 8}}, "recipe: calibration.images: int8-cpu needs calibration photos"),
-    ({"bench": {"batch_sizes": [0]}}, "recipe: bench.batch_sizes: give one or more batch sizes of 1 or more"),
+    ({"calibration": {"calib_size": 8}}, "recipe: calibration.images: int8-cpu needs calibration photos"),
+    ({"bench": {"batch_sizes": [0]}}, "recipe: bench.batch_sizes.0: Input should be greater than or equal to 1"),
+    ({"bench": {"batch_sizes": []}}, "recipe: bench.batch_sizes: Tuple should have at least 1 item"),
     ({"target": "tpu"}, "recipe: target: Input should be 'cpu' or 'gpu'"),
 ])
 def test_bad_recipes_are_refused_naming_the_key(tmp_path: Path, change: dict, message: str) -> None:
@@ -83,20 +84,22 @@ def test_a_precision_added_to_the_table_is_accepted(tmp_path: Path) -> None:
 
 def test_set_overrides_and_is_typed(tmp_path: Path) -> None:
     path = EXPORT / "skresnet18-cpu.toml"
-    recipe = load_recipe(path, [f"calibration.images={tmp_path}", "calibration.count=32", "bench.batch_sizes=[1, 4]",
+    recipe = load_recipe(path, [f"calibration.images={tmp_path}", "calibration.calib_size=32",
+                                "bench.batch_sizes=[1, 4]",
                                 "export.fuse_preprocess=true"])
-    assert (recipe.calibration.count, recipe.bench.batch_sizes, recipe.export.fuse_preprocess) == (32, [1, 4], True)
-    with pytest.raises(RecipeError, match=r"^--set 'calibration\.count': expected key=value"):
-        load_recipe(path, ["calibration.count"])
-    with pytest.raises(RecipeError, match=r"calibration\.count: Input should be a valid integer"):
-        load_recipe(path, [f"calibration.images={tmp_path}", "calibration.count=many"])
+    assert recipe.calibration.calib_size == 32 and recipe.bench.batch_sizes == (1, 4)
+    assert recipe.export.fuse_preprocess is True
+    with pytest.raises(RecipeError, match=r"^--set 'calibration\.calib_size': expected key=value"):
+        load_recipe(path, ["calibration.calib_size"])
+    with pytest.raises(RecipeError, match=r"calibration\.calib_size: Input should be a valid integer"):
+        load_recipe(path, [f"calibration.images={tmp_path}", "calibration.calib_size=many"])
 
 
 def test_set_pairs_split_on_commas_before_a_key() -> None:
     from sk_deploy.recipe.schema import split_sets
 
-    assert split_sets("calibration.count=6,bench.batch_sizes=[1, 8],out=a,b") == [
-        "calibration.count=6", "bench.batch_sizes=[1, 8]", "out=a,b"]
+    assert split_sets("calibration.calib_size=6,bench.batch_sizes=[1, 8],out=a,b") == [
+        "calibration.calib_size=6", "bench.batch_sizes=[1, 8]", "out=a,b"]
 
 
 def test_cli_refuses_before_any_work(tmp_path: Path) -> None:

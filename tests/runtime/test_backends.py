@@ -7,11 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sk_deploy.bundle import GRAPH_FORMS, PRECISIONS, Bundle, MissingGraph, graph_form, graph_forms
+from sk_deploy.backends import BACKENDS
+from sk_deploy.bundle import GRAPH_FORMS, Bundle, MissingGraph, graph_form, graph_forms
 from sk_deploy.machine import CPU_FEATURES, BackendUnavailable, cpu_features
+from sk_deploy.precisions import PRECISIONS
 from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.ort_backend import OrtCpuBackend
-from sk_deploy.runtime.predictor import BACKEND_SPECS, BACKENDS, Predictor
+from sk_deploy.runtime.predictor import Predictor
 
 
 def test_ort_backend_shares_the_base_and_frees_its_session(small_bundle: Bundle) -> None:
@@ -42,9 +44,8 @@ def test_predictor_reads_capabilities_and_closes_once(small_bundle: Bundle) -> N
 
 
 def test_every_backend_is_one_table_entry() -> None:
-    assert BACKENDS == tuple(BACKEND_SPECS) == ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "openvino",
-                                                "torch")
-    assert {spec.runs for spec in BACKEND_SPECS.values()} == {"engine", "onnx", "network"}
+    assert tuple(BACKENDS) == ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "openvino", "torch")
+    assert {spec.runs for spec in BACKENDS.values()} == {"engine", "onnx", "network"}
 
 
 def test_cpu_features_come_from_the_flags_line() -> None:

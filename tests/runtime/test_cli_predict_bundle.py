@@ -13,7 +13,7 @@ import torch
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.images import load_batch
-from sk_deploy.runtime.availability import probe_machine
+from sk_deploy.machine import probe_machine
 from sk_deploy.runtime.classify import softmax
 from sk_deploy.runtime.predictor import Predictor, plan
 from tests.test_cli import sk_deploy
@@ -56,7 +56,6 @@ def test_tensorrt_backend_without_tensorrt_is_one_line(small_bundle: Bundle, gen
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--backend", "onnx"], "unknown backend 'onnx'"),
         (["--precision", "int8"], "no int8 graph"),
         (["--model", "sknet50"], "--bundle runs the bundle's own model"),
     ],
@@ -64,6 +63,12 @@ def test_tensorrt_backend_without_tensorrt_is_one_line(small_bundle: Bundle, gen
 def test_predict_bundle_errors(small_bundle: Bundle, generated_jpeg: Path, args: list[str], message: str) -> None:
     run = sk_deploy("predict", str(generated_jpeg), "--bundle", str(small_bundle.path), *args)
     assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_an_unknown_backend_is_a_usage_error_naming_the_table(small_bundle: Bundle, generated_jpeg: Path) -> None:
+    run = sk_deploy("predict", str(generated_jpeg), "--bundle", str(small_bundle.path), "--backend", "onnx")
+    assert run.returncode == 2 and "error: --backend: 'onnx' is not one of auto, tensorrt," in run.stderr
+    assert "openvino" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_backend_without_bundle_is_refused(generated_jpeg: Path) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.availability import BackendUnavailable, Machine, probe_machine
+from sk_deploy.machine import BackendUnavailable, CpuFeatures, Machine, parse_cpuinfo, probe_machine
+from sk_deploy.precisions import Precision
 from sk_deploy.runtime.cpu_choice import cpu_backend, faster_tip
-from sk_deploy.runtime.cpu_features import CpuFeatures, bf16_refusal, parse_cpuinfo
 from sk_deploy.runtime.predictor import Predictor, plan
 
 CPUINFO = """processor\t: 0
@@ -38,8 +38,8 @@ def test_flags_come_from_cpuinfo_and_decide_bf16() -> None:
     assert ZEN4_EPYC.native_bf16 and ZEN4_EPYC.int8_dot  # AVX-512 BF16 without AMX
     assert SAPPHIRE.native_bf16 and SAPPHIRE.reported()[:2] == ["amx_bf16", "amx_int8"]
     assert parse_cpuinfo("").flags == frozenset()  # a kernel that lists nothing: nothing is claimed
-    assert bf16_refusal(ZEN4_EPYC) is None and bf16_refusal(SAPPHIRE) is None
-    refusal = bf16_refusal(AVX2_EPYC)
+    assert Precision.BF16.cpu_refusal(ZEN4_EPYC) is None and Precision.BF16.cpu_refusal(SAPPHIRE) is None
+    refusal = Precision.BF16.cpu_refusal(AVX2_EPYC)
     assert refusal is not None and "\n" not in refusal
     assert refusal.startswith("bf16 needs a CPU with native bfloat16 (avx512_bf16 or amx_bf16)")
     assert "AMD EPYC 7B12 (avx2)" in refusal and "--precision fp32" in refusal
@@ -77,7 +77,7 @@ def test_auto_picks_per_precision_from_cpu_and_runtimes_and_says_why(small_bundl
     assert "no int8 dot products" in avx2_int8.reason
     bare = plan(manifest, "auto", "int8", machine(SAPPHIRE, openvino=None))
     assert (bare.backend, bare.file) == ("ort-cpu", "model.int8-cpu.onnx")
-    assert "OpenVINO, faster still on AVX-512 CPUs, is not installed: pip install openvino" in bare.reason
+    assert "OpenVINO, faster still on AVX-512 CPUs: OpenVINO is not installed: pip install openvino" in bare.reason
 
 
 def test_auto_here_is_the_cpu_rule_for_this_machine(small_bundle: Bundle) -> None:

@@ -21,7 +21,7 @@ def test_a_valid_request_is_planned(small_bundle: Bundle) -> None:
     assert plan.source == "model.onnx" and plan.input_name == "input"
     assert plan.batch == (1, 8, 32)
     assert plan.profile_shapes() == [(1, 3, 64, 64), (8, 3, 64, 64), (32, 3, 64, 64)]
-    plan = check_request(BuildRequest(small_bundle.path, precision="fp32", batch=(2, 4, 16)))
+    plan = check_request(BuildRequest(small_bundle.path, precision="fp32", batch_profile=(2, 4, 16)))
     assert plan.profile_shapes()[2] == (16, 3, 64, 64)
 
 
@@ -37,8 +37,8 @@ def test_fused_bundle_profile_is_nhwc(fused_bundle: Bundle) -> None:
         ({"precision": "int8"}, "no model.int8.onnx .*--target tensorrt"),
         ({"precision": "bf16"}, "unknown precision 'bf16'"),
         ({"hardware_compat": "turing+"}, "unknown hardware compatibility 'turing\\+'"),
-        ({"batch": (8, 4, 16)}, "must satisfy 1 <= MIN <= OPT <= MAX"),
-        ({"workspace_gib": 0}, "workspace must be positive"),
+        ({"batch_profile": (8, 4, 16)}, "must satisfy 1 <= MIN <= OPT <= MAX"),
+        ({"workspace": 0}, "workspace must be positive"),
     ],
 )
 def test_bad_requests_are_refused(small_bundle: Bundle, changes: dict, message: str) -> None:

@@ -126,7 +126,8 @@ def test_int8_engine_of_the_mixed_graph_is_int8_and_fp16(small_bundle, tmp_path)
     import shutil
 
     from sk_deploy.engines.tensorrt import BuildRequest, build_engine
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
+    from sk_deploy.settings.precision import QuantizeSettings
     from tests.conftest import make_image
 
     copy = shutil.copytree(small_bundle.path, tmp_path / "bundle")
@@ -134,9 +135,9 @@ def test_int8_engine_of_the_mixed_graph_is_int8_and_fp16(small_bundle, tmp_path)
     photos.mkdir()
     for i in range(16):
         make_image(photos / f"p{i}.jpg", size=(96, 80), seed=i)
-    quantize_bundle(QuantizeRequest(bundle=copy, precision="int8", calib=photos, calib_size=8, holdout_size=8,
-                                    gate=False))
-    _, entry = build_engine(BuildRequest(copy, precision="int8", batch=(1, 4, 8)))
+    quantize_bundle(QuantizeSettings(bundle=copy, precision="int8", target="tensorrt", images=photos, calib_size=8,
+                                     holdout_size=8, gate=False))
+    _, entry = build_engine(BuildRequest(copy, precision="int8", batch_profile=(1, 4, 8)))
     shares = entry["layer_precision"]["compute_share"]
     assert shares["INT8"] > 0.5 and entry["layer_precision"]["counts"].get("FP16", 0) > 0
     assert shares["FP32"] < 0.05, entry["layer_precision"]

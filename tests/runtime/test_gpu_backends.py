@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.availability import probe_machine
+from sk_deploy.machine import probe_machine
 from sk_deploy.runtime.predictor import Predictor
 from sk_deploy.runtime.torch_backend import TorchOptions
 
@@ -128,7 +128,7 @@ def test_tensorrt_engine_builds_and_matches(small_bundle: Bundle, tmp_path: Path
     from sk_deploy.engines.tensorrt import BuildRequest, build_engine
 
     copy = Bundle.open(shutil.copytree(small_bundle.path, tmp_path / "bundle"))
-    name, entry = build_engine(BuildRequest(copy.path, precision="fp32", batch=(1, 4, 8),
+    name, entry = build_engine(BuildRequest(copy.path, precision="fp32", batch_profile=(1, 4, 8),
                                             timing_cache=tmp_path / "timing.cache"))
     assert (tmp_path / "timing.cache").stat().st_size > 0 and entry["profile"]["max"] == 8
     with Predictor(copy.path, "tensorrt", cuda_graph=cuda_graph) as predictor:

@@ -6,6 +6,7 @@ batcher padding to buckets for a backend that captures graphs and returning only
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import time
 import weakref
@@ -15,33 +16,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sk_deploy.bundle import GPU_PRECISIONS, PRECISIONS, Bundle
-from sk_deploy.cli.common import VOCABULARY
+from sk_deploy.backends import BACKENDS, BackendSpec
+from sk_deploy.bundle import Bundle
 from sk_deploy.machine import BackendUnavailable
+from sk_deploy.precisions import PRECISIONS, Precision
 from sk_deploy.runtime import predictor as predictor_module
 from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.ort_backend import OrtCpuBackend, OrtOptions, provider_list
-from sk_deploy.runtime.predictor import BACKEND_SPECS, BackendSpec, Choice, Predictor
+from sk_deploy.runtime.predictor import Choice, Predictor
 from sk_deploy.service.batcher import Batcher, bucket_for, check_buckets, default_buckets
 from sk_deploy.service.metrics import ServiceMetrics
+from sk_deploy.settings.serve import ServeSettings
 from tests.test_cli import sk_deploy
 
 
 def test_tf32_is_a_precision_of_its_own_in_every_table() -> None:
-    assert "tf32" in PRECISIONS and GPU_PRECISIONS["tf32"] == "fp32"
-    assert "tf32" in VOCABULARY["--precision"]
-    assert BACKEND_SPECS["ort-cuda"].options("fp32", False).tf32 is False
-    assert BACKEND_SPECS["ort-cuda"].options("tf32", False).tf32 is True
-    assert BACKEND_SPECS["torch"].options("fp32", False).tf32 is False
-    assert BACKEND_SPECS["torch"].options("tf32", False).tf32 is True
-    assert "tf32" in (BACKEND_SPECS["torch"].precisions or ())
+    assert "tf32" in PRECISIONS and Precision.TF32.graph == "fp32" and Precision.TF32.device == "gpu"
+    assert "tf32" in (ServeSettings.model_fields["precision"].description or "")
+    assert BACKENDS["ort-cuda"].default_options("fp32").tf32 is False
+    assert BACKENDS["ort-cuda"].default_options("tf32").tf32 is True
+    assert BACKENDS["torch"].default_options("fp32").tf32 is False
+    assert BACKENDS["torch"].default_options("tf32").tf32 is True
+    assert "tf32" in BACKENDS["torch"].precisions
 
 
 def test_fp32_turns_tf32_off_in_the_cuda_provider() -> None:
-    fp32 = dict(provider_list("ort-cuda", OrtOptions())[0][1])
+    fp32 = dict(provider_list("CUDAExecutionProvider", OrtOptions())[0][1])
     assert fp32["use_tf32"] == "0"
-    assert dict(provider_list("ort-cuda", OrtOptions(tf32=True))[0][1])["use_tf32"] == "1"
-    assert dict(provider_list("ort-tensorrt", OrtOptions())[1][1])["use_tf32"] == "0"  # its CUDA fallback
+    assert dict(provider_list("CUDAExecutionProvider", OrtOptions(tf32=True))[0][1])["use_tf32"] == "1"
+    assert dict(provider_list("TensorrtExecutionProvider", OrtOptions())[1][1])["use_tf32"] == "0"  # its CUDA fallback
 
 
 def test_tf32_is_refused_on_a_cpu_in_one_line(small_bundle: Bundle) -> None:
@@ -71,16 +74,17 @@ class FailsToLoad(Backend):
         raise AssertionError
 
 
+def listed_first(bundle: Bundle, precision: str, machine: object, spec: BackendSpec) -> Choice:
+    """``auto``'s rule for FailsToLoad: always taken."""
+    return Choice(spec.name, "model.onnx", "listed first")
+
+
 @pytest.fixture
 def failing_first(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``auto`` with FailsToLoad registered in the table, first in its order."""
-    spec = BackendSpec("fails-to-load", f"{__name__}:FailsToLoad", "onnx", "cpu", lambda p, g: None)
-    monkeypatch.setitem(BACKEND_SPECS, spec.name, spec)
-
-    def rule(bundle: Bundle, precision: str, machine: object) -> Choice:
-        return Choice(spec.name, "model.onnx", "listed first")
-
-    monkeypatch.setattr(predictor_module, "AUTO_ORDER", [(spec.name, rule), *predictor_module.AUTO_ORDER])
+    spec = BackendSpec("fails-to-load", f"{__name__}:FailsToLoad", "onnx", "cpu", "fails", "fails to load",
+                       auto=-1, auto_rule=f"{__name__}:listed_first")
+    monkeypatch.setitem(BACKENDS, spec.name, spec)
     yield
 
 
@@ -178,9 +182,9 @@ class CapturingOrtCpu(OrtCpuBackend):
 def test_service_pads_for_a_capturing_backend(small_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
     from sk_deploy.service.served import Service, ServiceConfig
 
-    spec = BackendSpec("ort-cpu-capturing", f"{__name__}:CapturingOrtCpu", "onnx", "cpu",
-                       BACKEND_SPECS["ort-cpu"].options, family="ort")
-    monkeypatch.setitem(BACKEND_SPECS, spec.name, spec)
+    spec = dataclasses.replace(BACKENDS["ort-cpu"], name="ort-cpu-capturing", cls=f"{__name__}:CapturingOrtCpu",
+                               auto=None)
+    monkeypatch.setitem(BACKENDS, spec.name, spec)
     service = Service(ServiceConfig(bundle=small_bundle.path, backend=spec.name, max_batch=8, warmup=False))
     service.load()
     try:

@@ -1,6 +1,7 @@
-"""The openvino backend on real OpenVINO sessions: fp32 (f32 pinned) agrees with ort-cpu on every registered model
-at batch 1 and 8; bf16 runs where the CPU computes bfloat16 natively and stays within the bf16 gate; int8 takes
-the graph measured fastest; the precision compiled is read back; threads, streams, hint and the compile cache."""
+"""The openvino backend on real OpenVINO sessions: fp32 (f32 pinned) agrees with ort-cpu on every model design
+(``one_model_per_design``) at batch 1 and 8; bf16 runs where the CPU computes bfloat16 natively and stays within
+the bf16 gate; int8 takes the graph measured fastest; the precision compiled is read back; threads, streams, hint
+and the compile cache."""
 
 from __future__ import annotations
 
@@ -11,22 +12,21 @@ import numpy as np
 import pytest
 
 from sk_deploy.bundle import Bundle
+from sk_deploy.machine import BackendUnavailable, detect_cpu
 from sk_deploy.metrics import agreement
-from sk_deploy.models import list_models
-from sk_deploy.runtime.availability import BackendUnavailable
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
+from sk_deploy.precisions import Precision
 from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
 from sk_deploy.runtime.predictor import Predictor
-from tests.bundles import BundleCache
+from tests.bundles import BundleCache, one_model_per_design
 
 pytest.importorskip("openvino", reason="OpenVINO is a default dependency; this install lacks it")
 CPU = detect_cpu()
-NO_BF16 = bf16_refusal(CPU)
+NO_BF16 = Precision.BF16.cpu_refusal(CPU)
 needs_bf16 = pytest.mark.skipif(NO_BF16 is not None, reason=f"no native bf16 on this CPU: {NO_BF16}")
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_openvino_fp32_agrees_with_ort_cpu_on_every_model(name: str, bundles: BundleCache, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", one_model_per_design())
+def test_openvino_fp32_agrees_with_ort_cpu_on_every_design(name: str, bundles: BundleCache, tmp_path: Path) -> None:
     bundle = bundles.get(name)
     options = OpenVinoOptions(cache_dir=str(tmp_path))
     with Predictor(bundle, "ort-cpu") as ort, Predictor(bundle, "openvino", openvino=options) as ov:
@@ -53,7 +53,7 @@ def test_bf16_runs_natively_within_its_gate(small_bundle: Bundle, tmp_path: Path
 
 
 def test_bf16_refused_in_one_line_where_the_cpu_lacks_it(small_bundle: Bundle) -> None:
-    from sk_deploy.runtime.cpu_features import CpuFeatures
+    from sk_deploy.machine import CpuFeatures
 
     avx2_only = CpuFeatures("AMD EPYC 7B12", frozenset({"avx", "avx2", "fma"}))
     with pytest.raises(BackendUnavailable) as caught:
@@ -64,7 +64,8 @@ def test_bf16_refused_in_one_line_where_the_cpu_lacks_it(small_bundle: Bundle) -
 
 
 def test_int8_runs_the_faster_graph_and_agrees_with_ort_on_it(small_bundle: Bundle, tmp_path: Path) -> None:
-    from sk_deploy.precision.pipeline import QuantizeRequest, quantize_bundle
+    from sk_deploy.precision.pipeline import quantize_bundle
+    from sk_deploy.settings.precision import QuantizeSettings
     from tests.conftest import make_image
 
     pictures = tmp_path / "pictures"
@@ -74,7 +75,7 @@ def test_int8_runs_the_faster_graph_and_agrees_with_ort_on_it(small_bundle: Bund
     path = tmp_path / "bundle"
     shutil.copytree(small_bundle.path, path)
     for target in ("tensorrt", "cpu"):
-        quantize_bundle(QuantizeRequest(bundle=path, precision="int8", target=target, calib=pictures, calib_size=3,
+        quantize_bundle(QuantizeSettings(bundle=path, precision="int8", target=target, images=pictures, calib_size=3,
                                         holdout_size=1, gate=False))
     options = OpenVinoOptions(cache_dir="")
     with Predictor(path, "openvino", "int8", openvino=options) as ov:

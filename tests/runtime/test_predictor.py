@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from sk_deploy.bundle import Bundle
-from sk_deploy.runtime.availability import BackendUnavailable, Machine
+from sk_deploy.bundle import Bundle, InputError
+from sk_deploy.machine import BackendUnavailable, Machine
 from sk_deploy.runtime.ort_backend import OrtOptions
-from sk_deploy.runtime.predictor import Predictor, PredictorInputError, onnx_file, plan
+from sk_deploy.runtime.predictor import Predictor, onnx_file, plan
 
 CPU_ONLY = Machine(cuda=False, gpu_name=None, compute_capability=None, ort_providers=("CPUExecutionProvider",),
                    tensorrt_version=None)
@@ -86,7 +86,7 @@ def test_input_is_checked_and_named(small_bundle: Bundle) -> None:
         assert predictor.predict(one.astype(np.float64)).dtype == np.float32
         for bad in (np.zeros((2, 64, 64, 3), np.float32), np.zeros((2, 3, 64, 64), np.uint8),
                     np.zeros((0, 3, 64, 64), np.float32)):
-            with pytest.raises(PredictorInputError, match=r"expected a float32 \(N, 3, 64, 64\) NCHW array, got"):
+            with pytest.raises(InputError, match=r"expected a float32 \(N, 3, 64, 64\) NCHW array, got"):
                 predictor.predict(bad)
 
 
@@ -97,7 +97,7 @@ def test_fused_preprocess_bundle_takes_uint8_on_both_backends(fused_bundle: Bund
         assert x.dtype == np.uint8
         a, b = ort.predict(x), eager.predict(x)
         assert np.abs(a - b).max() <= 1e-4 and np.abs(b).max() > 0.5
-        with pytest.raises(PredictorInputError, match="expected a uint8"):
+        with pytest.raises(InputError, match="expected a uint8"):
             ort.predict(x.astype(np.float32))
 
 

@@ -1,7 +1,7 @@
-"""Every registered model through a bundle: the cleaned graph (dynamo exporter) has a symbolic batch and no SK
-softmax left, and the Predictor's ort-cpu and torch backends agree (max abs <= 1e-4, top-1 identical) at batch
-1 and 8. Reduced input size (64x64) to keep the suite quick on two cores; the legacy exporter is covered in
-tests/graph/test_export.py."""
+"""Every model design through a bundle (the shallowest registered model of each, ``one_model_per_design``): the
+cleaned graph (dynamo exporter) has a symbolic batch and no SK softmax left, and the Predictor's ort-cpu and torch
+backends agree (max abs <= 1e-4, top-1 identical) at batch 1 and 8. Reduced input size (64x64) to keep the suite
+quick on two cores; the legacy exporter is covered in tests/graph/test_export.py."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import onnx
 import pytest
 
 from sk_deploy.graph.describe import tensor_ranks
-from sk_deploy.models import list_models
 from sk_deploy.runtime.predictor import Predictor
-from tests.bundles import BundleCache
+from tests.bundles import BundleCache, one_model_per_design
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_ort_cpu_and_torch_agree_on_every_model(name: str, bundles: BundleCache) -> None:
+@pytest.mark.parametrize("name", one_model_per_design())
+def test_ort_cpu_and_torch_agree_on_every_design(name: str, bundles: BundleCache) -> None:
     bundle = bundles.get(name)
     cleaned = onnx.load(bundle.file("model.onnx"))
     for value in (cleaned.graph.input[0], cleaned.graph.output[0]):

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
+from importlib.metadata import requires, version
 from typing import Any
 
 import grpc
@@ -26,6 +28,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc
 from google.protobuf.descriptor import Descriptor
+from packaging.requirements import Requirement
+from packaging.version import Version
 from tritonclient.grpc import service_pb2 as triton_pb
 from tritonclient.utils import InferenceServerException
 
@@ -35,6 +39,7 @@ from sk_deploy.runtime.predictor import Predictor
 from sk_deploy.service.grpc_v2 import generate
 from sk_deploy.service.grpc_v2 import grpc_predict_v2_pb2 as pb
 from sk_deploy.service.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.conftest import REPO_ROOT
 from tests.servers import ServerProcess, served
 
 MODEL = "skresnet18"
@@ -124,8 +129,32 @@ class Held:
 
 
 def test_committed_stubs_are_what_the_generator_writes() -> None:
+    installed = version("grpcio-tools")
+    if installed != generate.GRPCIO_TOOLS:
+        pytest.skip(f"grpcio-tools {installed} is installed, the stubs are made with {generate.GRPCIO_TOOLS} "
+                    f"(the dev extra)")
     for name, text in generate.generate().items():
         assert (generate.HERE / name).read_text(encoding="utf-8") == text, f"{name} is stale: run {generate.__name__}"
+
+
+def test_the_stubs_need_the_oldest_protobuf_tritonclient_allows() -> None:
+    """One environment for sk-deploy and Triton's client: the stubs' gencode is the oldest protobuf that
+    tritonclient[grpc] accepts, sk-deploy asks for that one or newer, and the dev extra pins the generator's tools
+    and holds tritonclient[all] (so every test run is that environment)."""
+    stub = (generate.HERE / generate.STUBS[0]).read_text(encoding="utf-8")
+    found = re.search(r"# Protobuf Python Version: (\S+)", stub)
+    assert found, "the stub names its gencode version"
+    gencode = Version(found.group(1))
+    triton = [req for req in map(Requirement, requires("tritonclient") or [])
+              if req.name == "protobuf" and req.marker and req.marker.evaluate({"extra": "grpc"})]
+    assert len(triton) == 1 and gencode in triton[0].specifier, (gencode, triton)
+    assert Version(f"{gencode.major}.{gencode.minor - 1}.99") not in triton[0].specifier, "not the oldest allowed"
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    ours = next(Requirement(r) for r in project["dependencies"] if Requirement(r).name == "protobuf")
+    assert [s.version for s in ours.specifier if s.operator == ">="] == [str(gencode)]
+    assert Version(version("protobuf")) in ours.specifier
+    dev = project["optional-dependencies"]["dev"]
+    assert f"grpcio-tools=={generate.GRPCIO_TOOLS}" in dev and "tritonclient[all]==2.73.0" in dev
 
 
 def _fields(message: Descriptor) -> dict[str, tuple[int, int, str | None]]:

@@ -119,7 +119,7 @@ def test_a_client_that_disconnects_costs_no_inference(slow_server: ServerProcess
 
 
 def test_sigterm_finishes_in_flight_and_refuses_new(small_bundle: Bundle, generated_jpeg: Path) -> None:
-    server = start_server(small_bundle.path, "--max-delay-ms", "1500", "--drain-seconds", "2")
+    server = start_server(small_bundle.path, "--max-delay-ms", "1500", "--drain-ms", "2000")
     data = generated_jpeg.read_bytes()
     in_flight: dict[str, httpx.Response] = {}
     worker = threading.Thread(target=lambda: in_flight.update(

@@ -12,13 +12,14 @@ import pytest
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.images import load_batch
+from sk_deploy.machine import detect_cpu
+from sk_deploy.precisions import Precision
 from sk_deploy.runtime.classify import softmax
-from sk_deploy.runtime.cpu_features import bf16_refusal, detect_cpu
 from sk_deploy.runtime.predictor import Predictor
 from tests.servers import served
 
 pytest.importorskip("openvino", reason="OpenVINO is a default dependency; this install lacks it")
-PRECISION = "fp32" if bf16_refusal(detect_cpu()) else "bf16"  # the fastest float precision this CPU has
+PRECISION = "fp32" if Precision.BF16.cpu_refusal(detect_cpu()) else "bf16"  # the fastest float precision this CPU has
 
 
 def test_serve_openvino_answers_classify_and_v2(small_bundle: Bundle, generated_jpeg: Path) -> None:
@@ -55,7 +56,7 @@ def test_serve_openvino_answers_classify_and_v2(small_bundle: Bundle, generated_
 def test_serve_openvino_bf16_where_the_cpu_lacks_it_is_one_line(small_bundle: Bundle) -> None:
     from tests.test_cli import sk_deploy
 
-    refusal = bf16_refusal(detect_cpu())
+    refusal = Precision.BF16.cpu_refusal(detect_cpu())
     if refusal is None:
         pytest.skip("this CPU has native bf16: the refusal rule is tested on a given feature set in "
                     "tests/runtime/test_cpu_choice.py")

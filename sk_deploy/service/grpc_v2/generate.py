@@ -7,6 +7,11 @@ protoc's output is kept as it is but for one line: the messages are built in a d
 instead of protobuf's default one. tritonclient.grpc registers Triton's own definition of the same package
 (``inference``) in the default pool, and two files defining ``inference.ModelInferRequest`` there cannot both load
 in one process (a test run, or a user's program with tritonclient and sk-deploy); the wire format does not care.
+
+The stubs are made by grpcio-tools ``GRPCIO_TOOLS`` (the dev extra pins it), whose protoc writes protobuf 6.30.0
+gencode: the oldest runtime that tritonclient[grpc] 2.73 allows (``>=6.30,<7``), which protobuf 7 runtimes load
+too, so sk-deploy and Triton's client share one environment. A newer grpcio-tools would raise the protobuf the
+stubs need past what tritonclient accepts; the generator refuses any other version.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]  # the folder holding the sk_deploy package: protoc names modules from it
 PROTO = HERE / "grpc_predict_v2.proto"
 STUBS = ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py")
+GRPCIO_TOOLS = "1.72.1"
+"""The grpcio-tools that makes the stubs (protobuf gencode 6.30.0; grpcio 1.72.1 or newer at run time)."""
 _DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
 _OWN_POOL = ("# sk-deploy: a pool of its own, not the default one (see sk_deploy/service/grpc_v2/generate.py)\n"
              "DESCRIPTOR = _descriptor_pool.DescriptorPool().AddSerializedFile(")
@@ -26,8 +33,13 @@ _OWN_POOL = ("# sk-deploy: a pool of its own, not the default one (see sk_deploy
 
 def generate() -> dict[str, str]:
     """The stubs' names and texts as protoc (grpcio-tools) writes them from the proto, with the pool line changed."""
+    from importlib.metadata import version
+
     from grpc_tools import protoc
 
+    if version("grpcio-tools") != GRPCIO_TOOLS:
+        raise RuntimeError(f"grpcio-tools {version('grpcio-tools')} is installed; the stubs are made with "
+                           f"{GRPCIO_TOOLS} (pip install grpcio-tools=={GRPCIO_TOOLS}, or the dev extra)")
     with tempfile.TemporaryDirectory() as out:
         args = ["protoc", f"-I{ROOT}", f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}",
                 str(PROTO.relative_to(ROOT))]
