@@ -157,13 +157,7 @@ def predictor_runner(bundle: Bundle, file: str, backend: str) -> Runner:
     from sk_deploy.runtime.predictor import Predictor
 
     precision = PRECISION_OF.get(file, "fp32")
-    spec = BACKENDS.get(backend)
-    if spec is None or not spec.evaluate:
-        from sk_deploy.machine import BackendUnavailable
-
-        evaluated = ", ".join(name for name, other in BACKENDS.items() if other.evaluate)
-        raise BackendUnavailable(f"evaluate does not run {backend}; its backends: {evaluated}")
-    return Predictor(bundle, backend, precision, file=file if spec.runs == "onnx" else None)
+    return Predictor(bundle, backend, precision, file=file if BACKENDS[backend].runs == "onnx" else None)
 
 
 def served(bundle: Bundle, names: list[str], backends: tuple[str, ...], machine: Machine

@@ -194,11 +194,17 @@ def _check_options(request: TritonRequest) -> None:
     if request.backend == "openvino" and request.instance_kind != "cpu":
         raise TritonRepoError("Triton's OpenVINO backend runs on the CPU: use --instance-kind cpu (the default for "
                               "openvino)")
+    if request.backend != "python" and request.runtime != "auto":
+        raise TritonRepoError("--runtime picks the backend sk-deploy's Predictor runs inside Triton's Python backend: "
+                              "add --backend python")
+    if request.runtime != "auto" and request.runtime not in BACKENDS:
+        raise TritonRepoError(f"unknown runtime {request.runtime!r}; choose one of: auto, {', '.join(BACKENDS)}")
     runs_as = request.runtime if request.backend == "python" and request.runtime != "auto" else \
         TRITON_RUNS_AS.get(request.backend)
     serves = BACKENDS[runs_as].precisions if runs_as is not None else PRECISIONS
     if request.precision not in serves:
-        others = [name for name, runs_as in TRITON_RUNS_AS.items() if request.precision in BACKENDS[runs_as].precisions]
+        others = [name for name, table_name in TRITON_RUNS_AS.items()
+                  if request.precision in BACKENDS[table_name].precisions]
         if len(others) == 1 and request.backend != "python":
             raise TritonRepoError(f"{request.precision} is served by Triton's {others[0]} backend only "
                                   f"({Precision(request.precision).facts.about}): use --backend {others[0]} or python")
@@ -209,11 +215,6 @@ def _check_options(request: TritonRequest) -> None:
     if request.ort_tensorrt and (request.backend != "onnxruntime" or request.instance_kind != "gpu"):
         raise TritonRepoError("--ort-tensorrt is ONNX Runtime's TensorRT provider: it needs --backend onnxruntime "
                               "--instance-kind gpu")
-    if request.backend != "python" and request.runtime != "auto":
-        raise TritonRepoError("--runtime picks the backend sk-deploy's Predictor runs inside Triton's Python backend: "
-                              "add --backend python")
-    if request.runtime != "auto" and request.runtime not in BACKENDS:
-        raise TritonRepoError(f"unknown runtime {request.runtime!r}; choose one of: auto, {', '.join(BACKENDS)}")
     if min(request.max_pixels, request.max_picture_mb) <= 0 or request.max_aspect_ratio < 1:
         raise TritonRepoError("--max-pixels and --max-picture-mb must be above 0, --max-aspect-ratio at least 1")
     if request.engine is not None and request.backend != "tensorrt":
