@@ -17,15 +17,20 @@ from tests.graph.conftest import calibrate_bn
 SIZE = 64
 
 
-def realistic_bundle(name: str, folder: Path, size: int = SIZE, fuse_preprocess: bool = False) -> Bundle:
+def realistic_bundle(name: str, folder: Path, size: int = SIZE, fuse_preprocess: bool = False,
+                     exporter: str = "legacy") -> Bundle:
     """Export ``name`` at ``size`` from weights with O(1) activations (``calibrate_bn``) saved as a checkpoint,
-    so the torch backend rebuilds exactly the exported network and the logits are not nearly tied."""
+    so the torch backend rebuilds exactly the exported network and the logits are not nearly tied.
+
+    The legacy exporter by default: after the cleanup its graph is the dynamo exporter's node for node (the same
+    145 nodes for skresnet18), in a fifth of the time (2 s against 16 s on two cores). The dynamo exporter makes
+    each design's plain bundle (``BundleCache``), which is how every design meets it through the runtime."""
     torch.manual_seed(0)
     model = calibrate_bn(create_model(name), (get_spec(name).input_size[0], size, size))
     weights = folder / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
     request = ExportSettings(model=name, out=folder / f"{name}-bundle", weights=weights, input_size=(size, size),
-                            fuse_preprocess=fuse_preprocess, verify=False)
+                             fuse_preprocess=fuse_preprocess, exporter=exporter, verify=False)
     bundle, _ = export_bundle(request)
     return bundle
 
@@ -46,7 +51,8 @@ def one_model_per_design() -> list[str]:
 
 
 class BundleCache:
-    """Realistic bundles made once per test session, by model name and input form."""
+    """Realistic bundles made once per test session, by model name and input form: each design's plain bundle by
+    the dynamo exporter (the default a user gets), the fused-preprocessing variants by the legacy one."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -58,5 +64,6 @@ class BundleCache:
         if key not in self.made:
             folder = self.folder / f"{name}{'-fused' if fuse_preprocess else ''}"
             folder.mkdir()
-            self.made[key] = realistic_bundle(name, folder, fuse_preprocess=fuse_preprocess)
+            self.made[key] = realistic_bundle(name, folder, fuse_preprocess=fuse_preprocess,
+                                              exporter="legacy" if fuse_preprocess else "dynamo")
         return self.made[key]

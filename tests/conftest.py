@@ -26,9 +26,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-_HARDWARE_SKIPS = pytest.StashKey[int]()
-
-
 def _tensorrt_missing() -> str | None:
     """Why TensorRT tests cannot run here, or None when they can."""
     if not torch.cuda.is_available():
@@ -43,28 +40,31 @@ def _tensorrt_missing() -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     no_gpu = None if torch.cuda.is_available() else "needs a CUDA GPU"
     no_trt = _tensorrt_missing() if any(item.get_closest_marker("tensorrt") for item in items) else None
-    skipped = 0
     for item in items:
         reason = no_trt if item.get_closest_marker("tensorrt") else no_gpu if item.get_closest_marker("gpu") else None
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
-            skipped += 1
-    config.stash[_HARDWARE_SKIPS] = skipped
+
+
+HARDWARE = "hardware_marked"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
     report = outcome.get_result()
-    report.hardware_marked = bool(item.get_closest_marker("gpu") or item.get_closest_marker("tensorrt"))
+    if item.get_closest_marker("gpu") or item.get_closest_marker("tensorrt"):
+        # a user property, not an attribute: pytest-xdist's workers send reports to the controller serialized
+        report.user_properties.append((HARDWARE, True))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    skipped = config.stash.get(_HARDWARE_SKIPS, 0)
-    marked = sum(1 for reports in terminalreporter.stats.values() for r in reports
-                 if getattr(r, "when", None) == "call" and getattr(r, "hardware_marked", False))
+    reports = [r for rs in terminalreporter.stats.values() for r in rs if (HARDWARE, True) in
+               getattr(r, "user_properties", ())]
+    skipped = sum(1 for r in reports if r.when == "setup" and r.skipped)
+    ran = sum(1 for r in reports if r.when == "call")
     terminalreporter.write_line(
-        f"GPU / TensorRT tests: {skipped} skipped on this machine (no CUDA GPU or no tensorrt), {marked} ran"
+        f"GPU / TensorRT tests: {skipped} skipped on this machine (no CUDA GPU or no tensorrt), {ran} ran"
     )
 
 

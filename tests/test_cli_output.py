@@ -80,7 +80,8 @@ def test_verify_table_and_json(long_bundle: Path) -> None:
 
 def test_export_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / LONG
-    args = ("export", "skresnet18", "--out", str(out), "--input-size", "64", "64", "--no-verify")
+    args = ("export", "skresnet18", "--out", str(out), "--input-size", "64", "64", "--no-verify", "--exporter",
+            "legacy")
     whole(piped(*args).stdout, str(out))
     assert "model.onnx" in json.loads(piped(*args, "--force", "--json").stdout)["files"]
 
@@ -167,5 +168,5 @@ def test_int8_by_default_is_the_form_this_machine_runs(long_bundle: Path, tmp_pa
 
 def test_a_one_number_batch_profile_is_said_not_silent(tmp_path: Path) -> None:
     done = piped("export", "skresnet18", "--out", str(tmp_path / "b"), "--batch-profile", "8", "--input-size", "32",
-                 "32", "--no-verify", "--json")
+                 "32", "--no-verify", "--exporter", "legacy", "--json")
     assert "--batch-profile 8 means 8:8:8" in done.stderr

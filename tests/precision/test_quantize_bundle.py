@@ -35,7 +35,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
     """skresnet18 at 64x64 with BatchNorm statistics from the photos."""
     out = tmp_path_factory.mktemp("bundles") / "skresnet18"
     export_bundle(ExportSettings(model="skresnet18", out=out, input_size=(64, 64), images=photos, recompute_bn=True,
-                                 recompute_bn_count=12), onnx_runner=onnx_cpu_runner)
+                                 recompute_bn_count=12, exporter="legacy"), onnx_runner=onnx_cpu_runner)
     return out
 
 
@@ -149,7 +149,7 @@ def test_int8_on_real_photos(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "real"
     export_bundle(ExportSettings(model="skresnet18", out=out, input_size=(160, 160),
                                 images=shared_data / "imagenet-samples", recompute_bn=True, recompute_bn_count=32,
-                                 verify=False))
+                                 exporter="legacy", verify=False))
     for target in ("tensorrt", "cpu"):
         result = quantize_bundle(QuantizeSettings(bundle=out, precision="int8", target=target,
                                                  images=shared_data / "imagenet-val-1300", calib_size=64,

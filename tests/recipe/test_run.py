@@ -15,7 +15,7 @@ from sk_deploy.recipe.run import RecipeRun
 from sk_deploy.recipe.schema import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[2] / "export" / "skresnet18-cpu.toml"
-SMALL = ["export.input_size=64", "export.recompute_bn_count=8", "calibration.calib_size=8",
+SMALL = ["export.input_size=64", "export.exporter=legacy", "export.recompute_bn_count=8", "calibration.calib_size=8",
          "calibration.holdout_size=4", "evaluate.limit=6", "bench.batch_sizes=[2]", "bench.warmup_ms=0",
          "bench.duration_ms=0"]
 INT8 = {"int8-cpu: quantize", "int8-cpu: evaluate", "int8-cpu: bench", "report"}
