@@ -197,6 +197,13 @@ def backend_names(*, evaluate: bool | None = None, verify: bool | None = None, d
                  and (runs is None or spec.runs == runs))
 
 
+def gated_backends() -> tuple[str, ...]:
+    """The backends ``sk-deploy quantize`` judges each precision graph on (the CPU backends running ONNX graphs);
+    ``auto`` serves a gated precision on one of them only where its gate passed there. A GPU backend, which
+    quantize cannot run, is held to the graph's gate on the reference backend."""
+    return backend_names(device="cpu", runs="onnx")
+
+
 def auto_order() -> list[BackendSpec]:
     """The backends ``auto`` tries, in its order."""
     return sorted((spec for spec in BACKENDS.values() if spec.auto is not None), key=lambda spec: spec.auto or 0)

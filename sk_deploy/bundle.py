@@ -432,7 +432,7 @@ class Bundle:
 
     def stage(self, name: str) -> dict[str, Any]:
         """What stage ``name`` recorded (empty when it has not run)."""
-        return self.manifest["stages"].get(name, {})
+        return self.manifest.get("stages", {}).get(name, {})
 
     def file(self, name: str) -> Path:
         """Path of a file recorded in the manifest; an unknown or missing one is a BundleError."""

@@ -21,16 +21,17 @@ if TYPE_CHECKING:
 
 class BackendRunner:
     """``name`` (a backend of the table) on the file ``path`` at ``precision``, as a comparator runner: opened
-    with its default options when entered, closed when left."""
+    with ``options`` (None: its default options) when entered, closed when left."""
 
-    def __init__(self, name: str, path: str | Path, bundle: Bundle | None = None, precision: str = "fp32") -> None:
+    def __init__(self, name: str, path: str | Path, bundle: Bundle | None = None, precision: str = "fp32",
+                 options: Any = None) -> None:
         self.spec = backend(name)
-        self.path, self.bundle, self.precision = Path(path), bundle, precision
+        self.path, self.bundle, self.precision, self.options = Path(path), bundle, precision, options
         self._backend: Any = None
 
     def __enter__(self) -> BackendRunner:
-        self._backend = self.spec.open(self.path, self.bundle, self.precision,
-                                       self.spec.default_options(self.precision))
+        options = self.options if self.options is not None else self.spec.default_options(self.precision)
+        self._backend = self.spec.open(self.path, self.bundle, self.precision, options)
         return self
 
     def __exit__(self, *exc: object) -> None:

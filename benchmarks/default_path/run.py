@@ -84,7 +84,7 @@ def prepare(work: Path, calib: Path, calib_size: int, reuse: bool) -> dict[str, 
     record.write_text(json.dumps(said, indent=1))
     stages = Bundle.open(int8).stage("precision")
     said["int8_gates"] = {name: {"accuracy": entry.get("accuracy"), "speed": entry.get("speed"),
-                                 "openvino_bf16": entry.get("openvino_bf16")} for name, entry in stages.items()}
+                                 "backends": entry.get("backends")} for name, entry in stages.items()}
     said["plain_bf16_gate"] = Bundle.open(plain).stage("precision").get("bf16")
     return said
 

@@ -43,7 +43,8 @@ def quantize_command(settings: QuantizeSettings) -> None:
         for line in describe_search(result.details["auto_exclude"]):
             (err_console if as_json else console).print(line, highlight=False, soft_wrap=True)
     if as_json:
-        render.as_json({"file": result.file, "written": result.written, "accuracy": a})
+        render.as_json({"file": result.file, "written": result.written, "accuracy": a,
+                        "backends": result.details.get("backends")})
     else:
         render.accuracy_table([a], f"{result.file} vs model.onnx on {a.agreement.images} held-out pictures")
     for message in a.notes:
@@ -52,12 +53,31 @@ def quantize_command(settings: QuantizeSettings) -> None:
         kept = "kept anyway (--no-gate)" if result.written else "not added to the bundle"
         raise fail(f"{result.file} misses its accuracy gate ({'; '.join(a.failures)}); {kept}")
     out = err_console if as_json else console
+    for line in _backend_lines(result.details.get("backends") or {}):
+        out.print(line, highlight=False, soft_wrap=True)
     if Precision(precision).hint:
         out.print(f"[green]recorded[/] the {precision} figures in {bundle / 'manifest.json'} (stages.precision."
                   f"{precision}); no file is needed: serve or predict with --precision {precision}", highlight=False,
                   soft_wrap=True)
         return
     out.print(f"[green]wrote[/] {bundle / result.file}", highlight=False, soft_wrap=True)
+
+
+def _backend_lines(backends: dict) -> list[str]:
+    """One line per CPU backend the graph was judged on: whether its gate passed there (what licenses
+    ``--precision auto`` to serve it there)."""
+    lines = []
+    for name, gate in backends.items():
+        if "not_measured" in gate:
+            lines.append(f"{name}: gate not measured ({gate['not_measured']}); auto will not serve it there")
+            continue
+        figures = gate["accuracy"]
+        verdict = "passed" if figures["passed"] else f"failed ({'; '.join(figures['failures'])})"
+        bf16 = gate.get("bf16_float_parts")
+        parts = f"; with bf16 float parts {'passed' if bf16.get('passed') else 'not passed'}" if bf16 else ""
+        lines.append(f"{name}: gate {verdict}, mean cosine {figures['cosine_mean']:.5f}{parts}"
+                     + ("" if figures["passed"] else "; auto will not serve it there"))
+    return lines
 
 
 def _said_int8_target(chosen: str) -> None:

@@ -4,21 +4,28 @@ bundle (ONNX Runtime CPU on each ONNX file, OpenVINO on each graph it serves, bf
 compiled in bf16 where the CPU has it natively; ONNX Runtime CUDA where its provider and a GPU are there; each
 TensorRT engine built for this GPU and TensorRT). Each pair gets its precision's gate (``accuracy.GATES``; fp32 on
 another backend: ``FP32_GATE``, which leaves room for TF32 on GPUs).
+
+``gate_on_backends`` is ``sk-deploy quantize``'s half of this: a new graph judged on every CPU backend of the table
+that serves it here, each figure recorded under ``stages.precision[file].backends[backend]``, which licenses
+``--precision auto`` to serve it there (``runtime.cpu_choice``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sk_deploy.backends import BACKENDS, REFERENCE, backend_names
+import numpy as np
+
+from sk_deploy.backends import BACKENDS, REFERENCE, backend_names, gated_backends
 from sk_deploy.bundle import FILE_FORMS, GRAPH_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name
-from sk_deploy.compare import DEFAULT_LIMIT, Pictures, Runner, compare_runners
+from sk_deploy.compare import DEFAULT_LIMIT, Pictures, Runner, compare_runners, logits_of
 from sk_deploy.engines.compat import EngineMismatch, check_engine
-from sk_deploy.machine import Machine
+from sk_deploy.machine import BackendUnavailable, Machine
 from sk_deploy.models.reference import is_trained
-from sk_deploy.precision.accuracy import GATES, AccuracyReport, Gate, report_for
+from sk_deploy.precision.accuracy import GATES, AccuracyReport, Gate, judge, report_for
 from sk_deploy.precisions import Precision
 
 FP32_GATE = Gate(min_cosine=0.9999)
@@ -145,3 +152,53 @@ def check_backends(
     })
     bundle.save()
     return reports, skipped
+
+
+def gate_on_backends(graph: Path, key: str, inputs: np.ndarray, reference: np.ndarray, trained: bool,
+                     machine: Machine, judged: dict[str, AccuracyReport], chunk: int = 8) -> dict[str, dict[str, Any]]:
+    """``graph`` (a precision graph, gate key ``key``) judged under its gate against the float32 ``reference``
+    logits of ``inputs`` on every CPU backend of the table that serves it here (``gated_backends``):
+    ``{backend: {"accuracy": figures}}``, or ``{"not_measured": why}`` where this machine cannot run it (OpenVINO
+    not installed); a backend that does not serve it (fp16 on OpenVINO) has no entry. ``judged`` holds the
+    reports already measured (ONNX Runtime's, which decided whether the file is written), reused as they are.
+
+    Each backend is compiled once, without a compiled-model cache, with its defaults but for what a bundle would
+    change: an int8 graph on OpenVINO is judged with its float parts in f32 and, on a CPU with native bfloat16,
+    again in bf16 (``bf16_float_parts``: OpenVINO serves it so only where that passed too)."""
+    from sk_deploy.runners import BackendRunner
+
+    gates: dict[str, dict[str, Any]] = {}
+    for name in gated_backends():
+        spec = BACKENDS[name]
+        served, refused = served_graphs({graph.name: {"role": key}}, name, machine)
+        if not served and not refused:
+            continue  # nothing to license
+        missing = spec.machine_refusal(machine) or (refused[0][1] if refused else None)
+        if missing:
+            gates[name] = {"not_measured": missing}
+            continue
+        if name in judged:
+            gates[name] = {"accuracy": judged[name].to_dict()}
+            continue
+        runs_at = served[0].runs_at
+        options = spec.default_options(runs_at)
+        if hasattr(options, "cache_dir"):  # a one-off compile: no entry in the backend's compiled-model cache
+            options = dataclasses.replace(options, cache_dir="")
+        variants = {"accuracy": options}
+        if runs_at == "int8" and hasattr(options, "int8_float"):  # OpenVINO: what a bundle's figures would change
+            variants["accuracy"] = dataclasses.replace(options, int8_float="f32")
+            if machine.cpu.native_bf16:
+                variants["bf16_float_parts"] = dataclasses.replace(options, int8_float="bf16")
+        gates[name] = {}
+        for figure, chosen in variants.items():
+            try:
+                output = logits_of(BackendRunner(name, graph, None, runs_at, chosen), lambda dtype: inputs, chunk)
+            except BackendUnavailable as exc:
+                if figure == "accuracy":  # the graph as served cannot run there: nothing else to measure
+                    gates[name] = {"not_measured": str(exc)}
+                    break
+                gates[name][figure] = {"passed": False, "not_measured": str(exc)}
+                continue
+            label = f"{name}: {graph.name}" + (" with bf16 float parts" if figure == "bf16_float_parts" else "")
+            gates[name][figure] = judge(label, key, reference, output, trained).to_dict()
+    return gates

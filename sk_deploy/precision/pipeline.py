@@ -5,6 +5,10 @@ Order: check the bundle, the options and the image folder (before any heavy work
 into a temporary file in the bundle; measure it against the float32 graph on held-out pictures; if it passes
 its gate, rename it into place and record file and figures in the manifest. On any error or a failed gate the
 bundle is left as it was. bf16 measures the float32 graph run in bf16 the same way and records only figures.
+
+ONNX Runtime's CPU provider (the reference runtime) decides whether the file is written; a written graph is then
+judged the same way on every other CPU backend that serves it here (``precision.backends.gate_on_backends``), and
+each backend's figures, under ``backends``, license ``--precision auto`` to serve it there.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sk_deploy.backends import BACKENDS, BackendSpec, runners_of
+from sk_deploy.backends import BACKENDS, REFERENCE, BackendSpec, runners_of
 from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, graph_form
 from sk_deploy.compare import generated_images
+from sk_deploy.machine import probe_machine
 from sk_deploy.models.reference import is_trained
 from sk_deploy.precision.accuracy import AccuracyReport, judge
+from sk_deploy.precision.backends import gate_on_backends
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images
 from sk_deploy.precision.fp16 import PrecisionError, convert_fp16, resolve_exclusions
 from sk_deploy.precision.int8 import METHODS, TARGETS, quantize_int8
@@ -50,8 +56,6 @@ def resolve_target(request: QuantizeSettings) -> QuantizeSettings:
         return request
     target = "tensorrt"
     if request.precision == "int8":
-        from sk_deploy.machine import probe_machine
-
         target = "tensorrt" if probe_machine().cuda else "cpu"
     return request.model_copy(update={"target": target})
 
@@ -158,11 +162,12 @@ def quantize_bundle(
                 high_precision(request), request.exclude, accuracy,
             )
         details["holdout"] = _holdout_details(request, inputs)
-        if request.precision == "int8" and accuracy.passed:
-            details.update(_gate_openvino_bf16(out, name, key, inputs, reference, trained, CALIBRATION_BATCH))
         result = QuantizeResult(name, written=accuracy.passed or not request.gate, accuracy=accuracy, details=details)
         if not result.written:
             return result  # the gate failed: the bundle stays as it was
+        progress("judging it on every CPU backend that serves it here", 0)
+        details["backends"] = gate_on_backends(out, key, inputs, reference, trained, probe_machine(),
+                                               {REFERENCE: accuracy}, CALIBRATION_BATCH)
         os.replace(out, bundle.path / name)
     bundle.add_file(name, role=key, source=SOURCE_FILE, nodes=len(onnx.load(bundle.path / name).graph.node))
     bundle.record("precision", {**details, "accuracy": accuracy.to_dict()}, key=name)
@@ -177,30 +182,10 @@ def _hint_backend(precision: Precision) -> BackendSpec:
     return BACKENDS[runners_of(precision, precision.device)[0]]
 
 
-def _gate_openvino_bf16(graph: Path, name: str, key: str, inputs: np.ndarray, reference: np.ndarray, trained: bool,
-                        batch: int) -> dict[str, Any]:
-    """On a CPU with native bfloat16 and OpenVINO: the int8 graph with its float parts in bf16 (what OpenVINO then
-    serves it as, ``runtime.openvino_backend.int8_float_parts``) judged by the int8 gate against float32; its
-    figures under ``openvino_bf16``. Nothing where the CPU or OpenVINO cannot run it."""
-    from sk_deploy.machine import BackendUnavailable, detect_cpu
-    from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions
-
-    if not detect_cpu().native_bf16:
-        return {}
-    try:
-        backend = OpenVinoBackend(graph, None, precision="int8", options=OpenVinoOptions(cache_dir="",
-                                                                                        int8_float="bf16"))
-    except BackendUnavailable:
-        return {}
-    with backend:
-        output = np.concatenate([backend.run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
-    return {"openvino_bf16": judge(f"{name} with bf16 float parts", key, reference, output, trained).to_dict()}
-
-
 def _record_speed(request: QuantizeSettings, bundle: Bundle, key: str, progress: Callable[[str, int], None]) -> None:
-    """The gated precision's speed-up over fp32 on this machine, as ``--precision auto`` would serve each,
-    recorded under ``stages.precision[key].speed`` (``runtime.precision_speed``); a precision that cannot run
-    here (no such backend) records why instead."""
+    """The gated precision's speed-up over fp32 on this machine, on each CPU backend where its gate passed (on a
+    GPU machine: where ``--precision auto`` serves it), recorded under ``stages.precision[key].speed``
+    (``runtime.precision_speed``); a precision that cannot run here (no such backend) records why instead."""
     if not request.measure_speed:
         return
     from sk_deploy.machine import BackendUnavailable
@@ -208,7 +193,7 @@ def _record_speed(request: QuantizeSettings, bundle: Bundle, key: str, progress:
 
     progress(f"timing {request.precision} against fp32 on this machine", 0)
     try:
-        speed = measure_speedup(bundle, request.precision, file=None if Precision(request.precision).hint else key)
+        speed = measure_speedup(bundle, request.precision, key)
     except BackendUnavailable as exc:
         speed = {"error": str(exc)}
     bundle.stage("precision")[key]["speed"] = speed
@@ -231,8 +216,6 @@ def gate_bf16_where_native(bundle: Path, images: Path | None = None,
 def _check_hint(request: QuantizeSettings) -> None:
     """The refusals of a hint precision (bf16) that need no file: its backend missing, a CPU without the native
     support it needs, --exclude."""
-    from sk_deploy.machine import probe_machine
-
     asked = Precision(request.precision)
     if request.exclude:
         raise PrecisionError(f"--exclude keeps nodes float32 in an fp16 or int8 graph; {asked} has no graph of its "
@@ -296,6 +279,7 @@ def _gate_hint(request: QuantizeSettings, bundle: Bundle, holdout: list[Any], tr
             "runtime": getattr(backend, "description", spec.name), "compiled_precision": backend.compiled_precision,
             "cpu": detect_cpu().describe()}, "holdout": _holdout_details(request, inputs)}
     accuracy = judge(f"{SOURCE_FILE} in {asked}", str(asked), reference, output, trained)
+    details["backends"] = {spec.name: {"accuracy": accuracy.to_dict()}}  # the one backend that runs it
     result = QuantizeResult(SOURCE_FILE, written=accuracy.passed or not request.gate, accuracy=accuracy,
                             details=details)
     if result.written:

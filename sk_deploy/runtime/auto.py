@@ -11,7 +11,7 @@ from sk_deploy.bundle import Bundle
 from sk_deploy.engines.compat import fitting_engine as find_fitting_engine
 from sk_deploy.machine import BackendUnavailable, Machine
 from sk_deploy.precisions import Precision
-from sk_deploy.runtime.cpu_choice import cpu_backend
+from sk_deploy.runtime.cpu_choice import backend_gate, cpu_backend
 from sk_deploy.runtime.predictor import Choice, onnx_file
 
 
@@ -43,19 +43,25 @@ def _on_the_cpu(precision: str, machine: Machine) -> str:
 
 
 def faster_cpu(bundle: Bundle, precision: str, machine: Machine, spec: BackendSpec) -> Choice:
-    """Taken where ``cpu_choice`` says it is the faster CPU backend for ``precision`` on this CPU."""
-    chosen, why = cpu_backend(precision, machine)  # a CPU precision nothing here runs: the refusal
+    """Taken where ``cpu_choice`` says it is the CPU backend for ``precision`` of this bundle on this CPU."""
+    chosen, why = cpu_backend(bundle, precision, machine)  # a CPU precision nothing here runs: the refusal
     if chosen != spec.name:
         raise BackendUnavailable("")
     return Choice(spec.name, onnx_file(bundle, spec.name, precision), _on_the_cpu(precision, machine) + why)
 
 
 def cpu_fallback(bundle: Bundle, precision: str, machine: Machine, spec: BackendSpec) -> Choice:
-    """ONNX Runtime on the CPU, which ``auto`` falls back to: every precision the CPU computes."""
+    """ONNX Runtime on the CPU, which ``auto`` falls back to: every precision the CPU computes, a gated one only
+    where its gate passed on ONNX Runtime (or passed on no CPU backend: then it was asked for by name)."""
     refusal = Precision(precision).gpu_only_refusal(spec.name)
     if refusal:
         raise BackendUnavailable(refusal if not machine.cuda else "")
-    chosen, why = cpu_backend(precision, machine)
-    if chosen != spec.name:  # OpenVINO was preferred; ONNX Runtime is what auto falls back to
+    chosen, why = cpu_backend(bundle, precision, machine)
+    file = onnx_file(bundle, spec.name, precision)
+    if chosen != spec.name:  # another CPU backend was preferred; ONNX Runtime is what auto falls back to
+        figures, words = backend_gate(bundle, file, spec.name)
+        if Precision(precision).gated and figures is None and backend_gate(bundle, onnx_file(
+                bundle, chosen, precision), chosen)[0] is not None:
+            raise BackendUnavailable(f"ort-cpu: {file} {words}")
         why = "ONNX Runtime on the CPU, faster than PyTorch eager there"
-    return Choice(spec.name, onnx_file(bundle, spec.name, precision), _on_the_cpu(precision, machine) + why)
+    return Choice(spec.name, file, _on_the_cpu(precision, machine) + why)

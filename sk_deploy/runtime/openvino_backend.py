@@ -4,9 +4,9 @@ OpenVINO picks its own inference precision per CPU: bf16 wherever the CPU has na
 graph says. Here the precision is pinned instead: ``fp32`` compiles with ``INFERENCE_PRECISION_HINT`` f32,
 ``bf16`` with bf16 (only on a CPU with native bf16, refused in one line elsewhere), ``int8`` runs a Q/DQ graph,
 its float parts in f32, or in bf16 on a CPU with native bf16 once that form passed its own gate on this graph
-(``stages.precision[file].openvino_bf16``, measured by ``sk-deploy quantize``): the int8 path then computes what
-is not quantized at the bf16 rate, about twice f32's. The precision the compiled model actually uses is read
-back from it (``compiled_precision``), so what is reported is what ran. Compiled models are cached
+(``stages.precision[file].backends.openvino.bf16_float_parts``, measured by ``sk-deploy quantize``): the int8
+path then computes what is not quantized at the bf16 rate, about twice f32's. The precision the compiled model
+actually uses is read back from it (``compiled_precision``), so what is reported is what ran. Compiled models are cached
 (``CACHE_DIR``) so the second start of the same graph on the same machine imports instead of compiling.
 """
 
@@ -89,7 +89,8 @@ def int8_float_parts(bundle: Bundle | None, path: Path, cpu: CpuFeatures) -> str
     if bundle is None or not cpu.native_bf16:
         return "f32"
     entry = bundle.stage("precision").get(path.name) or {}
-    return "bf16" if (entry.get("openvino_bf16") or {}).get("passed") else "f32"
+    gate = ((entry.get("backends") or {}).get(OpenVinoBackend.name) or {}).get("bf16_float_parts") or {}
+    return "bf16" if gate.get("passed") else "f32"
 
 
 def precision_name(value: Any) -> str:

@@ -27,6 +27,7 @@ from sk_deploy.machine import BackendUnavailable, Machine, import_openvino, impo
 from sk_deploy.precisions import PRECISIONS, Precision
 from sk_deploy.runtime.auto_precision import AUTO, PrecisionChoice, resolve_precision
 from sk_deploy.runtime.backend import Backend
+from sk_deploy.runtime.cpu_choice import gated_file
 from sk_deploy.runtime.openvino_backend import OpenVinoOptions
 from sk_deploy.runtime.ort_backend import OrtOptions
 from sk_deploy.runtime.torch_backend import TorchOptions
@@ -44,10 +45,10 @@ class Choice:
 
 
 def onnx_file(bundle: Bundle | dict[str, Any], backend: str, precision: str) -> str:
-    """The bundle's ONNX file for ``backend`` at ``precision`` (the CPU INT8 form first on ort-cpu)."""
-    spec = BACKENDS[backend]
+    """The bundle's ONNX file for ``backend`` at ``precision``: its preferred form (the CPU INT8 form first on
+    ort-cpu), unless only another form passed its gate on that backend (``cpu_choice.gated_file``)."""
     try:
-        return Bundle.of(bundle).graph(precision, spec.device, prefer=spec.prefers)
+        return gated_file(bundle, backend, precision)
     except MissingGraph as exc:
         raise BackendUnavailable(str(exc)) from None
 

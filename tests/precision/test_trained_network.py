@@ -129,3 +129,32 @@ def test_auto_exclude_on_the_tensorrt_form(lite0: Trained, tmp_path: Path, monke
         assert search is not None and search["passed"] and 0 < len(search["excluded"]) < search["candidates"]
     else:  # it cannot: one line says why
         assert "misses its accuracy gate" in result.output and "--auto-exclude" in result.output
+
+
+def test_each_backends_recorded_gate_agrees_with_evaluate_and_auto_follows_it(lite0: Trained) -> None:
+    from sk_deploy.machine import Machine, parse_cpuinfo
+    from sk_deploy.runtime.auto_precision import choose_precision
+    from sk_deploy.runtime.predictor import plan
+
+    rows = {(r.backend, r.precision): r for r in lite0.report.rows}
+    stages = lite0.bundle.stage("precision")
+    judged = 0
+    for file, key in (("model.int8.onnx", "int8"), ("model.int8-cpu.onnx", "int8-cpu")):
+        for backend, gate in stages[file]["backends"].items():
+            if "not_measured" in gate or (backend, key) not in rows:
+                continue
+            # quantize's gate on its held-out photos and evaluate's on the labelled ones say the same
+            evaluated = not accuracy.GATES[key].applied(True).failures(rows[backend, key].agreement)
+            assert gate["accuracy"]["passed"] == evaluated, (file, backend, gate["accuracy"]["failures"])
+            judged += 1
+    assert judged >= 2
+    here = probe_machine()
+    vnni = parse_cpuinfo("processor\t: 0\nmodel name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni amx_int8\n")
+    for machine in (here, Machine(cuda=False, gpu_name=None, compute_capability=None, ort_providers=here.ort_providers,
+                                  tensorrt_version=None, openvino_version=here.openvino_version, cpu=vnni)):
+        choice = choose_precision(lite0.bundle, "auto", machine)
+        if choice.precision != "int8":
+            continue
+        served = plan(lite0.bundle, "auto", "int8", machine)
+        # auto never serves int8 on a backend where the gate of the graph it would serve failed
+        assert stages[served.file]["backends"][served.backend]["accuracy"]["passed"], (served, choice.reason)

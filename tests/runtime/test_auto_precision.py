@@ -19,7 +19,7 @@ from sk_deploy.precision.pipeline import gate_bf16_where_native, quantize_bundle
 from sk_deploy.runtime.auto_precision import choose_precision
 from sk_deploy.runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions, int8_float_parts
 from sk_deploy.runtime.precision_speed import measure_speedup
-from sk_deploy.runtime.predictor import Predictor
+from sk_deploy.runtime.predictor import Predictor, plan
 from sk_deploy.settings.precision import QuantizeSettings
 from tests.servers import served
 
@@ -76,18 +76,24 @@ def test_a_recorded_speed_up_is_said_and_a_slower_precision_passed_over(int8_bun
     bundle = Bundle.open(path)
     machine = probe_machine()
     key = Predictor(bundle, precision="int8").file
-    speed = measure_speedup(bundle, "int8", machine, batch=2, runs=2)
-    assert speed["device"] == machine.cpu.describe() and speed["speedup"] == pytest.approx(
-        speed["fp32_ms"] / speed["ms"], rel=1e-2)
+    speed = measure_speedup(bundle, "int8", key, machine, batch=2, runs=2)
+    assert speed["device"] == machine.cpu.describe() and speed["backends"]
+    for timed in speed["backends"].values():
+        assert timed["speedup"] == pytest.approx(speed["fp32_ms"] / timed["ms"], rel=1e-2)
     entry = bundle.stage("precision")[key]
     entry["speed"] = speed
+    served = plan(bundle, "auto", "int8", machine).backend  # the fastest timed backend where the gate passed
+    assert served in speed["backends"]
+    assert speed["backends"][served]["speedup"] == max(t["speedup"] for t in speed["backends"].values())
     choice = choose_precision(bundle, "auto", machine)
-    if speed["speedup"] >= 1:  # the figure measured here decides, and is said
-        assert choice.precision == "int8" and f"{speed['speedup']:.2f}x fp32 at batch 2" in choice.reason
-        assert choice.speed == speed
+    if speed["backends"][served]["speedup"] >= 1:  # the figure measured here decides, and is said
+        assert choice.precision == "int8" and f"{speed['backends'][served]['speedup']:.2f}x fp32 at batch 2" in \
+            choice.reason
+        assert choice.speed is not None and choice.speed["backend"] == served
     else:
         assert choice.precision == "fp32" and "slower than fp32" in choice.reason
-    entry["speed"] = {**speed, "speedup": 0.8}  # measured slower on this CPU: passed over, saying so
+    for timed in speed["backends"].values():  # measured slower on this CPU: passed over, saying so
+        timed["speedup"] = 0.8
     slower = choose_precision(bundle, "auto", machine)
     assert slower.precision == "fp32" and "int8: its gate passed, but 0.80x fp32 at batch 2" in slower.reason
     entry["speed"] = {**speed, "device": "Some Other CPU (avx512_bf16)"}  # measured elsewhere: no figure said
@@ -101,10 +107,14 @@ def test_quantize_records_the_speed_up_it_measured(small_bundle: Bundle, shared_
     result = quantize_bundle(QuantizeSettings(bundle=path, precision="int8", target="cpu",
                                              images=shared_data / "imagenet-samples", calib_size=32, holdout_size=16))
     assert result.accuracy.passed, result.accuracy.failures
-    speed = Bundle.open(path).stage("precision")["model.int8-cpu.onnx"]["speed"]
+    entry = Bundle.open(path).stage("precision")["model.int8-cpu.onnx"]
+    speed = entry["speed"]
     assert speed["device"] == detect_cpu().describe() and speed["batch"] == 8 and speed["fp32_backend"]
-    assert speed["ms"] > 0 and speed["fp32_ms"] > 0 and speed["speedup"] == pytest.approx(
-        speed["fp32_ms"] / speed["ms"], rel=1e-2)
+    # every CPU backend where the gate passed is timed, and none where it did not
+    passed = {name for name, gate in entry["backends"].items() if gate.get("accuracy", {}).get("passed")}
+    assert "ort-cpu" in passed and set(speed["backends"]) == passed
+    for timed in speed["backends"].values():
+        assert timed["ms"] > 0 and timed["speedup"] == pytest.approx(speed["fp32_ms"] / timed["ms"], rel=1e-2)
 
 
 @pytest.mark.skipif(not NATIVE_BF16, reason=NO_BF16)
@@ -128,11 +138,12 @@ def test_openvino_int8_float_parts_follow_the_cpu_and_their_gate(small_bundle: B
     entry = bundle.stage("precision")["model.int8.onnx"]
     with OpenVinoBackend(path / "model.int8.onnx", bundle, precision="int8",
                          options=OpenVinoOptions(cache_dir="")) as backend:
+        openvino = entry["backends"]["openvino"]
         if NATIVE_BF16:  # quantize judged the bf16 float parts; they are served only if that gate passed
-            assert "openvino_bf16" in entry
-            expected = "bf16" if entry["openvino_bf16"]["passed"] else "f32"
+            assert "bf16_float_parts" in openvino
+            expected = "bf16" if openvino["bf16_float_parts"]["passed"] else "f32"
         else:
-            assert "openvino_bf16" not in entry
+            assert "bf16_float_parts" not in openvino
             expected = "f32"
         assert (backend.int8_float, backend.compiled_precision) == (expected, expected)
         assert f"(int8 graph, float parts {expected})" in backend.description

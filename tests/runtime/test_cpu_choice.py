@@ -84,7 +84,7 @@ def test_auto_here_is_the_cpu_rule_for_this_machine(small_bundle: Bundle) -> Non
     here = probe_machine()
     if here.cuda:
         pytest.skip("this machine has a GPU: auto picks a GPU backend for fp32")
-    expected, why = cpu_backend("fp32", here)
+    expected, why = cpu_backend(small_bundle, "fp32", here)
     with Predictor(small_bundle) as predictor:
         assert predictor.backend == expected and predictor.reason == f"no CUDA GPU here: {why}"
         assert predictor.predict(predictor.example(2)).shape == (2, 1000)
