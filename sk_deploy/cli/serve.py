@@ -28,7 +28,7 @@ def serve_command(settings: ServeSettings) -> None:
     from sk_deploy.service.app import ServiceConfig
     from sk_deploy.service.batcher import check_buckets
     from sk_deploy.service.server import serve
-    from sk_deploy.service.target import resolve_target
+    from sk_deploy.service.target import check_target, resolve_target
 
     settings = with_config(settings, {key: key for key in ("max_batch", "max_delay_ms", "instances")})
     buckets = None
@@ -39,6 +39,7 @@ def serve_command(settings: ServeSettings) -> None:
             raise fail(f"--batch-buckets: {exc}") from None
     target, precision = settings.target, settings.precision
     try:
+        check_target(target, settings.weights, settings.pretrained)  # a bad target: one line, before any waiting
         with waiting(f"preparing {target}...") as status:
             bundle, exported = resolve_target(target, settings.weights, settings.pretrained,
                                               progress=lambda message: status.update(f"{message}..."))

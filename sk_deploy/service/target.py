@@ -7,16 +7,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sk_deploy.bundle import Bundle, BundleError
-from sk_deploy.graph.pipeline import export_bundle
-from sk_deploy.models import list_models
-from sk_deploy.models.reference import describe_weights
-from sk_deploy.runners import onnx_cpu_runner
-from sk_deploy.settings.graph import ExportSettings
 
 
 def default_cache() -> Path:
     """Where bundles exported for ``serve MODEL`` are kept: ``$SK_DEPLOY_CACHE`` or ~/.cache/sk-deploy/bundles."""
     return Path(os.environ.get("SK_DEPLOY_CACHE", Path.home() / ".cache" / "sk-deploy")) / "bundles"
+
+
+def check_target(target: str, weights: Path | None = None, pretrained: bool = False) -> Bundle | None:
+    """The bundle ``target`` names (a directory), or None for a registered model name; a BundleError for anything
+    else, before any slow work (a model name imports the exporter's modules, PyTorch among them: a bundle never
+    does)."""
+    path = Path(target).expanduser()
+    if path.is_dir() or os.sep in target or target.startswith("."):
+        if weights is not None or pretrained:
+            raise BundleError("--weights and --pretrained apply to a model name; a bundle holds its own weights")
+        return Bundle.open(path)  # a clear error now rather than after the server starts
+    from sk_deploy.models import list_models
+
+    if target not in list_models():
+        raise BundleError(f"{target!r} is neither a bundle directory nor a registered model "
+                          f"(models: {', '.join(list_models())})")
+    return None
 
 
 def resolve_target(target: str, weights: Path | None = None, pretrained: bool = False, cache: Path | None = None,
@@ -27,14 +39,15 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
     measured where the CPU computes bfloat16 natively) into ``cache/<name>`` unless a bundle of that model with the
     same weights is already there.
     """
-    path = Path(target).expanduser()
-    if path.is_dir() or os.sep in target or target.startswith("."):
-        if weights is not None or pretrained:
-            raise BundleError("--weights and --pretrained apply to a model name; a bundle holds its own weights")
-        return Bundle.open(path), False  # a clear error now rather than after the server starts
-    if target not in list_models():
-        raise BundleError(f"{target!r} is neither a bundle directory nor a registered model "
-                          f"(models: {', '.join(list_models())})")
+    bundle = check_target(target, weights, pretrained)
+    if bundle is not None:
+        return bundle, False
+    from sk_deploy.graph.pipeline import export_bundle
+    from sk_deploy.models.reference import describe_weights
+    from sk_deploy.precision.pipeline import gate_bf16_where_native
+    from sk_deploy.runners import onnx_cpu_runner
+    from sk_deploy.settings.graph import ExportSettings
+
     out = (cache or default_cache()) / target
     wanted = describe_weights(weights, pretrained)  # a changed checkpoint (sha256) is exported again
     try:
@@ -48,7 +61,5 @@ def resolve_target(target: str, weights: Path | None = None, pretrained: bool = 
     bundle, _ = export_bundle(ExportSettings(model=target, out=out, weights=weights, pretrained=pretrained, force=True),
                               progress=progress, onnx_runner=onnx_cpu_runner)
     # as `sk-deploy export` does: the bf16 gate where this CPU computes bfloat16 natively, so auto may serve it
-    from sk_deploy.precision.pipeline import gate_bf16_where_native
-
     result = gate_bf16_where_native(bundle.path, progress=lambda message, total: progress(f"bf16 gate: {message}"))
     return (Bundle.open(bundle.path) if not isinstance(result, str) else bundle), True

@@ -4,11 +4,14 @@ are the same; anything else, or a backend this machine lacks, is one line and ex
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from sk_deploy.bundle import Bundle, BundleError
+from sk_deploy.machine import nvidia_driver_visible
 from sk_deploy.service.target import resolve_target
 from tests.test_cli import sk_deploy
 
@@ -46,3 +49,18 @@ def test_a_backend_this_machine_lacks_is_one_line(small_bundle: Bundle) -> None:
     run = sk_deploy("serve", str(small_bundle.path), "--backend", "tensorrt")
     assert run.returncode == 1 and run.stderr.startswith("error: TensorRT is not installed"), run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(nvidia_driver_visible(), reason="an NVIDIA driver is here: PyTorch is asked whether CUDA runs")
+def test_serving_a_bundle_on_a_cpu_machine_imports_no_pytorch(small_bundle: Bundle) -> None:
+    """What ``serve BUNDLE`` loads before it answers, on a machine with no NVIDIA driver: the target, the machine,
+    the service and a Predictor on each CPU backend; PyTorch (2 to 3 s, 300 MB) is never imported."""
+    probe = ("import sys\nfrom sk_deploy.service.target import resolve_target\nimport sk_deploy.service.server\n"
+             f"from sk_deploy.runtime.predictor import Predictor\n"
+             f"bundle, _ = resolve_target({str(small_bundle.path)!r})\n"
+             "for backend in ('auto', 'ort-cpu', 'openvino'):\n"
+             "    with Predictor(bundle, backend) as p:\n        p.predict(p.example(1))\n"
+             "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
