@@ -51,19 +51,31 @@ def one_model_per_design() -> list[str]:
 
 
 class BundleCache:
-    """Realistic bundles made once per test session, by model name and input form: each design's plain bundle by
-    the dynamo exporter (the default a user gets), the fused-preprocessing variants by the legacy one."""
+    """Realistic bundles made once per test run, by model name and input form: each design's plain bundle by the
+    dynamo exporter (the default a user gets), the fused-preprocessing variants by the legacy one.
+
+    ``folder`` may be shared by pytest-xdist's workers: the first to ask for a bundle makes it under a file lock,
+    the others wait and open it (the pattern pytest-xdist's documentation gives for session fixtures)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.made: dict[tuple[str, bool], Bundle] = {}
 
     def get(self, name: str, fuse_preprocess: bool = False) -> Bundle:
-        """The bundle of ``name`` at 64x64 (exported on first use)."""
+        """The bundle of ``name`` at 64x64 (exported on first use in this run)."""
+        from filelock import FileLock
+
         key = (name, fuse_preprocess)
         if key not in self.made:
             folder = self.folder / f"{name}{'-fused' if fuse_preprocess else ''}"
-            folder.mkdir()
-            self.made[key] = realistic_bundle(name, folder, fuse_preprocess=fuse_preprocess,
-                                              exporter="legacy" if fuse_preprocess else "dynamo")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(folder) + ".lock"):
+                done = folder / "made"
+                if done.exists():
+                    self.made[key] = Bundle.open(folder / f"{name}-bundle")
+                else:
+                    folder.mkdir(exist_ok=True)
+                    self.made[key] = realistic_bundle(name, folder, fuse_preprocess=fuse_preprocess,
+                                                      exporter="legacy" if fuse_preprocess else "dynamo")
+                    done.touch()
         return self.made[key]

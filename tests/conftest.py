@@ -111,9 +111,11 @@ def server(small_bundle: Bundle) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> BundleCache:
-    """Realistic bundles shared by the runtime, service and deployment tests."""
-    return BundleCache(tmp_path_factory.mktemp("bundles"))
+def bundles(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> BundleCache:
+    """Realistic bundles shared by the runtime, service and deployment tests, and by pytest-xdist's workers (in the
+    run's common temporary folder): each is exported once per run."""
+    base = tmp_path_factory.getbasetemp()
+    return BundleCache((base if worker_id == "master" else base.parent) / "bundles")
 
 
 @pytest.fixture(scope="session")
