@@ -18,16 +18,15 @@ if TYPE_CHECKING:
 @command(ModelsSettings)
 def models_command(settings: ModelsSettings) -> None:
     """List the registered networks: parameters, GMACs at the default size, input size, pretrained source."""
-    from sk_deploy.models import create_model, get_spec, list_models
-    from sk_deploy.models.profile import count_macs, count_params
+    from sk_deploy.models import get_spec, list_models
+    from sk_deploy.models.profile import network_size
 
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        model = create_model(name)
-        macs = f"{count_macs(model, spec.input_size) / 1e9:.2f}" if settings.gmacs else "-"
-        rows.append((name, f"{count_params(model) / 1e6:.2f}M", macs, "x".join(map(str, spec.input_size)),
-                     spec.hub_id or "-"))
+        params, macs = network_size(name, settings.gmacs)
+        rows.append((name, f"{params / 1e6:.2f}M", f"{macs / 1e9:.2f}" if macs is not None else "-",
+                     "x".join(map(str, spec.input_size)), spec.hub_id or "-"))
     if settings.as_json:
         keys = ("name", "params", "gmacs", "input", "pretrained")
         render.as_json([dict(zip(keys, row, strict=True)) for row in rows])
