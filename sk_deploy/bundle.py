@@ -202,6 +202,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def is_trained(weights: dict[str, Any]) -> bool:
+    """Whether a manifest's weights record (``Bundle.weights``) stands for trained weights (a checkpoint, the
+    hub's, or an imported ONNX file's)."""
+    if weights.get("source") == "bundle":
+        return is_trained(weights.get("base", {}))
+    return weights.get("source") in ("file", "pretrained", "onnx")
+
+
 def atomic_write_json(path: str | Path, document: Any) -> None:
     """Write ``document`` as indented strict JSON (non-finite figures as null), atomically."""
     atomic_write_bytes(path, (dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))

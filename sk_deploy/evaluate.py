@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 
 from sk_deploy.backends import BACKENDS, backend_names
-from sk_deploy.bundle import FILE_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name
+from sk_deploy.bundle import FILE_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name, is_trained
 from sk_deploy.compare import Pictures, Runner, VerifyError, compare_runners, image_files
 from sk_deploy.errors import SkDeployError
 from sk_deploy.machine import Machine
 from sk_deploy.metrics import Agreement
-from sk_deploy.models.reference import is_trained
 from sk_deploy.settings.recipe import AUTO_LABELS
 
 PRECISION_OF = {name: form.precision for name, form in FILE_FORMS.items()}

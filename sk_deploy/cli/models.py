@@ -90,8 +90,8 @@ def _predict_bundle(
 ) -> tuple[np.ndarray, dict[str, str], bool]:
     """Logits of ``images`` from a bundle through the Predictor, what ran (model, backend, precision, file),
     and whether the weights are random."""
+    from sk_deploy.bundle import is_trained
     from sk_deploy.images import load_batch
-    from sk_deploy.models.reference import is_trained
     from sk_deploy.runtime.predictor import Predictor
     from sk_deploy.runtime.torch_backend import TorchOptions
 

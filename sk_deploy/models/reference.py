@@ -34,14 +34,6 @@ def describe_weights(weights: str | Path | None = None, pretrained: bool = False
     return {"source": "random", "seed": seed}
 
 
-def is_trained(weights: dict[str, Any]) -> bool:
-    """Whether a manifest's weights record stands for trained weights (a checkpoint, the hub's, or an imported
-    ONNX file's)."""
-    if weights.get("source") == "bundle":
-        return is_trained(weights.get("base", {}))
-    return weights.get("source") in ("file", "pretrained", "onnx")
-
-
 def build_reference(model_name: str, weights: dict[str, Any], bundle_dir: str | Path | None = None) -> nn.Module:
     """Build ``model_name`` (eval mode) with the weights ``describe_weights`` recorded.
 

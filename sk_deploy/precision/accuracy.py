@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from sk_deploy.bundle import MODEL_FILE, Bundle
+from sk_deploy.bundle import MODEL_FILE, Bundle, is_trained
 from sk_deploy.compare import DEFAULT_LIMIT, Comparison, Pictures, compare_logits, compare_runners
 from sk_deploy.metrics import Agreement
-from sk_deploy.models.reference import is_trained
 
 RANDOM_WEIGHTS_NOTE = (
     "random weights: logits of an untrained network are nearly tied, so top-1 agreement says little; "

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from sk_deploy.backends import BACKENDS, REFERENCE, backend_names, gated_backends
-from sk_deploy.bundle import FILE_FORMS, GRAPH_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name
+from sk_deploy.bundle import FILE_FORMS, GRAPH_FORMS, MODEL_FILE, RAW_FILE, Bundle, form_name, is_trained
 from sk_deploy.compare import DEFAULT_LIMIT, Pictures, Runner, compare_runners, logits_of
 from sk_deploy.engines.compat import EngineMismatch, check_engine
 from sk_deploy.machine import BackendUnavailable, Machine
-from sk_deploy.models.reference import is_trained
 from sk_deploy.precision.accuracy import GATES, AccuracyReport, Gate, judge, report_for
 from sk_deploy.precisions import Precision
 

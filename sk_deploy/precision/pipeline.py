@@ -25,10 +25,9 @@ import numpy as np
 import onnx
 
 from sk_deploy.backends import BACKENDS, REFERENCE, BackendSpec, runners_of
-from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, graph_form
+from sk_deploy.bundle import MODEL_FILE, Bundle, BundleError, graph_form, is_trained
 from sk_deploy.compare import generated_images
 from sk_deploy.machine import probe_machine
-from sk_deploy.models.reference import is_trained
 from sk_deploy.precision.accuracy import AccuracyReport, judge
 from sk_deploy.precision.backends import gate_on_backends
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images
