@@ -44,10 +44,10 @@ def full_bundle(small_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) 
         make_image(pictures / f"p{i}.jpg", size=(96, 80), seed=i)
     path = folder / "bundle"
     shutil.copytree(small_bundle.path, path)
-    quantize_bundle(QuantizeSettings(bundle=path, precision="fp16", holdout_size=2))
+    quantize_bundle(QuantizeSettings(bundle=path, precision="fp16", holdout_size=2, measure_speed=False))
     for target in ("tensorrt", "cpu"):
         quantize_bundle(QuantizeSettings(bundle=path, precision="int8", target=target, images=pictures, calib_size=4,
-                                        holdout_size=2, gate=False))
+                                        holdout_size=2, gate=False, measure_speed=False))
     bundle = Bundle.open(path)
     (path / ENGINE).write_bytes(b"stand-in serialized engine " * 100)
     bundle.add_file(ENGINE, role="engine", precision="fp16",

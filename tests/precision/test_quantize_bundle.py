@@ -96,7 +96,7 @@ def test_failed_gate_leaves_the_bundle_unchanged(bundle_dir: Path, photos: Path,
     assert not result.written and not result.accuracy.passed
     assert snapshot(bundle_dir) == before
     kept = quantize_bundle(QuantizeSettings(bundle=bundle_dir, precision="int8", target="cpu", images=photos,
-                                           calib_size=8, holdout_size=4, gate=False))
+                                           calib_size=8, holdout_size=4, gate=False, measure_speed=False))
     assert kept.written and (bundle_dir / "model.int8-cpu.onnx").is_file()
 
 
@@ -153,7 +153,7 @@ def test_int8_on_real_photos(shared_data: Path, tmp_path: Path) -> None:
     for target in ("tensorrt", "cpu"):
         result = quantize_bundle(QuantizeSettings(bundle=out, precision="int8", target=target,
                                                  images=shared_data / "imagenet-val-1300", calib_size=64,
-                                                 holdout_size=48))
+                                                 holdout_size=48, measure_speed=False))
         agreement = result.accuracy.agreement
         assert result.written and agreement.images == 48
         assert agreement.cosine_mean >= 0.99, (target, agreement)

@@ -40,7 +40,8 @@ def bundle_dir(small_bundle: Bundle, tmp_path: Path) -> Path:
 
 def request(bundle_dir: Path, photos: Path, **options) -> QuantizeSettings:
     return QuantizeSettings(**{"bundle": bundle_dir, "precision": "int8", "target": "tensorrt", "images": photos,
-                               "calib_size": 12, "holdout_size": 12, "gate": False, **options})
+                               "calib_size": 12, "holdout_size": 12, "gate": False,
+                               "measure_speed": False, **options})
 
 
 def dtypes(path: Path) -> set[int]:

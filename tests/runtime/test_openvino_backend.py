@@ -76,7 +76,7 @@ def test_int8_runs_the_faster_graph_and_agrees_with_ort_on_it(small_bundle: Bund
     shutil.copytree(small_bundle.path, path)
     for target in ("tensorrt", "cpu"):
         quantize_bundle(QuantizeSettings(bundle=path, precision="int8", target=target, images=pictures, calib_size=3,
-                                        holdout_size=1, gate=False))
+                                        holdout_size=1, gate=False, measure_speed=False))
     options = OpenVinoOptions(cache_dir="")
     with Predictor(path, "openvino", "int8", openvino=options) as ov:
         # both int8 graphs are there: OpenVINO runs the TensorRT form, measured faster (benchmarks/openvino)
