@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,11 +112,12 @@ def server(small_bundle: Bundle) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def bundles(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> BundleCache:
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> BundleCache:
     """Realistic bundles shared by the runtime, service and deployment tests, and by pytest-xdist's workers (in the
     run's common temporary folder): each is exported once per run."""
     base = tmp_path_factory.getbasetemp()
-    return BundleCache((base if worker_id == "master" else base.parent) / "bundles")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # set in a worker; read here so -p no:xdist works as well
+    return BundleCache((base.parent if worker else base) / "bundles")
 
 
 @pytest.fixture(scope="session")
