@@ -82,9 +82,7 @@ def _by_gates(bundle: Bundle, precision: str, machine: Machine, preferred: str, 
     or the fastest measured on this CPU, or ``preferred`` by the hardware rule when that cannot say."""
     licensed: dict[str, float | None] = {}
     refused: list[str] = []
-    for name in (n for n in runners_of(precision, "cpu") if n in gated_backends()):
-        if BACKENDS[name].machine_refusal(machine):
-            continue
+    for name in gated_runners_here(precision, machine):
         try:
             file = gated_file(bundle, name, precision)
         except MissingGraph:
@@ -106,6 +104,13 @@ def _by_gates(bundle: Bundle, precision: str, machine: Machine, preferred: str, 
         return fastest, (f"{fastest} measured fastest for {precision} on this CPU ({timed}), and its gate passed on "
                          "each")
     return preferred, f"{why}; its gate passed on {' and '.join(licensed)}, speed not measured on each here"
+
+
+def gated_runners_here(precision: str, machine: Machine) -> list[str]:
+    """The CPU backends this machine has that run ``precision`` and on which quantize judges its graphs: where
+    ``auto`` may serve it, once its gate passed there."""
+    return [name for name in runners_of(precision, "cpu")
+            if name in gated_backends() and not BACKENDS[name].machine_refusal(machine)]
 
 
 def gated_file(bundle: Bundle | dict[str, Any], backend: str, precision: str) -> str:

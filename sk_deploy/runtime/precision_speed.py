@@ -15,7 +15,7 @@ import statistics
 import time
 from typing import Any
 
-from sk_deploy.backends import BACKENDS, gated_backends
+from sk_deploy.backends import gated_backends
 from sk_deploy.bundle import MODEL_FILE, Bundle
 from sk_deploy.machine import BackendUnavailable, Machine, probe_machine
 
@@ -43,7 +43,7 @@ def measure_speedup(bundle: Bundle, precision: str, key: str, machine: Machine |
     and under ``backends`` each timed backend's median in ms and speed-up). A BackendUnavailable when no backend
     here may serve it."""
     from sk_deploy.runtime.auto_precision import device_name
-    from sk_deploy.runtime.cpu_choice import backend_gate
+    from sk_deploy.runtime.cpu_choice import backend_gate, gated_runners_here
     from sk_deploy.runtime.predictor import Predictor, plan
 
     machine = machine or probe_machine()
@@ -55,8 +55,7 @@ def measure_speedup(bundle: Bundle, precision: str, key: str, machine: Machine |
                                      f"here, not {key}")
         backends = [served.backend]
     else:
-        backends = [name for name in gated_backends() if precision in BACKENDS[name].precisions
-                    and not BACKENDS[name].machine_refusal(machine) and backend_gate(bundle, key, name)[0]]
+        backends = [name for name in gated_runners_here(precision, machine) if backend_gate(bundle, key, name)[0]]
         if not backends:
             raise BackendUnavailable(f"not timed: its gate passed on no CPU backend here "
                                      f"({', '.join(gated_backends())})")
