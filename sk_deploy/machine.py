@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -247,6 +248,23 @@ def physical_cores() -> int | None:
         if "core id" in fields:
             cores.add((fields.get("physical id", "0"), fields["core id"]))
     return len(cores) or None
+
+
+def confined_cpus() -> int | None:
+    """How many CPUs this process may run on, where that is fewer than the machine has (``taskset``, a container's
+    cpuset, a CPU manager's exclusive cores); None where it may run on all of them, or the system cannot say."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity call (macOS, Windows)
+        return None
+    return allowed if allowed < (os.cpu_count() or allowed) else None
+
+
+def ort_intra_op_threads(requested: int = 0) -> int:
+    """The intra-op thread count to give an ONNX Runtime session: ``requested``, else the CPUs this process is
+    confined to, else 0 (ONNX Runtime's default: one thread per physical core, pinned to them). ONNX Runtime's
+    default ignores the process's CPU set and spins threads on CPUs outside it; OpenVINO keeps to the set itself."""
+    return requested or confined_cpus() or 0
 
 
 def memory_gb() -> float | None:

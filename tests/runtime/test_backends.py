@@ -4,6 +4,8 @@ CPU features; the bundle's one precision -> file table."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,7 @@ from sk_deploy.bundle import GRAPH_FORMS, Bundle, MissingGraph, graph_form, grap
 from sk_deploy.machine import CPU_FEATURES, BackendUnavailable, cpu_features
 from sk_deploy.precisions import PRECISIONS
 from sk_deploy.runtime.backend import Backend
-from sk_deploy.runtime.ort_backend import OrtCpuBackend
+from sk_deploy.runtime.ort_backend import OrtCpuBackend, OrtOptions
 from sk_deploy.runtime.predictor import Predictor
 
 
@@ -29,6 +31,29 @@ def test_ort_backend_shares_the_base_and_frees_its_session(small_bundle: Bundle)
     assert backend.closed and backend.session is None
     backend.close()  # a second close does nothing
     assert backend.closed
+
+
+def test_an_ort_session_keeps_to_the_cpus_its_process_is_confined_to(small_bundle: Bundle,
+                                                                    every_cpu: set[int]) -> None:
+    """ONNX Runtime's default thread pool takes one thread per physical core and pins them, whatever ``taskset`` or
+    a container's cpuset says; sk-deploy's sessions size theirs to the CPUs the process may use."""
+    if len(every_cpu) < 2:
+        pytest.skip("needs a machine with two CPUs or more, to confine the process to one of them")
+
+    def threads() -> int:
+        backend = OrtCpuBackend(small_bundle.check_file("model.onnx"), small_bundle, precision="fp32")
+        try:
+            return backend.session.get_session_options().intra_op_num_threads
+        finally:
+            backend.close()
+
+    assert threads() == 0  # every CPU: ONNX Runtime's own default
+    os.sched_setaffinity(0, {min(every_cpu)})  # the fixture gives the CPUs back
+    assert threads() == 1
+    explicit = OrtCpuBackend(small_bundle.check_file("model.onnx"), small_bundle, precision="fp32",
+                             options=OrtOptions(threads=3))
+    assert explicit.session.get_session_options().intra_op_num_threads == 3  # asked for: kept
+    explicit.close()
 
 
 def test_predictor_reads_capabilities_and_closes_once(small_bundle: Bundle) -> None:
