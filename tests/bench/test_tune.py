@@ -91,7 +91,7 @@ def test_a_bad_settings_file_is_one_line(tmp_path: Path, small_bundle: Bundle) -
     assert not (tmp_path / "r").exists()
 
 
-def test_instances_where_the_backend_runs_several(small_bundle: Bundle) -> None:
+def test_instances_where_the_backend_runs_several(small_bundle: Bundle, every_cpu: set[int]) -> None:
     assert instances_refusal("ort-cpu") is None and instances_refusal("openvino") is None
     assert "process-wide" in (instances_refusal("torch") or "")
     options = instance_options("fp32", 2, cores=2)
