@@ -250,14 +250,19 @@ def physical_cores() -> int | None:
     return len(cores) or None
 
 
-def confined_cpus() -> int | None:
-    """How many CPUs this process may run on, where that is fewer than the machine has (``taskset``, a container's
-    cpuset, a CPU manager's exclusive cores); None where it may run on all of them, or the system cannot say."""
+def usable_cpus() -> int:
+    """How many CPUs this process may run on: its CPU set (``taskset``, a container's cpuset, a CPU manager's
+    exclusive cores), or the machine's count where the system has no such call (macOS, Windows)."""
     try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # no affinity call (macOS, Windows)
-        return None
-    return allowed if allowed < (os.cpu_count() or allowed) else None
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def confined_cpus() -> int | None:
+    """``usable_cpus()`` where that is fewer than the machine has; None where the process may run on all of them."""
+    usable = usable_cpus()
+    return usable if usable < (os.cpu_count() or usable) else None
 
 
 def ort_intra_op_threads(requested: int = 0) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from sk_deploy.backends import BACKENDS
-from sk_deploy.machine import physical_cores
+from sk_deploy.machine import physical_cores, usable_cpus
 
 
 def instances_refusal(backend: str) -> str | None:
@@ -28,11 +28,11 @@ def instances_refusal(backend: str) -> str | None:
 
 def instance_options(precision: str, instances: int, cores: int | None = None) -> dict[str, Any]:
     """The Predictor's ``options`` (by backend family) for ``instances`` parallel instances on ``cores`` cores
-    (the physical ones by default): each parallel backend's share of the cores; empty for one instance (the
-    defaults)."""
+    (by default the physical ones, or the CPUs this process is confined to where fewer): each parallel backend's
+    share of the cores; empty for one instance (the defaults)."""
     if instances <= 1:
         return {}
-    cores = cores or physical_cores() or 1
+    cores = cores or min(physical_cores() or usable_cpus(), usable_cpus())
     options: dict[str, Any] = {}
     for spec in BACKENDS.values():
         if spec.parallel and spec.family not in options:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from starlette.requests import Request
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.labels import imagenet_labels
-from sk_deploy.machine import BackendUnavailable
+from sk_deploy.machine import BackendUnavailable, usable_cpus
 from sk_deploy.runtime.instances import instance_options, instances_refusal
 from sk_deploy.runtime.predictor import Predictor
 from sk_deploy.service.batcher import (
@@ -94,7 +93,7 @@ class Service:
         self.classes = self.bundle.classes
         self.labels = imagenet_labels()
         self.metrics = ServiceMetrics(self.model, VERSION, gpus=GpuMetrics.open())
-        threads = config.decode_threads or min(4, os.cpu_count() or 1)
+        threads = config.decode_threads or min(4, usable_cpus())
         form = PictureForm(self.bundle.preprocess, self.input_spec.dtype == "uint8", config.max_pixels,
                            config.max_aspect_ratio)
         self.decoder = Decoder(form, threads)

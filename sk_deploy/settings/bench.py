@@ -37,7 +37,8 @@ class BenchSettings(Settings):
     duration_ms: float = Field(3000.0, ge=0, description="Milliseconds of timed runs per row.")
     min_runs: int = Field(5, ge=1, description="Timed runs per row at least, however long they take.")
     max_runs: int = Field(100_000, ge=1, description="Timed runs per row at most.")
-    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default).")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per CPU where the process is "
+                         "confined to fewer than the machine has, else ONNX Runtime's default).")
     out: Path | None = Field(None, description="Directory for bench.json, bench.csv, bench.md and the PNG plots "
                              "(default: bench-results/<bundle name>).")
     plots: bool = Field(True, description="Draw the PNG plots (needs matplotlib).")
