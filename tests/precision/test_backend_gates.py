@@ -53,7 +53,8 @@ def _openvino_figures(path: Path) -> dict:
     return gate["accuracy"]
 
 
-def test_quantize_records_the_gate_on_each_cpu_backend(gated: Path) -> None:
+def test_quantize_records_the_gate_on_each_cpu_backend(gated: Path, small_bundle: Bundle, shared_data: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = Bundle.open(gated).stage("precision")[FILE]
     assert set(entry["backends"]) == set(gated_backends())  # ort-cpu and openvino both serve the CPU INT8 form
     assert entry["backends"]["ort-cpu"]["accuracy"] == entry["accuracy"]  # the reference's gate, measured once
@@ -63,7 +64,10 @@ def test_quantize_records_the_gate_on_each_cpu_backend(gated: Path) -> None:
     assert openvino["images"] == entry["accuracy"]["images"] == 16
     assert 0.9 < openvino["cosine_mean"] <= 1 and openvino["passed"] == (not openvino["failures"])
     if not openvino["passed"] or not entry["accuracy"]["passed"]:
-        pytest.skip("a backend's gate failed under the default gate; the next test covers that case")
+        # the default gate's top-1 agreement on 16 pictures falls either side of 90% from one export to the next
+        # (the next test covers a failed gate): a gate both pass, for the rule below
+        monkeypatch.setitem(accuracy.GATES, "int8-cpu", accuracy.Gate(min_cosine=0.9))
+        gated = _quantize(small_bundle, tmp_path, shared_data / "imagenet-samples")
     # both passed, nothing timed: the hardware rule picks between them
     assert plan(gated, "auto", "int8", described(VNNI)).backend == "openvino"
     assert plan(gated, "auto", "int8", described(AVX2)).backend == "ort-cpu"
