@@ -37,6 +37,7 @@ from sk_deploy.bench.timing import timed_loop  # noqa: E402
 from sk_deploy.bundle import Bundle  # noqa: E402
 from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.images import find_images, load_batch  # noqa: E402
+from sk_deploy.runners import onnx_cpu_runner  # noqa: E402
 from sk_deploy.runtime.predictor import Predictor  # noqa: E402
 from sk_deploy.settings.graph import ExportSettings  # noqa: E402
 
@@ -117,7 +118,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.bundle is None:
             print(f"exporting {args.model}...", flush=True)
-            bundle, _ = export_bundle(ExportSettings(model=args.model, out=Path(tmp) / args.model))
+            bundle, _ = export_bundle(ExportSettings(model=args.model, out=Path(tmp) / args.model),
+                                      onnx_runner=onnx_cpu_runner)
         else:
             bundle = Bundle.open(args.bundle)
         payloads = load_payloads(args.images, limit=64)
