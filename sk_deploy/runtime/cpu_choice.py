@@ -171,8 +171,8 @@ def gate_passed(bundle: Bundle, key: str) -> dict[str, Any] | None:
 
 def faster_tip(bundle: Bundle | dict[str, Any], backend: str, precision: str, machine: Machine) -> str | None:
     """One line naming the flag for a faster precision that has passed its gate in this bundle and runs here
-    (a CPU hint such as bf16 where this CPU and its backend run it, else int8), when ``precision`` fp32 was
-    picked for the CPU."""
+    (a CPU hint such as bf16 where this CPU and its backend run it, else int8 where a graph's gate passed on a CPU
+    backend of this machine), when ``precision`` fp32 was picked for the CPU."""
     spec = BACKENDS.get(backend)
     if precision != Precision.FP32 or spec is None or spec.device != "cpu" or machine.cuda:
         return None
@@ -186,10 +186,10 @@ def faster_tip(bundle: Bundle | dict[str, Any], backend: str, precision: str, ma
         if figures:
             return (f"tip: --precision {hint} runs faster on this CPU ({runner}, native {hint.facts.native_cpu}; its "
                     f"gate passed: mean cosine {figures['cosine_mean']:.5f} against fp32; {RESULTS})")
-    for name in ("model.int8.onnx", "model.int8-cpu.onnx"):
-        if bundle.has(name):
-            int8 = gate_passed(bundle, name)
+    for name in (form.file for form in graph_forms(Precision.INT8, "cpu") if bundle.has(form.file)):
+        for runner in gated_runners_here(Precision.INT8, machine):
+            int8, _ = backend_gate(bundle, name, runner)
             if int8:
-                return (f"tip: --precision int8 runs faster on this CPU ({name}; its gate passed: mean cosine "
-                        f"{int8['cosine_mean']:.5f} against fp32; {RESULTS})")
+                return (f"tip: --precision int8 runs faster on this CPU ({name} on {runner}; its gate passed there: "
+                        f"mean cosine {int8['cosine_mean']:.5f} against fp32; {RESULTS})")
     return None
