@@ -180,7 +180,7 @@ def open_runner(bundle: Bundle, backend: str, precision: str, machine: Machine, 
     Predictor; a BackendUnavailable (or the backend's own error) when this machine or bundle cannot run it."""
     from sk_deploy.runtime.openvino_backend import OpenVinoOptions
     from sk_deploy.runtime.ort_backend import OrtOptions
-    from sk_deploy.runtime.torch_backend import TorchOptions
+    from sk_deploy.runtime.torch_options import TorchOptions
 
     variant = bench_variants()[backend]
     spec = BACKENDS[variant.backend]

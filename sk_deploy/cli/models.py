@@ -93,7 +93,7 @@ def _predict_bundle(
     from sk_deploy.bundle import is_trained
     from sk_deploy.images import load_batch
     from sk_deploy.runtime.predictor import Predictor
-    from sk_deploy.runtime.torch_backend import TorchOptions
+    from sk_deploy.runtime.torch_options import TorchOptions
 
     try:
         with waiting(f"loading {bundle_dir} ({backend})..."):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +30,7 @@ from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.cpu_choice import gated_file
 from sk_deploy.runtime.openvino_backend import OpenVinoOptions
 from sk_deploy.runtime.ort_backend import OrtOptions
-
-if TYPE_CHECKING:  # the torch backend imports PyTorch, which serving an ONNX graph never needs
-    from sk_deploy.runtime.torch_backend import TorchOptions
+from sk_deploy.runtime.torch_options import TorchOptions
 
 __all__ = ["Choice", "InputSpec", "Predictor", "onnx_file", "plan"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,23 +14,10 @@ from sk_deploy.models.reference import build_reference, describe_weights
 from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.cuda_timing import CudaPhases
 from sk_deploy.runtime.device import DeviceError, resolve_device
+from sk_deploy.runtime.torch_options import TorchOptions
 
 if TYPE_CHECKING:
     from sk_deploy.bundle import Bundle
-
-
-@dataclass(frozen=True)
-class TorchOptions:
-    """``device`` (auto, cpu, cuda[:N]); channels_last memory format; FP16 autocast (CUDA only); and
-    ``compile``: None for eager, or a ``torch.compile`` mode (``default``, ``reduce-overhead``, ``max-autotune``);
-    ``tf32``: TensorFloat-32 convolutions and matmuls on a CUDA device (off otherwise: fp32 is IEEE fp32, while
-    PyTorch defaults cuDNN's TF32 on)."""
-
-    device: str = "auto"
-    channels_last: bool = False
-    fp16: bool = False
-    compile: str | None = None
-    tf32: bool = False
 
 
 class TorchBackend(Backend):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,21 @@ import torch
 
 from sk_deploy.bundle import Bundle
 from sk_deploy.images import load_batch
-from sk_deploy.machine import probe_machine
+from sk_deploy.machine import nvidia_driver_visible, probe_machine
 from sk_deploy.runtime.classify import softmax
 from sk_deploy.runtime.predictor import Predictor, plan
 from tests.test_cli import sk_deploy
+
+
+@pytest.mark.skipif(nvidia_driver_visible(), reason="on a machine with an NVIDIA driver auto asks PyTorch about CUDA")
+def test_predict_bundle_on_a_cpu_machine_imports_no_pytorch(small_bundle: Bundle, real_photo: Path) -> None:
+    """An ONNX graph through ``predict --bundle`` never needs PyTorch (2 s and 300 MB to import)."""
+    probe = ("import sys\nfrom sk_deploy.cli import app\ntry:\n"
+             f"    app(['predict', {str(real_photo)!r}, '--bundle', {str(small_bundle.path)!r}, '--json'], "
+             "prog_name='sk-deploy')\nexcept SystemExit as exc:\n    print('exit', exc.code)\n"
+             "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-2:] == ["exit 0", "False"], done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])

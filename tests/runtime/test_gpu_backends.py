@@ -16,7 +16,7 @@ import pytest
 from sk_deploy.bundle import Bundle
 from sk_deploy.machine import probe_machine
 from sk_deploy.runtime.predictor import Predictor
-from sk_deploy.runtime.torch_backend import TorchOptions
+from sk_deploy.runtime.torch_options import TorchOptions
 
 #: fp32 on a GPU against fp32 on the CPU: TF32 alone would give 1.16e-3 on this model
 FP32 = 1e-4
