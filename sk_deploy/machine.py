@@ -250,17 +250,47 @@ def physical_cores() -> int | None:
     return len(cores) or None
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, membership: str | None = None) -> int | None:
+    """The CPUs a cgroup CPU limit lets this process use, rounded up; None where there is none. Docker's
+    ``--cpus`` and Kubernetes' ``limits.cpu`` are such a limit: a share of time, not a set of CPUs, so the process
+    still sees every core. cgroup v2: ``cpu.max`` of the process's cgroup (``membership``: the text of
+    /proc/self/cgroup) and of each above it, the tightest counting; v1: ``cpu/cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``."""
+    if membership is None:
+        try:
+            membership = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    own = next((line[3:] for line in membership.splitlines() if line.startswith("0::")), "/")
+    folder, limits = root / own.strip().lstrip("/"), []
+    for place in (folder, *(p for p in folder.parents if p.is_relative_to(root))):
+        with contextlib.suppress(OSError, ValueError):
+            quota, period = (place / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                limits.append(-(-int(quota) // int(period)))
+    with contextlib.suppress(OSError, ValueError):
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        if quota > 0:
+            limits.append(-(-quota // int((root / "cpu" / "cpu.cfs_period_us").read_text())))
+    return max(1, min(limits)) if limits else None
+
+
 def usable_cpus() -> int:
-    """How many CPUs this process may run on: its CPU set (``taskset``, a container's cpuset, a CPU manager's
-    exclusive cores), or the machine's count where the system has no such call (macOS, Windows)."""
+    """How many CPUs this process may use: its CPU set (``taskset``, a container's cpuset, a CPU manager's
+    exclusive cores; the machine's count where the system has no such call: macOS, Windows), or fewer where a
+    cgroup CPU limit allows less (``cgroup_cpu_limit``)."""
     try:
-        return len(os.sched_getaffinity(0))
+        allowed = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        allowed = os.cpu_count() or 1
+    return min(allowed, cgroup_cpu_limit() or allowed)
 
 
 def confined_cpus() -> int | None:
-    """``usable_cpus()`` where that is fewer than the machine has; None where the process may run on all of them."""
+    """``usable_cpus()`` where that is fewer than the machine has; None where the process may use all of them."""
     usable = usable_cpus()
     return usable if usable < (os.cpu_count() or usable) else None
 
@@ -268,7 +298,7 @@ def confined_cpus() -> int | None:
 def ort_intra_op_threads(requested: int = 0) -> int:
     """The intra-op thread count to give an ONNX Runtime session: ``requested``, else the CPUs this process is
     confined to, else 0 (ONNX Runtime's default: one thread per physical core, pinned to them). ONNX Runtime's
-    default ignores the process's CPU set and spins threads on CPUs outside it; OpenVINO keeps to the set itself."""
+    default ignores the process's CPU set and a cgroup's CPU limit, and spins threads the process may not run."""
     return requested or confined_cpus() or 0
 
 

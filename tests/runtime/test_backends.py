@@ -5,13 +5,14 @@ CPU features; the bundle's one precision -> file table."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sk_deploy.backends import BACKENDS
 from sk_deploy.bundle import GRAPH_FORMS, Bundle, MissingGraph, graph_form, graph_forms
-from sk_deploy.machine import CPU_FEATURES, BackendUnavailable, cpu_features
+from sk_deploy.machine import CPU_FEATURES, BackendUnavailable, cgroup_cpu_limit, cpu_features
 from sk_deploy.precisions import PRECISIONS
 from sk_deploy.runtime.backend import Backend
 from sk_deploy.runtime.ort_backend import OrtCpuBackend, OrtOptions
@@ -54,6 +55,27 @@ def test_an_ort_session_keeps_to_the_cpus_its_process_is_confined_to(small_bundl
                              options=OrtOptions(threads=3))
     assert explicit.session.get_session_options().intra_op_num_threads == 3  # asked for: kept
     explicit.close()
+
+
+def test_a_cgroup_cpu_limit_counts_as_cpus(tmp_path: Path) -> None:
+    """Docker's --cpus, Kubernetes' limits.cpu: a share of time the process cannot see as a CPU set."""
+    pod = tmp_path / "kubepods.slice" / "pod1"
+    own = pod / "container"
+    own.mkdir(parents=True)
+    (own / "cpu.max").write_text("max 100000\n")
+    membership = "0::/kubepods.slice/pod1/container\n"
+    assert cgroup_cpu_limit(tmp_path, membership) is None  # no limit
+    (pod / "cpu.max").write_text("250000 100000\n")  # the pod's limit, above the container's cgroup
+    assert cgroup_cpu_limit(tmp_path, membership) == 3  # 2.5 CPUs, rounded up
+    (own / "cpu.max").write_text("50000 100000\n")
+    assert cgroup_cpu_limit(tmp_path, membership) == 1  # the tightest counts
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(v1.parent, "1:cpu:/\n0::/\n") is None
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")
+    assert cgroup_cpu_limit(v1.parent, "1:cpu:/\n0::/\n") == 4
 
 
 def test_predictor_reads_capabilities_and_closes_once(small_bundle: Bundle) -> None:
