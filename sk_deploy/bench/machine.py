@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sk_deploy.bundle import tool_versions
-from sk_deploy.machine import cpu_name, memory_gb, physical_cores, probe_machine
+from sk_deploy.machine import cpu_name, memory_gb, physical_cores, probe_machine, usable_cpus
 
 _EXTRA_TOOLS = ("onnxruntime-gpu", "tensorrt", "openvino", "matplotlib", "httpx", "fastapi", "uvicorn")
 
@@ -66,7 +66,7 @@ def describe_machine() -> dict[str, Any]:
     """Everything a reader needs to know about where figures came from, JSON-ready."""
     probed = probe_machine()
     return {
-        "cpu": cpu_name(), "cores": os.cpu_count(), "cores_physical": physical_cores(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "cores_physical": physical_cores(), "cores_usable": usable_cpus(),
         "memory_gb": memory_gb(), "cpu_features": list(probed.cpu_features), "platform": platform.platform(),
         "gpu": gpu_info(),
         "ort_providers": list(probed.ort_providers), "tensorrt": probed.tensorrt_version,
@@ -95,7 +95,9 @@ def describe_short(machine: dict[str, Any]) -> str:
              else "no GPU")
     cores = machine.get("cores")
     physical = machine.get("cores_physical")
-    core_text = f"{cores} cores" + (f" ({physical} physical)" if physical and physical != cores else "")
+    usable = machine.get("cores_usable")
+    core_text = (f"{cores} cores" + (f" ({physical} physical)" if physical and physical != cores else "")
+                 + (f", {usable} usable by this process" if usable and usable != cores else ""))
     return f"{machine.get('cpu', '?')}, {core_text}, {machine.get('memory_gb', '?')} GB; {where}"
 
 

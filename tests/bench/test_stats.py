@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from sk_deploy.bench.latency import Row, compute_ratios, device_phases
-from sk_deploy.bench.machine import describe_machine, machine_slug
+from sk_deploy.bench.machine import describe_machine, describe_short, machine_slug
 from sk_deploy.bench.report import trtexec_fields
 from sk_deploy.bench.stats import per_second, summarize
 from sk_deploy.bench.timing import peak_rss_mb, reset_peak_rss, timed_loop
+from sk_deploy.machine import cgroup_cpu_limit
 
 
 def test_percentiles_of_one_to_a_hundred() -> None:
@@ -102,6 +103,10 @@ def test_machine_slug_and_description() -> None:
     assert machine_slug({"gpu": None, "cores": 2}) == "cpu-2core"
     here = describe_machine()
     assert here["cpu"] and here["cores"] == os.cpu_count()
+    # its CPU set (under pytest-xdist, this worker's share), less where a cgroup limits the time
+    assert here["cores_usable"] == min(len(os.sched_getaffinity(0)), cgroup_cpu_limit() or os.cpu_count())
+    assert describe_short({**here, "cores": 4, "cores_physical": 4, "cores_usable": 1}).startswith(
+        f"{here['cpu']}, 4 cores, 1 usable by this process, ")
     assert {"torch", "onnxruntime", "python"} <= set(here["libraries"])
     assert (here["gpu"] is None) == (not torch.cuda.is_available())
     assert "CPUExecutionProvider" in here["ort_providers"]
