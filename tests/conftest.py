@@ -25,8 +25,8 @@ MACHINE_CPUS = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, each worker, and the commands and servers it starts, keeps to its own share of the CPUs:
     OpenVINO and sk-deploy's ONNX Runtime sessions size their thread pools to it (``machine.confined_cpus``), so
-    two workers do not spin threads against each other on the same cores (measured: 521 s instead of 574 s for the
-    suite on two cores, with only in-process sessions held to one thread each)."""
+    two workers do not spin threads against each other on the same cores (docs/tests.md: the suite on two cores
+    took 574 to 615 s before, 423 s after)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cpus = sorted(MACHINE_CPUS)
     if worker and 1 < count <= len(cpus):
