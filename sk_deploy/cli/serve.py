@@ -28,7 +28,7 @@ def serve_command(settings: ServeSettings) -> None:
     from sk_deploy.service.app import ServiceConfig
     from sk_deploy.service.batcher import check_buckets
     from sk_deploy.service.server import serve
-    from sk_deploy.service.target import check_target, resolve_target
+    from sk_deploy.service.target import export_target, open_target
 
     settings = with_config(settings, {key: key for key in ("max_batch", "max_delay_ms", "instances")})
     buckets = None
@@ -39,10 +39,12 @@ def serve_command(settings: ServeSettings) -> None:
             raise fail(f"--batch-buckets: {exc}") from None
     target, precision = settings.target, settings.precision
     try:
-        check_target(target, settings.weights, settings.pretrained)  # a bad target: one line, before any waiting
+        bundle = open_target(target, settings.weights, settings.pretrained)  # a bad target: one line, at once
+        exported = False
         with waiting(f"preparing {target}...") as status:
-            bundle, exported = resolve_target(target, settings.weights, settings.pretrained,
-                                              progress=lambda message: status.update(f"{message}..."))
+            if bundle is None:  # a model name
+                bundle, exported = export_target(target, settings.weights, settings.pretrained,
+                                                 progress=lambda message: status.update(f"{message}..."))
             machine = probe_machine()
             chosen_precision = resolve_precision(bundle, settings.backend, precision, machine)
             choice = plan(bundle, settings.backend, chosen_precision.precision, machine)  # a backend it lacks: one line

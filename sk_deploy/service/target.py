@@ -14,7 +14,7 @@ def default_cache() -> Path:
     return Path(os.environ.get("SK_DEPLOY_CACHE", Path.home() / ".cache" / "sk-deploy")) / "bundles"
 
 
-def check_target(target: str, weights: Path | None = None, pretrained: bool = False) -> Bundle | None:
+def open_target(target: str, weights: Path | None = None, pretrained: bool = False) -> Bundle | None:
     """The bundle ``target`` names (a directory), or None for a registered model name; a BundleError for anything
     else, before any slow work (a model name imports the exporter's modules, PyTorch among them: a bundle never
     does)."""
@@ -33,15 +33,19 @@ def check_target(target: str, weights: Path | None = None, pretrained: bool = Fa
 
 def resolve_target(target: str, weights: Path | None = None, pretrained: bool = False, cache: Path | None = None,
                    progress: Callable[[str], None] = lambda _: None) -> tuple[Bundle, bool]:
-    """The bundle to serve for ``target`` and whether it was exported just now.
-
-    A directory is taken as a bundle. A registered model name is exported (cleaned, verified, and its bf16 gate
-    measured where the CPU computes bfloat16 natively) into ``cache/<name>`` unless a bundle of that model with the
-    same weights is already there.
-    """
-    bundle = check_target(target, weights, pretrained)
+    """The bundle to serve for ``target`` and whether it was exported just now: ``open_target``'s bundle, or
+    ``export_target``'s for a model name."""
+    bundle = open_target(target, weights, pretrained)
     if bundle is not None:
         return bundle, False
+    return export_target(target, weights, pretrained, cache, progress)
+
+
+def export_target(target: str, weights: Path | None = None, pretrained: bool = False, cache: Path | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> tuple[Bundle, bool]:
+    """The bundle of the registered model ``target`` (``open_target`` said it is one) and whether it was exported
+    just now: exported (cleaned, verified, and its bf16 gate measured where the CPU computes bfloat16 natively)
+    into ``cache/<name>`` unless a bundle of that model with the same weights is already there."""
     from sk_deploy.graph.pipeline import export_bundle
     from sk_deploy.models.reference import describe_weights
     from sk_deploy.precision.pipeline import gate_bf16_where_native
