@@ -32,7 +32,9 @@ def instance_options(precision: str, instances: int, cores: int | None = None) -
     share of the cores; empty for one instance (the defaults)."""
     if instances <= 1:
         return {}
-    cores = cores or min(physical_cores() or usable_cpus(), usable_cpus())
+    if not cores:
+        usable = usable_cpus()
+        cores = min(physical_cores() or usable, usable)
     options: dict[str, Any] = {}
     for spec in BACKENDS.values():
         if spec.parallel and spec.family not in options:
