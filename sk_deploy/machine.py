@@ -295,10 +295,11 @@ def confined_cpus() -> int | None:
     return usable if usable < (os.cpu_count() or usable) else None
 
 
-def ort_intra_op_threads(requested: int = 0) -> int:
-    """The intra-op thread count to give an ONNX Runtime session: ``requested``, else the CPUs this process is
-    confined to, else 0 (ONNX Runtime's default: one thread per physical core, pinned to them). ONNX Runtime's
-    default ignores the process's CPU set and a cgroup's CPU limit, and spins threads the process may not run."""
+def runtime_threads(requested: int = 0) -> int:
+    """The thread count to give a runtime (ONNX Runtime's intra-op threads, OpenVINO's ``INFERENCE_NUM_THREADS``):
+    ``requested``, else the CPUs this process is confined to, else 0 (the runtime's own default). ONNX Runtime's
+    default, one pinned thread per physical core, ignores the process's CPU set and a cgroup's CPU limit; OpenVINO
+    keeps to a CPU set but not to a CPU limit: either spins threads the process may not run."""
     return requested or confined_cpus() or 0
 
 

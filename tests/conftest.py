@@ -24,7 +24,7 @@ MACHINE_CPUS = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, each worker, and the commands and servers it starts, keeps to its own share of the CPUs:
-    OpenVINO and sk-deploy's ONNX Runtime sessions size their thread pools to it (``machine.confined_cpus``), so
+    OpenVINO and sk-deploy's ONNX Runtime sessions size their thread pools to it (``machine.runtime_threads``), so
     two workers do not spin threads against each other on the same cores (docs/tests.md: the suite on two cores
     took 574 to 615 s before, 423 s after)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))

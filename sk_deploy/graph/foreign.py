@@ -16,7 +16,7 @@ from sk_deploy.graph.describe import io_description, load_onnx
 from sk_deploy.graph.export import ExportError, save_model
 from sk_deploy.graph.passes import optimize
 from sk_deploy.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from sk_deploy.machine import ort_intra_op_threads
+from sk_deploy.machine import runtime_threads
 
 PRESETS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], str]] = {
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD, "bicubic"),
@@ -56,7 +56,7 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = ort_intra_op_threads()
+    options.intra_op_num_threads = runtime_threads()
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 

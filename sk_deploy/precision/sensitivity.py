@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sk_deploy.machine import ort_intra_op_threads
+from sk_deploy.machine import runtime_threads
 from sk_deploy.precision.accuracy import AccuracyReport
 from sk_deploy.precision.fp16 import PrecisionError
 from sk_deploy.precision.int8 import _name_nodes
@@ -234,7 +234,7 @@ def layer_sensitivity(
     probe = probe_graph(qdq, float_model, layers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.intra_op_num_threads = ort_intra_op_threads()
+    options.intra_op_num_threads = runtime_threads()
     try:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own unrelated types; the user gets one line

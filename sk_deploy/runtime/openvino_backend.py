@@ -25,10 +25,10 @@ from sk_deploy.backends import backend
 from sk_deploy.machine import (
     BackendUnavailable,
     CpuFeatures,
-    confined_cpus,
     detect_cpu,
     import_openvino,
     openvino_version,
+    runtime_threads,
 )
 from sk_deploy.precisions import Precision
 from sk_deploy.runtime.backend import Backend
@@ -50,7 +50,7 @@ def default_cache_dir() -> Path:
 @dataclass(frozen=True)
 class OpenVinoOptions:
     """Compile settings: ``threads`` (INFERENCE_NUM_THREADS, 0: one per core, or per CPU the process is confined to
-    where fewer: ``machine.confined_cpus``), ``streams`` (NUM_STREAMS, 0:
+    where fewer: ``machine.runtime_threads``), ``streams`` (NUM_STREAMS, 0:
     what the hint implies), ``hint`` (PERFORMANCE_HINT: LATENCY for one request at a time, as the Predictor and
     the service's single inference thread run; THROUGHPUT for many in parallel), ``cache_dir`` (CACHE_DIR;
     None: ``default_cache_dir()``, "" turns caching off)."""
@@ -71,7 +71,7 @@ class OpenVinoOptions:
             raise BackendUnavailable("OpenVINO threads and streams are 0 (its default) or more")
         inference = int8_float if precision == "int8" else INFERENCE_PRECISION[precision]
         config = {"PERFORMANCE_HINT": self.hint, "INFERENCE_PRECISION_HINT": inference}
-        threads = self.threads or confined_cpus()  # OpenVINO keeps to a CPU set, not to a cgroup's CPU limit
+        threads = runtime_threads(self.threads)
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
         if self.streams:

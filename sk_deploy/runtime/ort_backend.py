@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sk_deploy.backends import backend
-from sk_deploy.machine import BackendUnavailable, ort_intra_op_threads, require_cuda, require_ort_provider
+from sk_deploy.machine import BackendUnavailable, require_cuda, require_ort_provider, runtime_threads
 from sk_deploy.runtime.backend import Backend
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class OrtOptions:
     """Session settings: threads (0: one per CPU this process is confined to, if it is, else ONNX Runtime's
-    default, one per physical core: ``machine.ort_intra_op_threads``), optimisation level,
+    default, one per physical core: ``machine.runtime_threads``), optimisation level,
     CUDA graphs (GPU providers only; one captured graph per batch size, all in one session), TensorRT provider's
     engine cache, and ``tf32`` (the CUDA provider's TensorFloat-32 convolutions and matmuls: off unless the
     precision is tf32, so that fp32 is IEEE fp32; ONNX Runtime itself defaults it on)."""
@@ -69,7 +69,7 @@ def session_options(options: OrtOptions) -> Any:
         raise ValueError(f"unknown optimisation level {options.optimization!r}; use one of: {', '.join(_LEVELS)}")
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.optimization])
-    so.intra_op_num_threads = ort_intra_op_threads(options.threads)
+    so.intra_op_num_threads = runtime_threads(options.threads)
     so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
     return so
 
