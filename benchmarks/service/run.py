@@ -1,12 +1,14 @@
 """Service overhead: HTTP throughput of ``sk-deploy serve`` against the Predictor's own, same bundle, same batch.
 
-One run, on one machine: export SKNet-50 (or take ``--bundle``), start ``sk-deploy serve`` on 127.0.0.1 with
-``--max-batch B``, sweep the concurrency levels with the load generator of ``sk-deploy bench-http`` (real photos
-as raw JPEG bodies), take the level with the most answered pictures per second, then alternate ``--repeats``
-times: the Predictor alone at batch B in this process (the server idle), and HTTP at the best level (the
-Predictor idle). The ratio is HTTP pictures/s over Predictor pictures/s, per repeat; the figure is the median.
-The load generator runs on the same cores as the server, so its own cost counts against HTTP. Writes
-``service.json`` and ``service.md`` to ``--out``.
+One run, on one machine: export SKNet-50 (or take ``--bundle``), open the Predictor as ``sk-deploy serve`` would (by
+default ``--backend auto --precision auto``: what a plain ``serve`` serves on this machine, recorded with the
+reasons), start ``sk-deploy serve`` on 127.0.0.1 with that backend and precision and ``--max-batch B``, sweep the
+concurrency levels with the load generator of ``sk-deploy bench-http`` (real photos as raw JPEG bodies), take the
+level with the most answered pictures per second, then alternate ``--repeats`` times: the Predictor alone at batch B
+in this process (the server idle), and HTTP at the best level (the Predictor idle). The ratio is HTTP pictures/s
+over Predictor pictures/s, per repeat; the figure is the median. The load generator runs on the same cores as the
+server, so its own cost counts against HTTP. Writes ``service.json`` and ``service.md`` to ``--out``
+(``service-BACKEND-PRECISION`` for a backend or precision asked).
 
     python benchmarks/service/run.py --images ../shared/data/imagenet-val-1300 --out benchmarks/results/cpu-2core
     python benchmarks/service/run.py --backend openvino --precision bf16     # -> service-openvino-bf16.{json,md}
@@ -37,6 +39,7 @@ from sk_deploy.bench.timing import timed_loop  # noqa: E402
 from sk_deploy.bundle import Bundle  # noqa: E402
 from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.images import find_images, load_batch  # noqa: E402
+from sk_deploy.machine import BackendUnavailable  # noqa: E402
 from sk_deploy.runners import onnx_cpu_runner  # noqa: E402
 from sk_deploy.runtime.predictor import Predictor  # noqa: E402
 from sk_deploy.settings.graph import ExportSettings  # noqa: E402
@@ -71,6 +74,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result.get('ran', result['backend'])}. Load average before / after: {result.get('load_before')} / "
         f"{result.get('load_after')}. "
         f"Photos: {result['pictures']} real JPEGs as raw bodies.", "",
+        *([f"Asked `--backend {result['asked'][0]} --precision {result['asked'][1]}`: "
+           f"{result['why']['precision']['reason']}; served on {result['backend']}: {result['why']['backend']}.", ""]
+          if "why" in result else []),
         f"**HTTP reaches {result['ratio_median']:.0%} of the Predictor's throughput at batch {b}** (median of "
         f"{len(result['repeats'])} alternating repeats at concurrency {best}; each repeat: "
         f"{each}).", "",
@@ -106,11 +112,11 @@ def main() -> None:
     parser.add_argument("--concurrency", default="8,32,64")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per step")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backend", default="ort-cpu", help="the Predictor backend served and measured")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--backend", default="auto", help="the backend served and measured (default: serve's)")
+    parser.add_argument("--precision", default="auto", help="the precision served (default: serve's)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/cpu-2core")
     args = parser.parse_args()
-    stem = "service" if (args.backend, args.precision) == ("ort-cpu", "fp32") else \
+    stem = "service" if (args.backend, args.precision) == ("auto", "auto") else \
         f"service-{args.backend}-{args.precision}"
     load_before = load_average()
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO_ROOT)), *sys.argv[1:]])
@@ -126,11 +132,16 @@ def main() -> None:
         photos = find_images(args.images)[: args.max_batch]
         batch = load_batch(photos, bundle.preprocess,
                            uint8_nhwc=bundle.manifest["input"]["dtype"] == "uint8")
-        predictor = Predictor(bundle, args.backend, args.precision)
+        try:
+            predictor = Predictor(bundle, args.backend, args.precision)
+        except BackendUnavailable as exc:
+            raise SystemExit(f"--backend {args.backend} --precision {args.precision}: {exc}") from None
+        print(f"serving {predictor.description}: {predictor.precision_choice.reason}", flush=True)
         predictor.warmup((1, args.max_batch))
-        server = LocalServer(bundle.path, "--backend", args.backend, "--precision", args.precision, "--max-batch",
-                             str(args.max_batch), "--timeout-ms",
-                             "120000", "--max-queue", "4096", "--no-access-log")
+        # the server is pinned to what the Predictor chose, so both sides of the ratio run the same graph
+        server = LocalServer(bundle.path, "--backend", predictor.backend, "--precision", predictor.precision,
+                             "--max-batch", str(args.max_batch), "--timeout-ms", "120000", "--max-queue", "4096",
+                             "--no-access-log")
         try:
             server.wait_ready(300)
             sweep = []
@@ -152,9 +163,10 @@ def main() -> None:
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
             "machine": describe_machine(),
             "model": bundle.model_name, "input": "x".join(map(str, bundle.manifest["input"]["shape"][1:])),
-            "weights": bundle.manifest["model"]["weights"]["source"], "backend": args.backend,
-            "precision": args.precision, "ran": predictor.description, "load_before": load_before,
-            "load_after": load_average(),
+            "weights": bundle.manifest["model"]["weights"]["source"], "asked": [args.backend, args.precision],
+            "backend": predictor.backend, "precision": predictor.precision, "ran": predictor.description,
+            "why": {"backend": predictor.reason, "precision": predictor.precision_choice.to_dict()},
+            "load_before": load_before, "load_after": load_average(),
             "max_batch": args.max_batch, "pictures": len(payloads), "sweep": sweep, "best_concurrency": best,
             "repeats": repeats, "ratio_median": statistics.median(r["ratio"] for r in repeats),
         }
