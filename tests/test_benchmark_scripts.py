@@ -21,9 +21,9 @@ def _name(path: Path) -> str:
 
 
 @pytest.fixture
-def script_argv(monkeypatch: pytest.MonkeyPatch):
-    """Run a script as ``python SCRIPT ARGS`` in this process: its argv, and sys.path restored after (each script
-    puts the repository first on it)."""
+def run_script(monkeypatch: pytest.MonkeyPatch):
+    """Run a script as ``python SCRIPT ARGS`` would, in this process (``as_main=False``: load it without running its
+    main); its names. sys.argv and sys.path are restored after (each script puts the repository first on it)."""
     monkeypatch.setattr(sys, "path", list(sys.path))
 
     def run(path: Path, *args: str, as_main: bool = True) -> dict:
@@ -38,21 +38,21 @@ def test_the_scripts_are_found() -> None:
 
 
 @pytest.mark.parametrize("path", WITH_OPTIONS, ids=_name)
-def test_a_script_with_options_loads_and_prints_its_help(path: Path, script_argv, capsys) -> None:
+def test_a_script_with_options_loads_and_prints_its_help(path: Path, run_script, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
-        script_argv(path, "--help")
+        run_script(path, "--help")
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("usage:")
 
 
 @pytest.mark.parametrize("path", sorted(set(SCRIPTS) - set(WITH_OPTIONS)), ids=_name)
-def test_a_script_without_options_loads(path: Path, script_argv) -> None:
-    names = script_argv(path, as_main=False)  # its imports resolve; nothing is measured or written
+def test_a_script_without_options_loads(path: Path, run_script) -> None:
+    names = run_script(path, as_main=False)  # its imports resolve; nothing is measured or written
     assert any(callable(value) and getattr(value, "__module__", None) == names["__name__"]
                for value in names.values())
 
 
-def test_the_benchmarks_readme_is_generated_from_the_committed_results(script_argv) -> None:
-    render = script_argv(BENCHMARKS / "suite" / "readme.py", as_main=False)["render"]
+def test_the_benchmarks_readme_is_generated_from_the_committed_results(run_script) -> None:
+    render = run_script(BENCHMARKS / "suite" / "readme.py", as_main=False)["render"]
     assert render(BENCHMARKS / "results") == (BENCHMARKS / "README.md").read_text(encoding="utf-8"), (
         "benchmarks/README.md is stale: python benchmarks/suite/readme.py")

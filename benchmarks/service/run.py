@@ -74,9 +74,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result.get('ran', result['backend'])}. Load average before / after: {result.get('load_before')} / "
         f"{result.get('load_after')}. "
         f"Photos: {result['pictures']} real JPEGs as raw bodies.", "",
-        *([f"Asked `--backend {result['asked'][0]} --precision {result['asked'][1]}`: "
-           f"{result['why']['precision']['reason']}; served on {result['backend']}: {result['why']['backend']}.", ""]
-          if "why" in result else []),
+        f"Asked `--backend {result['asked'][0]} --precision {result['asked'][1]}`: "
+        f"{result['why']['precision']['reason']}; served on {result['backend']}: {result['why']['backend']}.", "",
         f"**HTTP reaches {result['ratio_median']:.0%} of the Predictor's throughput at batch {b}** (median of "
         f"{len(result['repeats'])} alternating repeats at concurrency {best}; each repeat: "
         f"{each}).", "",

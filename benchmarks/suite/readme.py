@@ -77,7 +77,7 @@ def service_headline(path: Path) -> str:
     """The service-overhead ratio of ``results/<machine>/service.json`` (benchmarks/service/run.py), in one line."""
     run = json.loads(path.read_text())
     p99 = statistics.median(r["http"]["latency_ms"]["p99"] for r in run["repeats"])
-    return (f"service overhead ({run['model']}, {run['backend']} {run.get('precision', 'fp32')}, {run['date'][:10]}): "
+    return (f"service overhead ({run['model']}, {run['backend']} {run['precision']}, {run['date'][:10]}): "
             f"HTTP reaches {run['ratio_median']:.0%} of the Predictor's own throughput at batch {run['max_batch']} "
             f"(median of {len(run['repeats'])} alternating repeats at concurrency {run['best_concurrency']}, HTTP p99 "
             f"{p99 / 1e3:.1f} s); `{run['command']}`, [service.md](results/{path.parent.name}/service.md)")
