@@ -36,13 +36,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from sk_deploy.bench.machine import cpu_name, load_average  # noqa: E402
 from sk_deploy.bench.report import write_result  # noqa: E402
 from sk_deploy.bundle import tool_versions  # noqa: E402
-from sk_deploy.compare import logits_of  # noqa: E402
 from sk_deploy.graph.pipeline import export_bundle  # noqa: E402
 from sk_deploy.metrics import agreement  # noqa: E402
 from sk_deploy.precision.calibration import ImageBatches, list_images, split_images  # noqa: E402
 from sk_deploy.precision.mixed import FLOATS, elem_types, float32_islands  # noqa: E402
 from sk_deploy.precision.pipeline import quantize_bundle  # noqa: E402
-from sk_deploy.runners import onnx_cpu_runner  # noqa: E402
+from sk_deploy.runners import ort_logits  # noqa: E402
 from sk_deploy.settings.graph import ExportSettings  # noqa: E402
 from sk_deploy.settings.precision import QuantizeSettings  # noqa: E402
 
@@ -111,7 +110,7 @@ def main() -> None:
         calib = np.concatenate(list(ImageBatches(split.calibration, "x", spec).arrays()))
         holdout = np.concatenate(list(ImageBatches(split.holdout, "x", spec).arrays()))
         np.save(work / "calib.npy", calib)
-        reference = logits_of(onnx_cpu_runner(bundle_dir / "model.onnx"), lambda dtype: holdout)
+        reference = ort_logits(bundle_dir / "model.onnx", lambda dtype: holdout)
 
         files: dict[str, Path] = {}
         for high in ("fp32", "fp16"):
@@ -140,7 +139,7 @@ def main() -> None:
             print(f"measuring {name}", flush=True)
             graphs[name]["structure"] = structure(Path(path))
             start = time.perf_counter()
-            figures = agreement(reference, logits_of(onnx_cpu_runner(path), lambda dtype: holdout))
+            figures = agreement(reference, ort_logits(path, lambda dtype: holdout))
             graphs[name]["accuracy"] = figures.to_dict()
             graphs[name]["ort_cpu_seconds"] = round(time.perf_counter() - start, 1)
 

@@ -68,11 +68,10 @@ def markdown(result: dict[str, Any]) -> str:
     best, b = result["best_concurrency"], result["max_batch"]
     each = ", ".join(f"{r['ratio']:.0%}" for r in result["repeats"])
     lines = [
-        f"# Service overhead: HTTP vs the Predictor ({result['backend']} {result.get('precision', 'fp32')})", "",
-        f"Machine: {result['machine']['cpu']} ({result['machine'].get('cores')} cores), {result['date']}. "
+        f"# Service overhead: HTTP vs the Predictor ({result['backend']} {result['precision']})", "",
+        f"Machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), {result['date']}. "
         f"Model: {result['model']} at {result['input']}, {result['weights']} weights, backend "
-        f"{result.get('ran', result['backend'])}. Load average before / after: {result.get('load_before')} / "
-        f"{result.get('load_after')}. "
+        f"{result['ran']}. Load average before / after: {result['load_before']} / {result['load_after']}. "
         f"Photos: {result['pictures']} real JPEGs as raw bodies.", "",
         f"Asked `--backend {result['asked'][0]} --precision {result['asked'][1]}`: "
         f"{result['why']['precision']['reason']}; served on {result['backend']}: {result['why']['backend']}.", "",
